@@ -1,0 +1,74 @@
+"""What every entry point shares: flags generated from the settings table, logging, and error-to-exit-code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Callable
+
+from . import __version__
+from .errors import FundingError, SettingsError
+from .settings import ENV_FILE_VAR, Settings, load_settings, settings_for
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser(prog: str, description: str, component: str) -> argparse.ArgumentParser:
+    """An argument parser with one flag per setting the component reads (flags win over the environment)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog="Every flag mirrors an environment variable; see README.md.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--env-file", metavar="PATH",
+                        help=f"operator env file (env {ENV_FILE_VAR}, default ~/.volspike.env)")
+    for setting in settings_for(component):
+        parser.add_argument(setting.flag, dest=setting.field, metavar=setting.env,
+                            help=f"{setting.help} (default {setting.default})")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace, component: str) -> Settings:
+    overrides = {s.field: getattr(args, s.field, None) for s in settings_for(component)}
+    return load_settings(overrides=overrides, env_file=args.env_file)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(prog: str, body: Callable[[], int]) -> int:
+    """Run an entry point's body, turning our own errors into one line on stderr and an exit code."""
+    try:
+        return body()
+    except SettingsError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FundingError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+class RateLimitedLog:
+    """Log a recurring problem at most once per ``interval`` seconds per kind, with how often it happened."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger, self._interval, self._clock = logger, interval, clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str) -> bool:
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        extra = self._suppressed.pop(kind, 0)
+        suffix = f" ({extra} more since the last report)" if extra else ""
+        self._logger.warning("%s: %s%s", kind, message, suffix)
+        return True

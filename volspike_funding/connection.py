@@ -1,0 +1,139 @@
+"""One WebSocket connection to Binance, owned by one thread that does nothing but receive.
+
+The thread turns what happens on the socket into :class:`Event` objects on a queue; all parsing and all decisions
+(watchdog, backoff, rotation) happen in the daemon's main loop. Pings from Binance are answered by
+websocket-client inside ``recv_data`` itself, so keeping the reader busy is what keeps the connection alive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import websocket
+
+from . import __version__
+
+OPEN, FRAME, CLOSED = "open", "frame", "closed"
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Event:
+    conn: "Connection"
+    kind: str
+    at: float
+    data: bytes = b""
+    reason: str = ""
+    retry_after: float | None = None
+
+
+def describe(exc: BaseException) -> tuple[str, float | None]:
+    """A one-line reason for a failed or lost connection, and the server's ``Retry-After`` if it sent one."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        headers = exc.resp_headers or {}
+        retry = headers.get("retry-after") or headers.get("Retry-After")
+        try:
+            retry_after = float(retry) if retry is not None else None
+        except ValueError:
+            retry_after = None
+        return f"handshake refused: HTTP {exc.status_code}", retry_after
+    if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
+        return "timed out", None
+    if isinstance(exc, websocket.WebSocketConnectionClosedException):
+        return "connection closed by peer", None
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror, None
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
+
+
+class Connection:
+    """Connect, then push every received text frame to ``events`` until the socket ends or is aborted."""
+
+    def __init__(self, url: str, events: "queue.Queue[Event]", *, connect_timeout: float, idle_timeout: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.id = next(_ids)
+        self.url = url
+        self._events = events
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ws: websocket.WebSocket | None = None
+        self._abort_reason: str | None = None
+        self.started = time.monotonic()
+        self.opened: float | None = None
+        self.last_data: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"binance-ws-{self.id}", daemon=True)
+
+    def start(self) -> "Connection":
+        self._thread.start()
+        return self
+
+    @property
+    def aborting(self) -> bool:
+        return self._abort_reason is not None
+
+    def abort(self, reason: str, *, polite: bool = False) -> None:
+        """End the connection from any thread; the reader thread then reports ``CLOSED`` with ``reason``."""
+        with self._lock:
+            if self._abort_reason is not None:
+                return
+            self._abort_reason = reason
+            ws = self._ws
+        if ws is None:
+            return  # still connecting: the reader sees the abort as soon as the handshake returns
+        if polite:
+            try:
+                ws.send_close(websocket.STATUS_NORMAL)
+            except (OSError, websocket.WebSocketException):
+                pass
+        try:
+            if ws.sock is not None:
+                ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _emit(self, kind: str, **fields: object) -> None:
+        self._events.put(Event(self, kind, self._clock(), **fields))  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        reason, retry_after = "", None
+        try:
+            ws = websocket.create_connection(
+                self.url, timeout=self._connect_timeout, skip_utf8_validation=True, enable_multithread=True,
+                header={"User-Agent": f"volspike-funding/{__version__}"})
+            with self._lock:
+                self._ws = ws
+                aborted = self._abort_reason is not None
+            if aborted:
+                ws.shutdown()
+                return
+            # A generous socket timeout only bounds the thread's life; the daemon's no-data watchdog is tighter.
+            ws.settimeout(self._idle_timeout)
+            self._emit(OPEN)
+            while True:
+                opcode, data = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                    text = data[2:].decode("utf-8", "replace")
+                    reason = f"server closed the connection (code {code}{': ' + text if text else ''})"
+                    break
+                if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                    self._emit(FRAME, data=data)
+        except Exception as exc:  # every way a socket can end is a reason to reconnect, reported once
+            reason, retry_after = describe(exc)
+        finally:
+            with self._lock:
+                ws_final, self._ws = self._ws, None
+            if ws_final is not None:
+                ws_final.shutdown()
+            self._emit(CLOSED, reason=self._abort_reason or reason, retry_after=retry_after)

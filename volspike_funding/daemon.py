@@ -1,0 +1,261 @@
+"""The funding daemon: keeps one healthy Binance mark-price connection and the shared state file fresh.
+
+Single-threaded decisions: connection threads only receive (see :mod:`.connection`); this loop parses, stores,
+writes, and runs the no-data watchdog, the reconnect backoff, the 24 h rotation and the systemd notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+from . import statefile
+from .cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
+from .connection import CLOSED, FRAME, OPEN, Connection, Event
+from .errors import FrameError, StateUnreadable
+from .sdnotify import Notifier
+from .settings import DAEMON, Settings
+from .store import FundingStore
+from .wire import parse_frame
+
+log = logging.getLogger("funding.daemon")
+
+#: How often the loop wakes up when nothing arrives, to run the watchdog and the heartbeat.
+TICK_S = 0.25
+PRUNE_EVERY_S = 60.0
+
+
+def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
+    """Full-jitter exponential backoff: ``(delay, cap)`` with the cap doubling per consecutive failure."""
+    cap = min(maximum, initial * 2.0 ** min(max(failures - 1, 0), 60))
+    return rng() * cap, cap
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, rng: Callable[[], float] = random.random,
+                 notifier: Notifier | None = None, tick_s: float = TICK_S) -> None:
+        self.settings = settings
+        self._rng = rng
+        self._notifier = notifier or Notifier()
+        self._tick = min(tick_s, settings.no_data_timeout_s / 4)
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._ratelog = RateLimitedLog(log)
+        self.store = FundingStore(settings.ws_url, started_at=time.time(), heartbeat_s=settings.heartbeat_s)
+        self.active: Connection | None = None
+        self.candidate: Connection | None = None
+        self.failures = 0
+        self._reconnect_at: float | None = 0.0
+        self._rotate_retry_at = 0.0
+        self._healthy: set[int] = set()
+        self._ready = False
+        self._last_write = 0.0
+        self._last_prune = time.monotonic()
+        self._last_pet = 0.0
+
+    # -- control ---------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag, the loop notices within one tick."""
+        self._stop.set()
+
+    def run(self) -> int:
+        writer = statefile.StateWriter(self.settings.state_file)
+        self._writer = writer
+        try:
+            self._restore()
+            log.info("starting: %s -> %s", self.settings.ws_url, self.settings.state_file)
+            warn_legacy_url(self.settings.ws_url)
+            self._write()
+            while not self._stop.is_set():
+                try:
+                    self._handle(self._events.get(timeout=self._tick))
+                except queue.Empty:
+                    pass
+                self._housekeeping()
+            self._shutdown()
+        finally:
+            writer.close()
+            self._notifier.close()
+        return EXIT_OK
+
+    def _restore(self) -> None:
+        try:
+            previous = statefile.read_state(self.settings.state_file)
+        except StateUnreadable as exc:
+            if exc.reason != "missing":
+                log.warning("previous state not reused: %s", exc)
+            return
+        kept = self.store.restore(previous)
+        if kept:
+            log.info("restored %d symbols from the previous run (they keep their true age)", kept)
+
+    def _shutdown(self) -> None:
+        self._notifier.notify("STOPPING=1", "STATUS=stopping")
+        for conn in (self.active, self.candidate):
+            if conn is not None:
+                conn.abort("daemon stopping", polite=True)
+        self._mark_disconnected(time.time(), "daemon stopping")
+        self._writer.write(self.store.document(time.time(), stopped=True))
+        log.info("stopped; final state written with connected=false")
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _handle(self, event: Event) -> None:
+        conn = event.conn
+        if conn is not self.active and conn is not self.candidate:
+            return  # a connection we already gave up on
+        if event.kind == FRAME:
+            self._on_frame(conn, event)
+        elif event.kind == OPEN:
+            conn.opened = time.monotonic()
+            if conn is self.active:
+                status = self.store.connection
+                status.update(connected=True, last_connected_time=event.at, last_error=None)
+                log.info("connected to %s", conn.url)
+                self._write()
+            else:
+                log.info("rotation: replacement connection open, switching at its first frame")
+        elif event.kind == CLOSED:
+            self._on_closed(conn, event)
+
+    def _on_frame(self, conn: Connection, event: Event) -> None:
+        counters = self.store.counters
+        counters["frames"] += 1
+        self.store.connection["messages_received"] += 1
+        self.store.connection["last_message_time"] = event.at
+        try:
+            parsed = parse_frame(event.data)
+        except FrameError as exc:
+            self.store.count_malformed(exc.kind)
+            self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
+            return
+        counters["ignored"] += parsed.ignored
+        for kind, detail in parsed.defects:
+            self.store.count_malformed(kind)
+            self._ratelog.warning(kind, f"malformed item skipped: {detail}")
+        if not parsed.updates:
+            return
+        if conn is self.candidate:
+            self._promote(conn)
+        conn.last_data = time.monotonic()
+        if conn.id not in self._healthy:
+            self._healthy.add(conn.id)
+            if self.failures:
+                log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
+            self.failures = 0
+        self.store.apply(parsed.updates, event.at)
+        self._write()
+        if not self._ready:
+            self._ready = True
+            self._notifier.notify("READY=1", self._status_line())
+            log.info("first frame stored: %d symbols", len(self.store.symbols))
+
+    def _promote(self, conn: Connection) -> None:
+        old, self.active, self.candidate = self.active, conn, None
+        self.store.connection["rotations"] += 1
+        self.store.connection["last_connected_time"] = time.time()
+        if old is not None:
+            old.abort("rotated to a fresh connection", polite=True)
+        log.info("rotation: switched to the replacement connection without a gap")
+
+    def _on_closed(self, conn: Connection, event: Event) -> None:
+        reason = event.reason or "connection ended"
+        if conn is self.candidate:
+            self.candidate = None
+            self._rotate_retry_at = time.monotonic() + self.settings.no_data_timeout_s
+            log.warning("rotation: replacement connection failed (%s); keeping the current one", reason)
+            return
+        self.active = None
+        self.failures += 1
+        self.store.connection["reconnect_attempts"] += 1
+        delay, cap = backoff_delay(self.failures, self.settings.backoff_initial_s, self.settings.backoff_max_s,
+                                   self._rng)
+        if event.retry_after is not None:
+            delay = max(delay, event.retry_after)
+        self._reconnect_at = time.monotonic() + delay
+        self._mark_disconnected(event.at, reason)
+        log.warning("disconnected: %s; reconnecting in %.2f s (backoff cap %.1f s, consecutive failure %d)",
+                    reason, delay, cap, self.failures)
+        self._write()
+
+    def _mark_disconnected(self, at: float, reason: str) -> None:
+        status = self.store.connection
+        if status["connected"]:
+            status["last_disconnected_time"] = at
+        status.update(connected=False, last_error=reason)
+
+    # -- timers ----------------------------------------------------------------------------------------
+    def _connect(self) -> Connection:
+        s = self.settings
+        idle = max(3 * s.no_data_timeout_s, 30.0)
+        return Connection(s.ws_url, self._events, connect_timeout=s.connect_timeout_s, idle_timeout=idle).start()
+
+    def _housekeeping(self) -> None:
+        s, mono = self.settings, time.monotonic()
+        if self.active is None and self._reconnect_at is not None and mono >= self._reconnect_at:
+            self._reconnect_at = None
+            self.active = self._connect()
+        for conn in (self.active, self.candidate):
+            if conn is not None and conn.opened is not None and not conn.aborting:
+                silent_since = conn.last_data or conn.opened
+                if mono - silent_since > s.no_data_timeout_s:
+                    conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
+        active = self.active
+        if (s.rotate_after_s and active is not None and active.id in self._healthy and self.candidate is None
+                and active.opened is not None and mono - active.opened >= s.rotate_after_s
+                and mono >= self._rotate_retry_at):
+            log.info("rotation: connection is %.0f s old, opening its replacement", mono - active.opened)
+            self.candidate = self._connect()
+        if mono - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = mono
+            if self.store.drop_unseen(time.time(), s.drop_after_s):
+                self._write()
+        if mono - self._last_write >= s.heartbeat_s:
+            self._write()
+        self._pet_watchdog(mono)
+
+    def _pet_watchdog(self, mono: float) -> None:
+        interval = self._notifier.watchdog_s
+        if interval is None or mono - self._last_pet < interval / 4:
+            return
+        age = self.store.data_age(time.time())
+        if age is not None and age <= self.settings.stale_after_s:
+            self._last_pet = mono
+            self._notifier.notify("WATCHDOG=1", self._status_line())
+
+    def _status_line(self) -> str:
+        age = self.store.data_age(time.time())
+        state = "connected" if self.store.connection["connected"] else "disconnected"
+        age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
+        return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
+
+    def _write(self) -> None:
+        self._last_write = time.monotonic()
+        self._writer.write(self.store.document(time.time()))
+
+
+def warn_legacy_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.hostname == "fstream.binance.com" and not parts.path.startswith("/market"):
+        log.warning("BINANCE_WS_URL uses a legacy path: since 2026-04-23 Binance sends mark prices only under "
+                    "wss://fstream.binance.com/market/...; expect the no-data watchdog to fire")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("binance_funding_ws_daemon",
+                          "Keep Binance USD-M funding rates and mark prices in a shared state file.", DAEMON)
+
+    def body() -> int:
+        settings = settings_from_args(parser.parse_args(argv), DAEMON)
+        setup_logging(settings.log_level)
+        daemon = Daemon(settings)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: daemon.request_stop())
+        return daemon.run()
+
+    return run("binance_funding_ws_daemon", body)

@@ -1,0 +1,46 @@
+"""The package's exception tree.
+
+Every error this package raises on purpose derives from :class:`FundingError`, so an entry point can turn
+any of them into a one-line message and an exit code without catching unrelated bugs::
+
+    FundingError
+    ├── SettingsError        a setting's value is unusable (exit code 2 at start-up)
+    ├── StateFileError       the shared state file cannot be written or read
+    │   ├── StateLockedError another daemon already owns the state file
+    │   └── StateUnreadable  missing / unreadable / not our format (``reason`` says which)
+    └── FrameError           a WebSocket frame or one of its items is malformed (``kind`` names the defect)
+"""
+
+from __future__ import annotations
+
+
+class FundingError(Exception):
+    """Base class of every deliberate error raised by this package."""
+
+
+class SettingsError(FundingError):
+    """A setting (environment variable, env file entry or CLI flag) has an unusable value."""
+
+
+class StateFileError(FundingError):
+    """The shared state file could not be written or read."""
+
+
+class StateLockedError(StateFileError):
+    """Another daemon holds the state file's lock: there must be exactly one writer."""
+
+
+class StateUnreadable(StateFileError):
+    """No usable state: ``reason`` is ``missing``, ``unreadable`` or ``invalid``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class FrameError(FundingError):
+    """A frame or item could not be used; ``kind`` is a short stable label used for counters and logs."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

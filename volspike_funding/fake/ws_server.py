@@ -1,0 +1,205 @@
+"""A fake Binance USDⓈ-M WebSocket server on loopback, with fault injection, for tests, benchmarks and the demo.
+
+Paths served like Binance's since 2026-04-23:
+
+- ``/market/stream?streams=!markPrice@arr@1s`` — combined stream, frames wrapped in ``{"stream", "data"}``;
+- ``/market/ws/!markPrice@arr@1s`` — raw stream, bare arrays;
+- ``/stream?...`` and ``/ws/...`` — the legacy paths: the handshake succeeds and nothing is ever sent.
+
+Faults are methods on :class:`FakeBinanceWS`, safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .market import Market
+
+STREAM = "!markPrice@arr@1s"
+
+
+class FakeBinanceWS:
+    def __init__(self, market: Market | None = None, *, cadence_s: float = 1.0, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.market = market or Market()
+        self.cadence_s = cadence_s
+        self._host, self._port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-binance-ws", daemon=True)
+        self._server: Server | None = None
+        self._ticker_task: asyncio.Task[None]
+        self._tick = 0
+        self._frame_ready: asyncio.Event | None = None
+        self._frames: tuple[str, str] = ("", "")
+        self.connections: set[ServerConnection] = set()
+        # Fault switches, read by the serving coroutines.
+        self.stalled = False
+        self.refuse: list[tuple[int, float | None]] = []
+        self.max_connection_age_s: float | None = None
+        self.ping_interval_s: float | None = None
+        self._garbage: list[str | bytes] = []
+        # What happened, for assertions.
+        self.stats: dict[str, int] = {"connections": 0, "refused": 0, "frames_sent": 0, "pings": 0,
+                                      "pongs": 0, "cuts": 0, "legacy_connections": 0}
+        self.paths: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> "FakeBinanceWS":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        self._frame_ready = asyncio.Event()
+        self._server = await serve(self._serve, self._host, self._port, process_request=self._process_request,
+                                   ping_interval=None, max_size=None, compression=None)
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._make_frames()
+        self._ticker_task = asyncio.get_running_loop().create_task(self._ticker())
+
+    def stop(self) -> None:
+        async def _close() -> None:
+            self._ticker_task.cancel()
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+        try:
+            asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> "FakeBinanceWS":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base(self) -> str:
+        return f"ws://127.0.0.1:{self._port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/market/stream?streams={STREAM}"
+
+    @property
+    def raw_url(self) -> str:
+        return f"{self.base}/market/ws/{STREAM}"
+
+    @property
+    def legacy_url(self) -> str:
+        return f"{self.base}/stream?streams={STREAM}"
+
+    # -- faults ------------------------------------------------------------------------------------------
+    def refuse_handshakes(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next ``count`` handshakes with an HTTP error (429, 503, ...)."""
+        self.refuse.extend([(status, retry_after)] * count)
+
+    def send_garbage(self, *frames: str | bytes) -> None:
+        """Send these frames to every open connection at the next tick, before the real frame."""
+        self._garbage.extend(frames)
+
+    def drop_all(self) -> None:
+        """Abrupt close: the TCP connections vanish without a WebSocket close frame."""
+        def _drop() -> None:
+            for conn in list(self.connections):
+                conn.transport.abort()
+        self._loop.call_soon_threadsafe(_drop)
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+    # -- serving -----------------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.paths.append(request.path)
+        if self.refuse:
+            status, retry_after = self.refuse.pop(0)
+            self.stats["refused"] += 1
+            response = connection.respond(status, "refused by fake exchange\n")
+            if retry_after is not None:
+                response.headers["Retry-After"] = f"{retry_after:g}"
+            return response
+        path = urlsplit(request.path).path
+        if not (path.startswith(("/market/", "/stream", "/ws/"))):
+            return Response(404, "Not Found", Headers([("Content-Length", "0")]), b"")
+        return None
+
+    def _make_frames(self) -> None:
+        now_ms = int(time.time() * 1000)
+        self._frames = (self.market.frame(now_ms), self.market.frame(now_ms, stream=None))
+
+    async def _ticker(self) -> None:
+        assert self._frame_ready is not None
+        while True:
+            await asyncio.sleep(self.cadence_s)
+            self.market.step()
+            self._make_frames()
+            self._tick += 1
+            self._frame_ready.set()
+            self._frame_ready = asyncio.Event()
+
+    async def _serve(self, conn: ServerConnection) -> None:
+        assert conn.request is not None
+        parts = urlsplit(conn.request.path)
+        if not parts.path.startswith("/market/"):
+            self.stats["legacy_connections"] += 1
+            await conn.wait_closed()  # the legacy endpoints: connection accepted, nothing ever sent
+            return
+        streams = parse_qs(parts.query).get("streams", [""])[0] if parts.path == "/market/stream" else ""
+        wrapped = parts.path == "/market/stream"
+        if (wrapped and "markPrice" not in streams) or (not wrapped and "markPrice" not in parts.path):
+            await conn.wait_closed()
+            return
+        self.connections.add(conn)
+        self.stats["connections"] += 1
+        opened = last_ping = time.monotonic()
+        try:
+            while True:
+                assert self._frame_ready is not None
+                await self._frame_ready.wait()
+                now = time.monotonic()
+                if self.max_connection_age_s is not None and now - opened >= self.max_connection_age_s:
+                    self.stats["cuts"] += 1
+                    await conn.close(1000, "24h connection limit")  # Binance's daily cut, compressed
+                    return
+                if self.ping_interval_s is not None and now - last_ping >= self.ping_interval_s:
+                    last_ping = now
+                    asyncio.get_running_loop().create_task(self._ping(conn))
+                if self.stalled:
+                    continue
+                while self._garbage:
+                    await conn.send(self._garbage.pop(0))
+                await conn.send(self._frames[0] if wrapped else self._frames[1])
+                self.stats["frames_sent"] += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(conn)
+
+    async def _ping(self, conn: ServerConnection) -> None:
+        self.stats["pings"] += 1
+        try:
+            waiter = await conn.ping()
+            await asyncio.wait_for(waiter, timeout=10)
+            self.stats["pongs"] += 1
+        except (ConnectionClosed, asyncio.TimeoutError):
+            pass

@@ -1,0 +1,205 @@
+"""Every setting of every component, in one table, read from the environment and the operator's env file.
+
+Precedence, highest first: command-line flag, real environment variable, the env file named by
+``VOLSPIKE_ENV_FILE`` (default ``~/.volspike.env``, loaded with python-dotenv; a missing file is fine), default.
+The table below is the single source of truth: the CLI flags are generated from it and the documentation's settings
+table is checked against it by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .errors import SettingsError
+
+ENV_FILE_VAR = "VOLSPIKE_ENV_FILE"
+DEFAULT_ENV_FILE = "~/.volspike.env"
+
+
+def _number(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+            raise ValueError(f"{raw!r} must be a finite number {bound}")
+        return value
+    return parse
+
+
+def _port(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ValueError(f"{raw!r} is not a TCP port (1-65535)")
+    return int(raw)
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (true/false)")
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw.strip())
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"{raw!r} is not a {'/'.join(schemes)} URL")
+        return raw.strip()
+    return parse
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip() or "\0" in raw:
+        raise ValueError(f"{raw!r} is not a file path")
+    # Resolved once here so every log line and every process names the same absolute file.
+    return Path(os.path.abspath(os.path.expanduser(raw.strip())))
+
+
+def _host(raw: str) -> str:
+    if not raw.strip() or any(c.isspace() for c in raw.strip()):
+        raise ValueError(f"{raw!r} is not a host name or address")
+    return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    env: str
+    field: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    used_by: tuple[str, ...]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+DAEMON, API = "daemon", "api"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
+            _url("ws", "wss"), "Binance mark-price stream (combined-stream URL).", (DAEMON,)),
+    Setting("FUNDING_STATE_FILE", "state_file", ".funding_state.json", _path,
+            "Shared state file written by the daemon and read by the API; relative paths resolve against the "
+            "working directory.", (DAEMON, API)),
+    Setting("FUNDING_STALE_AFTER_S", "stale_after_s", "60", _number(0, strict=True),
+            "A symbol older than this is stale: the API answers 503 for it and the daemon stops petting the "
+            "systemd watchdog when all data is this old.", (DAEMON, API)),
+    Setting("FUNDING_NO_DATA_TIMEOUT_S", "no_data_timeout_s", "10", _number(0, strict=True),
+            "No-data watchdog: a connection that delivers no mark-price frame for this long is dropped and "
+            "replaced.", (DAEMON,)),
+    Setting("FUNDING_CONNECT_TIMEOUT_S", "connect_timeout_s", "10", _number(0, strict=True),
+            "Timeout of the TCP + TLS + WebSocket handshake.", (DAEMON,)),
+    Setting("FUNDING_BACKOFF_INITIAL_S", "backoff_initial_s", "1", _number(0, strict=True),
+            "First reconnect delay cap; doubles per consecutive failure (full jitter).", (DAEMON,)),
+    Setting("FUNDING_BACKOFF_MAX_S", "backoff_max_s", "60", _number(0, strict=True),
+            "Largest reconnect delay cap.", (DAEMON,)),
+    Setting("FUNDING_ROTATE_AFTER_S", "rotate_after_s", "82800", _number(0),
+            "Open a replacement connection after this long (Binance cuts at 24 h); 0 disables rotation.",
+            (DAEMON,)),
+    Setting("FUNDING_HEARTBEAT_S", "heartbeat_s", "5", _number(0, strict=True),
+            "The daemon rewrites the state file at least this often, so readers can tell a dead daemon from "
+            "a quiet feed.", (DAEMON, API)),
+    Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", _number(0, strict=True),
+            "Symbols unseen for this long (delisted) are dropped from the state.", (DAEMON,)),
+    Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", _host,
+            "Address the HTTP API binds; anything but loopback also needs FUNDING_API_ALLOW_REMOTE.", (API,)),
+    Setting("FUNDING_API_PORT", "api_port", "8888", _port, "Port of the HTTP API.", (API,)),
+    Setting("FUNDING_API_ALLOW_REMOTE", "api_allow_remote", "false", _bool,
+            "Explicit opt-in to bind a non-loopback address.", (API,)),
+    Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.",
+            (DAEMON, API)),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed values of :data:`SETTINGS`; build it with :func:`load_settings`."""
+
+    ws_url: str
+    state_file: Path
+    stale_after_s: float
+    no_data_timeout_s: float
+    connect_timeout_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    rotate_after_s: float
+    heartbeat_s: float
+    drop_after_s: float
+    api_host: str
+    api_port: int
+    api_allow_remote: bool
+    log_level: str
+
+    def replace(self, **changes: Any) -> "Settings":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def read_env_file(environ: Mapping[str, str], override: str | None = None) -> dict[str, str]:
+    """The operator's env file as a dict; ``{}`` when it does not exist."""
+    path = Path(os.path.expanduser(override or environ.get(ENV_FILE_VAR) or DEFAULT_ENV_FILE))
+    if not path.exists():
+        return {}
+    try:
+        with path.open(encoding="utf-8") as stream:
+            values = dotenv_values(stream=stream)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{ENV_FILE_VAR}: cannot read {path}: {exc}") from None
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None,
+                  env_file: str | None = None) -> Settings:
+    """Build :class:`Settings`; ``overrides`` maps field names to raw CLI values (``None`` = not given)."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {**read_env_file(environ, env_file), **environ}
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        cli = overrides.get(setting.field)
+        raw = cli if cli is not None else merged.get(setting.env, setting.default)
+        source = setting.flag if cli is not None else setting.env
+        try:
+            values[setting.field] = setting.parse(str(raw))
+        except ValueError as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+    settings = Settings(**values)
+    if settings.backoff_initial_s > settings.backoff_max_s:
+        raise SettingsError("FUNDING_BACKOFF_INITIAL_S must not exceed FUNDING_BACKOFF_MAX_S")
+    return settings
+
+
+def settings_for(component: str) -> list[Setting]:
+    return [s for s in SETTINGS if component in s.used_by]
+
+
+def markdown_table() -> str:
+    """The documentation's settings table, generated from :data:`SETTINGS`."""
+    rows = ["| Variable | CLI flag | Default | Read by | Meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.env}` | `{s.flag}` | `{s.default}` | {', '.join(s.used_by)} | {s.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,202 @@
+"""The shared state file ``.funding_state.json``: its format, its one writer and its readers.
+
+This module is the only place that knows the file's keys. The daemon writes through :class:`StateWriter`; the API
+and tools read through :func:`read_state` / :class:`StateReader`. Shape (schema version 2)::
+
+    {"schemaVersion": 2,
+     "funding_state": {"BTCUSDT": {"symbol": "BTCUSDT", "markPrice": 11794.15, "indexPrice": 11784.62659091,
+                                   "estimatedSettlePrice": 11784.25641265, "fundingRate": 0.00038167,
+                                   "nextFundingTime": 1562306400000, "eventTime": 1562305380000,
+                                   "updatedAt": 1562305380.123,
+                                   "binance": {"markPrice": "11794.15000000", ...}}},
+     "connection_status": {"connected": true, "last_connected_time": ..., "last_disconnected_time": ...,
+                           "reconnect_attempts": 0, "messages_received": 42, "last_message_time": ...,
+                           "url": "wss://...", "last_error": null, "rotations": 0},
+     "counters": {"frames": 42, "updates": 29400, "ignored": 0, "out_of_order": 0, "malformed": {"bad_json": 1}},
+     "updated_at": ..., "heartbeat_at": ..., "heartbeat_interval_s": 5, "started_at": ..., "stopped_at": null,
+     "daemon_pid": 1234}
+
+Times ending in ``_at``/``At``/``_time`` are Unix seconds, except Binance's ``eventTime`` and ``nextFundingTime``
+(milliseconds, as Binance sends them). Unknown values are ``null``, never ``0``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StateLockedError, StateUnreadable
+from .wire import MarkPrice
+
+SCHEMA_VERSION = 2
+_TEMP_PREFIX = ".tmp-"
+
+
+def symbol_record(update: MarkPrice, received_at: float) -> dict[str, Any]:
+    """The state file's entry for one symbol; ``updatedAt`` is when the frame carrying it arrived."""
+    return {
+        "symbol": update.symbol,
+        "markPrice": update.mark_price,
+        "indexPrice": update.index_price,
+        "estimatedSettlePrice": update.settle_price,
+        "fundingRate": update.funding_rate,
+        "nextFundingTime": update.next_funding_time,
+        "eventTime": update.event_time,
+        "updatedAt": received_at,
+        "binance": {"markPrice": update.mark_price_str, "indexPrice": update.index_price_str,
+                    "estimatedSettlePrice": update.settle_price_str, "lastFundingRate": update.funding_rate_str},
+    }
+
+
+def new_connection_status(url: str) -> dict[str, Any]:
+    return {"connected": False, "last_connected_time": None, "last_disconnected_time": None,
+            "reconnect_attempts": 0, "messages_received": 0, "last_message_time": None, "url": url,
+            "last_error": None, "rotations": 0}
+
+
+def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any], counters: dict[str, Any], *,
+                   now: float, heartbeat_s: float, started_at: float, stopped: bool = False) -> dict[str, Any]:
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "funding_state": symbols,
+        "connection_status": connection,
+        "counters": counters,
+        "updated_at": now,
+        "heartbeat_at": now,
+        "heartbeat_interval_s": heartbeat_s,
+        "started_at": started_at,
+        "stopped_at": now if stopped else None,
+        "daemon_pid": os.getpid(),
+    }
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+class StateWriter:
+    """The single writer of a state file: holds an exclusive lock for its lifetime, replaces the file atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._dir = path.parent
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._lock_fd)
+            raise StateLockedError(f"another daemon (pid {holder}) already writes {path} "
+                                   f"(lock {self._lock_path})") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        # We hold the lock, so temp files left by a writer that was killed mid-write are nobody's.
+        for orphan in self._dir.glob(f"{_TEMP_PREFIX}{self.path.name}.*"):
+            orphan.unlink(missing_ok=True)
+
+    def write(self, document: dict[str, Any]) -> int:
+        """Replace the file with ``document``; readers see the old or the new file, never a partial one."""
+        data = encode(document)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{self.path.name}.", dir=self._dir)
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
+                os.fchmod(stream.fileno(), 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return len(data)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """A parsed state file with the questions readers ask of it."""
+
+    document: dict[str, Any]
+    symbols: dict[str, dict[str, Any]]
+    upper_index: dict[str, str]
+
+    @property
+    def connection(self) -> dict[str, Any]:
+        return self.document.get("connection_status") or {}
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        return self.document.get("counters") or {}
+
+    def heartbeat_age(self, now: float) -> float | None:
+        beat = self.document.get("heartbeat_at") or self.document.get("updated_at")
+        return None if not isinstance(beat, (int, float)) else max(0.0, now - beat)
+
+    def daemon_alive(self, now: float) -> bool:
+        """The daemon has not stopped cleanly and its heartbeat is within three intervals (at least 15 s)."""
+        age = self.heartbeat_age(now)
+        interval = self.document.get("heartbeat_interval_s") or 5.0
+        return self.document.get("stopped_at") is None and age is not None and age <= max(3 * interval, 15.0)
+
+    def lookup(self, symbol: str) -> dict[str, Any] | None:
+        """Exact match first (symbols may be non-ASCII), then case-insensitive for ASCII."""
+        record = self.symbols.get(symbol)
+        if record is None and symbol.isascii():
+            key = self.upper_index.get(symbol.upper())
+            record = self.symbols.get(key) if key is not None else None
+        return record
+
+
+def age_of(record: dict[str, Any], now: float) -> float | None:
+    updated = record.get("updatedAt")
+    return None if not isinstance(updated, (int, float)) else max(0.0, now - updated)
+
+
+def parse_document(data: bytes) -> StateSnapshot:
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StateUnreadable("invalid", f"state file is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("funding_state"), dict):
+        raise StateUnreadable("invalid", "state file has no funding_state object")
+    version = document.get("schemaVersion", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise StateUnreadable("invalid", f"state file schema {version!r} is newer than this reader")
+    symbols = {k: v for k, v in document["funding_state"].items() if isinstance(v, dict)}
+    upper = {k.upper(): k for k in symbols if k.isascii()}
+    return StateSnapshot(document, symbols, upper)
+
+
+def read_state(path: Path) -> StateSnapshot:
+    """Read and parse the state file; :class:`StateUnreadable` says whether it is missing, unreadable or invalid."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StateUnreadable("missing", f"{path} does not exist (is the daemon running?)") from None
+    except OSError as exc:
+        raise StateUnreadable("unreadable", f"cannot read {path}: {exc.strerror}") from None
+    return parse_document(data)
+
+
+FileIdentity = tuple[int, int, int]
+
+
+def identity(path: Path) -> FileIdentity | None:
+    """``(inode, mtime_ns, size)``: every atomic replace changes the inode, so a change is never missed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
