@@ -27,7 +27,7 @@ from .wire import parse_frame
 log = logging.getLogger("funding.daemon")
 
 #: How often the loop wakes up when nothing arrives, to run the watchdog and the heartbeat.
-TICK_S = 0.25
+TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 
 
@@ -115,7 +115,7 @@ class Daemon:
             conn.opened = time.monotonic()
             if conn is self.active:
                 status = self.store.connection
-                status.update(connected=True, last_connected_time=event.at, last_error=None)
+                status.update(connected=True, last_connected_time=event.at)
                 log.info("connected to %s", conn.url)
                 self._write()
             else:

@@ -121,7 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
             (DAEMON,)),
     Setting("FUNDING_HEARTBEAT_S", "heartbeat_s", "5", _number(0, strict=True),
             "The daemon rewrites the state file at least this often, so readers can tell a dead daemon from "
-            "a quiet feed.", (DAEMON, API)),
+            "a quiet feed.", (DAEMON,)),
     Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", _number(0, strict=True),
             "Symbols unseen for this long (delisted) are dropped from the state.", (DAEMON,)),
     Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", _host,
@@ -203,3 +203,7 @@ def markdown_table() -> str:
     for s in SETTINGS:
         rows.append(f"| `{s.env}` | `{s.flag}` | `{s.default}` | {', '.join(s.used_by)} | {s.help} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

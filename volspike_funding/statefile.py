@@ -23,12 +23,13 @@ Times ending in ``_at``/``At``/``_time`` are Unix seconds, except Binance's ``ev
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .errors import StateLockedError, StateUnreadable
 from .wire import MarkPrice
@@ -76,7 +77,8 @@ def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any
 
 
 def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    # orjson, not json: 0.3 ms instead of 3.3 ms for 700 symbols, the largest cost per frame (bench/).
+    return orjson.dumps(document)
 
 
 class StateWriter:
@@ -166,8 +168,8 @@ def age_of(record: dict[str, Any], now: float) -> float | None:
 
 def parse_document(data: bytes) -> StateSnapshot:
     try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise StateUnreadable("invalid", f"state file is not JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("funding_state"), dict):
         raise StateUnreadable("invalid", "state file has no funding_state object")

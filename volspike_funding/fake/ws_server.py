@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from .market import Market
 
@@ -68,10 +69,10 @@ class FakeBinanceWS:
 
     def stop(self) -> None:
         async def _close() -> None:
-            self._ticker_task.cancel()
             if self._server is not None:
-                self._server.close()
+                self._server.close()  # the ticker keeps running so that every handler notices its close
                 await self._server.wait_closed()
+            self._ticker_task.cancel()
         try:
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
         finally:
@@ -176,6 +177,8 @@ class FakeBinanceWS:
             while True:
                 assert self._frame_ready is not None
                 await self._frame_ready.wait()
+                if conn.state is not State.OPEN:
+                    return
                 now = time.monotonic()
                 if self.max_connection_age_s is not None and now - opened >= self.max_connection_age_s:
                     self.stats["cuts"] += 1

@@ -1,0 +1,96 @@
+"""Shared fixtures: a fake Binance on loopback and the real daemon against it, with millisecond timings."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from volspike_funding.daemon import Daemon  # noqa: E402
+from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
+from volspike_funding.settings import Settings, load_settings  # noqa: E402
+
+FAST = {
+    "FUNDING_NO_DATA_TIMEOUT_S": "0.6",
+    "FUNDING_CONNECT_TIMEOUT_S": "2",
+    "FUNDING_BACKOFF_INITIAL_S": "0.02",
+    "FUNDING_BACKOFF_MAX_S": "0.2",
+    "FUNDING_HEARTBEAT_S": "0.2",
+    "FUNDING_STALE_AFTER_S": "2",
+}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def read_doc(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_bytes())
+
+
+@pytest.fixture
+def fake_ws() -> Iterator[FakeBinanceWS]:
+    with FakeBinanceWS(cadence_s=0.05) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**env: str) -> Settings:
+        base = {"VOLSPIKE_ENV_FILE": str(tmp_path / "absent.env"),
+                "FUNDING_STATE_FILE": str(tmp_path / "state" / ".funding_state.json"), **FAST}
+        base.update(env)
+        return load_settings(base)
+    return make
+
+
+class DaemonThread:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.daemon = Daemon(settings)
+        self.result: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.result.append(self.daemon.run()), daemon=True)
+
+    @property
+    def state_file(self) -> Path:
+        return self.settings.state_file
+
+    def doc(self) -> dict[str, Any]:
+        return read_doc(self.state_file)
+
+    def stop(self) -> int:
+        self.daemon.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        return self.result[0]
+
+
+@pytest.fixture
+def run_daemon() -> Iterator[Callable[[Settings], DaemonThread]]:
+    started: list[DaemonThread] = []
+
+    def start(settings: Settings) -> DaemonThread:
+        d = DaemonThread(settings)
+        d.thread.start()
+        started.append(d)
+        wait_until(lambda: settings.state_file.exists(), 5)
+        return d
+
+    yield start
+    for d in started:
+        if d.thread.is_alive():
+            d.stop()

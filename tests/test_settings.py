@@ -1,0 +1,86 @@
+"""The settings table: precedence, validation (one line, exit 2) and documentation coverage."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from volspike_funding.errors import SettingsError
+from volspike_funding.settings import SETTINGS, Settings, load_settings
+
+from .conftest import ROOT
+
+SCRIPTS = ["binance_funding_ws_daemon.py"]
+
+
+def test_every_field_has_exactly_one_row() -> None:
+    assert sorted(s.field for s in SETTINGS) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none")})
+    assert s.ws_url == "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s"
+    assert s.state_file == Path.cwd() / ".funding_state.json"
+    assert s.api_host == "127.0.0.1" and s.api_port == 8888 and s.api_allow_remote is False
+
+
+def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
+    env_file = tmp_path / "volspike.env"
+    env_file.write_text("FUNDING_STALE_AFTER_S=11\nFUNDING_HEARTBEAT_S=3\n# comment\nexport FUNDING_API_PORT=9001\n")
+    env = {"VOLSPIKE_ENV_FILE": str(env_file), "FUNDING_HEARTBEAT_S": "4"}
+    s = load_settings(env, overrides={"api_port": "9002"})
+    assert (s.stale_after_s, s.heartbeat_s, s.api_port) == (11.0, 4.0, 9002)
+    assert load_settings(env).api_port == 9001
+
+
+def test_relative_state_file_resolves_against_the_working_directory(tmp_path: Path) -> None:
+    s = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STATE_FILE": "x/state.json"})
+    assert s.state_file == Path.cwd() / "x" / "state.json"
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"FUNDING_STALE_AFTER_S": "abc"}, "FUNDING_STALE_AFTER_S: 'abc' is not a number"),
+    ({"FUNDING_STALE_AFTER_S": "-1"}, "FUNDING_STALE_AFTER_S"),
+    ({"FUNDING_STALE_AFTER_S": "nan"}, "FUNDING_STALE_AFTER_S"),
+    ({"FUNDING_NO_DATA_TIMEOUT_S": "0"}, "FUNDING_NO_DATA_TIMEOUT_S"),
+    ({"BINANCE_WS_URL": "http://fstream.binance.com/x"}, "BINANCE_WS_URL"),
+    ({"FUNDING_API_PORT": "70000"}, "FUNDING_API_PORT"),
+    ({"FUNDING_API_ALLOW_REMOTE": "maybe"}, "FUNDING_API_ALLOW_REMOTE"),
+    ({"FUNDING_BACKOFF_INITIAL_S": "9", "FUNDING_BACKOFF_MAX_S": "2"}, "FUNDING_BACKOFF_INITIAL_S"),
+])
+def test_bad_values_name_the_setting(tmp_path: Path, env: dict, needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env})
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("env, args", [({"FUNDING_STALE_AFTER_S": "soon"}, []), ({}, ["--heartbeat-s", "-5"]),
+                                       ({"BINANCE_WS_URL": "ftp://x"}, [])])
+def test_bad_value_at_start_up_is_one_line_and_exit_2(tmp_path: Path, script: str, env: dict,
+                                                      args: list) -> None:
+    full_env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env}
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], env=full_env, capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / ".funding_state.json").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_exits_0_and_lists_every_flag(script: str) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and "--state-file" in proc.stdout
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    docs = (ROOT / "DEPLOYMENT.md").read_text(encoding="utf-8")
+    for s in SETTINGS:
+        row = f"| `{s.env}` | `{s.flag}` | `{s.default}` |"
+        assert row in docs, f"DEPLOYMENT.md settings table lacks {s.env} (regenerate: python -m volspike_funding.settings)"
