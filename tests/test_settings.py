@@ -15,7 +15,7 @@ from volspike_funding.settings import SETTINGS, Settings, load_settings
 
 from .conftest import ROOT
 
-SCRIPTS = ["binance_funding_ws_daemon.py"]
+SCRIPTS = ["binance_funding_ws_daemon.py", "funding_api_server.py"]
 
 
 def test_every_field_has_exactly_one_row() -> None:
@@ -60,7 +60,7 @@ def test_bad_values_name_the_setting(tmp_path: Path, env: dict, needle: str) -> 
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("env, args", [({"FUNDING_STALE_AFTER_S": "soon"}, []), ({}, ["--heartbeat-s", "-5"]),
+@pytest.mark.parametrize("env, args", [({"FUNDING_STALE_AFTER_S": "soon"}, []), ({}, ["--stale-after-s", "-5"]),
                                        ({"BINANCE_WS_URL": "ftp://x"}, [])])
 def test_bad_value_at_start_up_is_one_line_and_exit_2(tmp_path: Path, script: str, env: dict,
                                                       args: list) -> None:

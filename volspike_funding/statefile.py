@@ -26,6 +26,7 @@ import fcntl
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,11 @@ class StateSnapshot:
 
     document: dict[str, Any]
     symbols: dict[str, dict[str, Any]]
-    upper_index: dict[str, str]
+
+    @cached_property
+    def upper_index(self) -> dict[str, str]:
+        """ASCII symbols by their upper-case form; built at the first case-insensitive lookup only."""
+        return {k.upper(): k for k in self.symbols if k.isascii()}
 
     @property
     def connection(self) -> dict[str, Any]:
@@ -152,13 +157,15 @@ class StateSnapshot:
         interval = self.document.get("heartbeat_interval_s") or 5.0
         return self.document.get("stopped_at") is None and age is not None and age <= max(3 * interval, 15.0)
 
+    def resolve(self, symbol: str) -> str | None:
+        """The stored key for ``symbol``: exact match first (symbols may be non-ASCII), then ASCII case-insensitive."""
+        if symbol in self.symbols:
+            return symbol
+        return self.upper_index.get(symbol.upper()) if symbol.isascii() else None
+
     def lookup(self, symbol: str) -> dict[str, Any] | None:
-        """Exact match first (symbols may be non-ASCII), then case-insensitive for ASCII."""
-        record = self.symbols.get(symbol)
-        if record is None and symbol.isascii():
-            key = self.upper_index.get(symbol.upper())
-            record = self.symbols.get(key) if key is not None else None
-        return record
+        key = self.resolve(symbol)
+        return None if key is None else self.symbols[key]
 
 
 def age_of(record: dict[str, Any], now: float) -> float | None:
@@ -176,9 +183,10 @@ def parse_document(data: bytes) -> StateSnapshot:
     version = document.get("schemaVersion", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise StateUnreadable("invalid", f"state file schema {version!r} is newer than this reader")
-    symbols = {k: v for k, v in document["funding_state"].items() if isinstance(v, dict)}
-    upper = {k.upper(): k for k in symbols if k.isascii()}
-    return StateSnapshot(document, symbols, upper)
+    symbols = document["funding_state"]
+    if not all(isinstance(v, dict) for v in symbols.values()):
+        symbols = {k: v for k, v in symbols.items() if isinstance(v, dict)}
+    return StateSnapshot(document, symbols)
 
 
 def read_state(path: Path) -> StateSnapshot:

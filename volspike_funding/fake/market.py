@@ -12,8 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-_REAL = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "1000PEPEUSDT",
-         "LINKUSDT", "AVAXUSDT", "SUIUSDT", "TRXUSDT", "LTCUSDT", "DOTUSDT", "USDCUSDT")
+#: Well-known contracts at plausible prices; the rest are synthetic names at random price levels.
+_REAL = {"BTCUSDT": 97000.0, "ETHUSDT": 3100.0, "SOLUSDT": 140.0, "BNBUSDT": 610.0, "XRPUSDT": 0.62,
+         "DOGEUSDT": 0.16, "ADAUSDT": 0.45, "1000PEPEUSDT": 0.0112, "LINKUSDT": 14.2, "AVAXUSDT": 27.5,
+         "SUIUSDT": 1.9, "TRXUSDT": 0.21, "LTCUSDT": 84.0, "DOTUSDT": 5.6, "USDCUSDT": 1.0001}
 DELIVERY_SYMBOL = "BTCUSDT_261225"
 NON_ASCII_SYMBOL = "币安人生USDT"
 FUNDING_PERIOD_MS = 8 * 3600 * 1000
@@ -39,7 +41,7 @@ class Market:
         names += [f"SYN{i:03d}USDT" for i in range(max(0, n_symbols - len(names) - 1))]
         self.contracts: dict[str, Contract] = {}
         for name in names[: max(n_symbols - 1, 1)]:
-            self.contracts[name] = Contract(name, round(10 ** self._rng.uniform(-3, 4.8), 6),
+            self.contracts[name] = Contract(name, _REAL.get(name) or round(10 ** self._rng.uniform(-3, 4.8), 6),
                                             round(self._rng.uniform(-0.0008, 0.0012), 8),
                                             10 ** self._rng.uniform(5, 9.5))
         self.contracts[DELIVERY_SYMBOL] = Contract(DELIVERY_SYMBOL, 98000.0, None, 2e8)

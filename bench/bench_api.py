@@ -1,0 +1,160 @@
+"""API benchmarks: freshness, throughput next to a constant route, and all-symbols batch latency.
+
+Run: ``python -m bench.bench_api``. The API runs in its own process (real uvicorn), the daemon in another, the
+fake exchange and the client here. Targets: freshness p50 <= 2 ms and p99 <= 5 ms beyond the daemon's write;
+``/funding/{symbol}`` >= 0.8x the req/s of a constant route; all-symbols batch p50 <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def serve(state_file: str, port: int) -> None:
+    """Server mode: the real app plus one constant-returning route, under uvicorn."""
+    import uvicorn
+
+    from volspike_funding.api_app import create_app
+    from volspike_funding.api_state import StateCache
+
+    if os.environ.get("BENCH_SWITCH"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+    cache = StateCache(Path(state_file)).start()
+    app = create_app(cache, 60.0)
+
+    @app.get("/bench/constant")
+    async def constant() -> dict[str, str]:
+        return {"status": "ok"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def watch_renames(state: Path, out: list[float]) -> None:
+    """Timestamp every replace of the state file as inotify reports it: the moment the daemon's write is done."""
+    from volspike_funding.filewatch import DirWatch
+
+    watch = DirWatch(state.parent, poll_s=5)
+    identity = None
+    while True:
+        watch.wait()
+        now = time.time()
+        try:
+            current = state.stat().st_ino
+        except OSError:
+            continue
+        if current != identity:
+            identity = current
+            out.append(now)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> bytes:
+    conn.request("GET", path)
+    return conn.getresponse().read()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def throughput(port: int, path: str, seconds: float) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        get(conn, path)
+        n += 1
+    conn.close()
+    return n / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve", nargs=2, metavar=("STATE_FILE", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
+        return 0
+    from volspike_funding.fake.ws_server import FakeBinanceWS
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    state = tmp / "state.json"
+    port = free_port()
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "WARNING"}
+    with FakeBinanceWS(cadence_s=0.25) as fake:
+        daemon = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url", fake.url,
+                                   "--state-file", str(state)], env=env)
+        api = subprocess.Popen([sys.executable, "-m", "bench.bench_api", "--serve", str(state), str(port)],
+                               env=env, cwd=ROOT)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if json.loads(get(conn, "/funding/health"))["status"] == "healthy":
+                        break
+                except (OSError, http.client.HTTPException, ValueError):
+                    conn = http.client.HTTPConnection("127.0.0.1", port)
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench: API never became healthy")
+                time.sleep(0.1)
+            renames: list[float] = []
+            watcher = threading.Thread(target=watch_renames, args=(state, renames), daemon=True)
+            watcher.start()
+            lags, mtime_lags = [], []
+            for k in range(args.samples):
+                price = 1000.0 + k
+                fake.market.set_mark("ETHUSDT", price)
+                while json.loads(get(conn, "/funding/ETHUSDT"))["markPrice"] != price:
+                    time.sleep(0.0002)  # leave the two cores to the daemon and the API
+                seen = time.time()
+                mtime_lags.append((seen - state.stat().st_mtime_ns / 1e9) * 1000)
+                lags.append((seen - max(t for t in renames if t <= seen)) * 1000)
+            fresh = lags
+            const = throughput(port, "/bench/constant", args.seconds)
+            symbol = throughput(port, "/funding/BTCUSDT", args.seconds)
+            batch = []
+            conn = http.client.HTTPConnection("127.0.0.1", port)  # the old one idled past keep-alive
+            for _ in range(200):
+                t0 = time.perf_counter()
+                get(conn, "/funding/batch")
+                batch.append((time.perf_counter() - t0) * 1000)
+        finally:
+            api.terminate()
+            daemon.terminate()
+            api.wait(10)
+            daemon.wait(10)
+    print(f"freshness beyond the daemon's write ({len(fresh)} samples): p50 {statistics.median(fresh):.2f} ms, "
+          f"p99 {pct(fresh, 0.99):.2f} ms   (targets <= 2 / <= 5 ms)")
+    print(f"  (the same measured from the file's mtime, whose clock ticks in jiffies: p50 "
+          f"{statistics.median(mtime_lags):.2f} ms, p99 {pct(mtime_lags, 0.99):.2f} ms)")
+    print(f"throughput, one keep-alive client: /funding/BTCUSDT {symbol:.0f} req/s, constant route {const:.0f} "
+          f"req/s, ratio {symbol / const:.2f}x   (target >= 0.8x)")
+    print(f"all-symbols batch (700): p50 {statistics.median(batch):.2f} ms, p99 {pct(batch, 0.99):.2f} ms   "
+          f"(target p50 <= 5 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

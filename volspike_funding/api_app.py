@@ -1,0 +1,177 @@
+"""The FastAPI application: routes over :class:`.api_state.StateCache`, one error shape everywhere.
+
+Handlers never touch the file system: the cache's watcher thread does. Bodies are serialised with orjson.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .api_metrics import RequestCounter, build_registry
+from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, BatchResponse, Health, PremiumIndex, SymbolFunding,
+                         api_error, batch_item, check_symbol, premium_index_item, symbol_body)
+from .api_state import StateCache, View
+from .statefile import age_of
+
+log = logging.getLogger("funding.api")
+
+ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", "/fapi/v1/premiumIndex",
+             "/fapi/v1/premiumIndex?symbol=X", "/metrics", "/docs", "/openapi.json"]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def health_body(view: View, now: float, stale_after: float) -> dict[str, Any]:
+    """Healthy = daemon alive, connected, and the newest data younger than the stale threshold."""
+    snap = view.snapshot
+    reasons: list[str] = []
+    connection = snap.connection if snap else {}
+    alive = bool(snap and snap.daemon_alive(now))
+    if snap is None:
+        reasons.append(f"state unavailable: {view.error.reason if view.error else 'missing'}")
+    elif not alive:
+        beat = snap.heartbeat_age(now)
+        reasons.append("daemon stopped" if snap.document.get("stopped_at") is not None else
+                       f"daemon not running: last heartbeat {'never' if beat is None else f'{beat:.0f} s ago'}")
+    elif not connection.get("connected"):
+        reasons.append(f"websocket disconnected: {connection.get('last_error') or 'not connected yet'}")
+    newest = now - view.updated_sorted[-1] if view.updated_sorted else None
+    oldest = now - view.updated_sorted[0] if view.updated_sorted else None
+    if snap is not None and newest is None:
+        reasons.append("no data yet")
+    elif newest is not None and newest > stale_after:
+        reasons.append(f"newest data is {newest:.1f} s old (max {stale_after:g} s)")
+    if view.error is not None and snap is not None:
+        reasons.append(f"state file {view.error.reason}: {view.error}; serving the last good state")
+    started = snap.document.get("started_at") if snap else None
+    return {
+        "status": "unhealthy" if reasons else "healthy",
+        "websocketConnected": alive and bool(connection.get("connected")),
+        "symbolCount": len(view.symbols),
+        "uptimeSeconds": round(now - started, 3) if alive and isinstance(started, (int, float)) else None,
+        "lastConnectedTime": connection.get("last_connected_time"),
+        "messagesReceived": connection.get("messages_received", 0),
+        "reconnectAttempts": connection.get("reconnect_attempts", 0),
+        "oldestDataAgeSeconds": None if oldest is None else round(max(0.0, oldest), 3),
+        "newestDataAgeSeconds": None if newest is None else round(max(0.0, newest), 3),
+        "staleSymbols": view.stale_count(now, stale_after),
+        "staleSymbolNames": view.stale_names(now, stale_after),
+        "daemonAlive": alive,
+        "stateReadError": None if view.error is None else str(view.error),
+        "reasons": reasons,
+    }
+
+
+def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
+    app = FastAPI(title="VolSpike funding API", version=__version__,
+                  description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
+    registry, requests_total = build_registry(cache, stale_after_s)
+    app.add_middleware(RequestCounter, counter=requests_total)
+
+    def usable_view() -> View:
+        view = cache.view
+        snap = view.snapshot
+        if snap is None:
+            reason = view.error.reason if view.error else "missing"
+            raise api_error(503, "State unavailable", reason=reason,
+                            message=str(view.error) if view.error else "no state file yet")
+        if not view.symbols and not snap.daemon_alive(time.time()):
+            raise api_error(503, "State unavailable", reason="daemon not running",
+                            message="the daemon is not running and no data is stored")
+        return view
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail), "path": request.url.path}
+        return json_response({"detail": detail}, exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return json_response({"detail": {"error": "Invalid request", "problems": problems}}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return json_response({"detail": {"error": "Internal error"}}, 500)
+
+    @app.get("/", summary="Service name, version and endpoints")
+    async def root() -> Response:
+        return json_response({"service": "volspike-funding-api", "version": __version__, "endpoints": ENDPOINTS})
+
+    @app.get("/funding/health", response_model=Health, responses={503: {"model": Health}})
+    async def health() -> Response:
+        body = health_body(cache.view, time.time(), stale_after_s)
+        return json_response(body, 200 if body["status"] == "healthy" else 503)
+
+    @app.get("/funding/batch", response_model=BatchResponse, responses=ERRORS)
+    async def batch(symbols: str | None = Query(None, description="comma-separated; all symbols if absent",
+                                                max_length=MAX_BATCH_SYMBOLS * 48)) -> Response:
+        view, now = usable_view(), time.time()
+        if symbols is None:
+            names = sorted(view.symbols)
+        else:
+            names = list(dict.fromkeys(check_symbol(s.strip()) for s in symbols.split(",") if s.strip()))
+            if not names:
+                raise api_error(400, "Invalid symbols", reason="no symbol given")
+            if len(names) > MAX_BATCH_SYMBOLS:
+                raise api_error(400, "Too many symbols", count=len(names), max=MAX_BATCH_SYMBOLS)
+        data, seen, found = [], set(), 0
+        for name in names:
+            item, fresh = batch_item(view, name, now, stale_after_s)
+            if item["symbol"] in seen:  # "btcusdt" and "BTCUSDT" are one symbol
+                continue
+            seen.add(item["symbol"])
+            data.append(item)
+            found += fresh
+        return json_response({"data": data, "found": found, "missing": len(data) - found, "total": len(data)})
+
+    @app.get("/funding/{symbol}", response_model=SymbolFunding, responses=ERRORS)
+    async def funding(symbol: str) -> Response:
+        check_symbol(symbol)
+        view, now = usable_view(), time.time()
+        key = view.snapshot.resolve(symbol) if view.snapshot else None
+        if key is None:
+            raise api_error(404, "Symbol not found", symbol=symbol)
+        body = symbol_body(key, view.symbols[key], now, stale_after_s)
+        if body["stale"]:
+            raise api_error(503, "Data stale", symbol=key, ageSeconds=body["ageSeconds"],
+                            maxAgeSeconds=stale_after_s)
+        return json_response(body)
+
+    @app.get("/fapi/v1/premiumIndex", response_model=PremiumIndex | list[PremiumIndex],
+             summary="Binance-compatible premiumIndex (fresh symbols only)")
+    async def premium_index(symbol: str | None = None) -> Response:
+        view, now = usable_view(), time.time()
+        snap = view.snapshot
+        assert snap is not None
+        if symbol is not None:
+            record = snap.lookup(symbol) if symbol and len(symbol) <= 40 else None
+            if record is None:
+                return json_response({"code": -1121, "msg": "Invalid symbol."}, 400)
+            age = age_of(record, now)
+            if age is None or age > stale_after_s:
+                # Binance's "try again" error: a client library raises, and its caller can fall back to REST.
+                return json_response({"code": -1001, "msg": f"Data stale ({age} s); please try again."}, 503)
+            return json_response(premium_index_item(record), headers={"X-Data-Age-Seconds": f"{age:.3f}"})
+        fresh = [premium_index_item(r) for r in snap.symbols.values()
+                 if (a := age_of(r, now)) is not None and a <= stale_after_s]
+        return json_response(fresh, headers={"X-Stale-Symbols": str(len(snap.symbols) - len(fresh))})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,100 @@
+"""``/metrics``: Prometheus text exposition of the daemon's state (read at scrape time) and the API's requests.
+
+Each app gets its own registry, so nothing global happens at import and tests can run several servers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .api_state import StateCache
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class StateCollector:
+    """Gauges and counters derived from the current state snapshot at every scrape."""
+
+    def __init__(self, cache: StateCache, stale_after_s: float) -> None:
+        self._cache, self._stale_after = cache, stale_after_s
+
+    def collect(self) -> Iterator[Metric]:
+        view, now = self._cache.view, time.time()
+        snap = view.snapshot
+        connection = snap.connection if snap else {}
+        counters = snap.counters if snap else {}
+        alive = bool(snap and snap.daemon_alive(now))
+        gauges = {
+            "funding_symbols": ("Symbols in the state file", len(view.symbols)),
+            "funding_stale_symbols": ("Symbols older than FUNDING_STALE_AFTER_S",
+                                      view.stale_count(now, self._stale_after)),
+            "funding_daemon_alive": ("1 when the daemon's heartbeat is fresh", int(alive)),
+            "funding_daemon_connected": ("1 when the daemon is alive and connected to Binance",
+                                         int(alive and bool(connection.get("connected")))),
+            "funding_state_readable": ("0 while the state file cannot be read or parsed", int(view.error is None)),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+        if view.updated_sorted:  # no data: no age sample at all, rather than a made-up number
+            yield GaugeMetricFamily("funding_newest_data_age_seconds", "Age of the newest symbol update",
+                                    value=max(0.0, now - view.updated_sorted[-1]))
+            yield GaugeMetricFamily("funding_oldest_data_age_seconds", "Age of the oldest symbol update",
+                                    value=max(0.0, now - view.updated_sorted[0]))
+        totals = {
+            "funding_daemon_reconnects": ("Reconnects since the daemon started",
+                                          connection.get("reconnect_attempts", 0)),
+            "funding_daemon_messages": ("Frames received since the daemon started",
+                                        connection.get("messages_received", 0)),
+            "funding_state_read_errors": ("State file reads that failed", view.read_errors),
+        }
+        for name, (doc, value) in totals.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        malformed = CounterMetricFamily("funding_daemon_malformed", "Malformed frames and items by kind",
+                                        labels=["kind"])
+        for kind, count in sorted((counters.get("malformed") or {}).items()):
+            malformed.add_metric([kind], count)
+        yield malformed
+
+
+def build_registry(cache: StateCache, stale_after_s: float) -> tuple[CollectorRegistry, Counter]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(cache, stale_after_s))  # type: ignore[arg-type]
+    requests = Counter("funding_api_requests", "API requests by route template and status",
+                       ["route", "status"], registry=registry)
+    return registry, requests
+
+
+class RequestCounter:
+    """Pure ASGI middleware counting responses by route *template* (bounded labels, whatever the paths)."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counted = False
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            self.counter.labels(getattr(scope.get("route"), "path", "unmatched"), str(status)).inc()
+
+        async def send_and_count(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                count(message["status"])  # before the client can see the response
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        finally:
+            if not counted:
+                count(500)

@@ -1,0 +1,124 @@
+"""The API's view of the state file: parsed off the event loop, only when the file changed, kept when it breaks.
+
+A watcher thread wakes on every replace of the file (inotify, see :mod:`.filewatch`), compares the file's identity
+``(inode, mtime_ns, size)`` with the last one read, and only then reads and parses it and pre-computes what requests
+need. Request handlers only read :attr:`StateCache.view`, an immutable object swapped in one assignment.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import statefile
+from .errors import StateUnreadable
+from .filewatch import DirWatch
+
+log = logging.getLogger("funding.api")
+
+@dataclass(frozen=True)
+class View:
+    """One parsed state file plus what every request would otherwise recompute."""
+
+    snapshot: statefile.StateSnapshot | None = None
+    #: Every symbol's ``updatedAt``, sorted, to count stale symbols with one bisection.
+    updated_sorted: list[float] = field(default_factory=list)
+    #: The last read problem (the previous good snapshot keeps being served) and when it began.
+    error: StateUnreadable | None = None
+    error_since: float | None = None
+    read_errors: int = 0
+
+    @property
+    def symbols(self) -> dict[str, dict[str, Any]]:
+        return self.snapshot.symbols if self.snapshot is not None else {}
+
+    def stale_count(self, now: float, stale_after: float) -> int:
+        return bisect.bisect_left(self.updated_sorted, now - stale_after)
+
+    def stale_names(self, now: float, stale_after: float, limit: int = 50) -> list[str]:
+        cutoff = now - stale_after
+        names = [n for n, rec in self.symbols.items() if not isinstance(rec.get("updatedAt"), (int, float))
+                 or rec["updatedAt"] < cutoff]
+        return sorted(names)[:limit]
+
+
+def build_view(snapshot: statefile.StateSnapshot) -> View:
+    # Kept to the minimum: this runs between the daemon's write and the first answer showing it.
+    stamps = sorted(u for r in snapshot.symbols.values() if isinstance(u := r.get("updatedAt"), (int, float)))
+    return View(snapshot=snapshot, updated_sorted=stamps)
+
+
+class StateCache:
+    def __init__(self, path: Path, poll_s: float = 0.5) -> None:
+        self.path = path
+        self.view = View()
+        self._identity: statefile.FileIdentity | None | str = "never read"
+        self._watch = DirWatch(path.parent, poll_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="state-watch", daemon=True)
+        #: Set after each refresh; tests and benchmarks wait on it.
+        self.changed = threading.Condition()
+        self.generation = 0
+
+    def start(self) -> "StateCache":
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watch.wake()
+        self._thread.join(5)
+        self._watch.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._watch.wait()
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any surprise; the next change retries
+                log.exception("state refresh failed")
+
+    def refresh(self) -> bool:
+        """Re-read the file if its identity changed; return whether the view changed."""
+        current = statefile.identity(self.path)
+        if current == self._identity:
+            return False
+        previous = self.view
+        try:
+            if current is None:
+                raise StateUnreadable("missing", f"{self.path} does not exist (is the daemon running?)")
+            snapshot = statefile.read_state(self.path)
+        except StateUnreadable as exc:
+            if previous.error is None or previous.error.reason != exc.reason:
+                log.warning("state file problem (%s); %s", exc,
+                            "serving the last good state with its true age" if previous.snapshot else
+                            "nothing to serve yet")
+            since = previous.error_since if previous.error is not None else time.time()
+            self.view = View(previous.snapshot, previous.updated_sorted, exc, since,
+                             previous.read_errors + (exc.reason != "missing"))
+            self._identity = current
+            self._bump()
+            return True
+        if previous.error is not None and previous.snapshot is not None:
+            log.info("state file readable again")
+        self._identity = current
+        view = build_view(snapshot)
+        self.view = View(view.snapshot, view.updated_sorted, None, None, previous.read_errors)
+        self._bump()
+        return True
+
+    @property
+    def identity(self) -> statefile.FileIdentity | None | str:
+        """Identity of the file the current view was read from (or failed to be read from)."""
+        return self._identity
+
+    def _bump(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
