@@ -61,7 +61,7 @@ def test_bad_values_name_the_setting(tmp_path: Path, env: dict, needle: str) -> 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("env, args", [({"FUNDING_STALE_AFTER_S": "soon"}, []), ({}, ["--stale-after-s", "-5"]),
-                                       ({"BINANCE_WS_URL": "ftp://x"}, [])])
+                                       ({"FUNDING_LOG_LEVEL": "LOUD"}, [])])
 def test_bad_value_at_start_up_is_one_line_and_exit_2(tmp_path: Path, script: str, env: dict,
                                                       args: list) -> None:
     full_env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env}
@@ -84,3 +84,21 @@ def test_every_setting_is_documented_with_its_default() -> None:
     for s in SETTINGS:
         row = f"| `{s.env}` | `{s.flag}` | `{s.default}` |"
         assert row in docs, f"DEPLOYMENT.md settings table lacks {s.env} (regenerate: python -m volspike_funding.settings)"
+
+
+def test_a_bad_consumer_setting_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    env = {"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "VOLUME_MULTIPLE": "lots"}
+    assert load_settings(env, components=("daemon",)).volume_multiple == 3.0
+    with pytest.raises(SettingsError, match="VOLUME_MULTIPLE"):
+        load_settings(env, components=("alerts",))
+
+
+def test_legacy_alias_and_auto_mode(tmp_path: Path) -> None:
+    base = {"VOLSPIKE_ENV_FILE": str(tmp_path / "none")}
+    assert load_settings({**base, "CHAT_ID": "42"}).telegram_chat_id == "42"
+    assert load_settings({**base, "CHAT_ID": "42", "TELEGRAM_CHAT_ID": "7"}).telegram_chat_id == "7"
+    assert load_settings(base).funding_mode == "validate"
+    assert load_settings({**base, "WS_FUNDING_ENABLED": "false"}).funding_mode == "rest"
+    assert load_settings({**base, "FUNDING_SOURCE_MODE": "ws"}).funding_mode == "ws"
+    with pytest.raises(SettingsError, match="FUNDING_SOURCE_MODE"):
+        load_settings({**base, "FUNDING_SOURCE_MODE": "both"})

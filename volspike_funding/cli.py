@@ -15,22 +15,23 @@ from .settings import ENV_FILE_VAR, Settings, load_settings, settings_for
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser(prog: str, description: str, component: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, *components: str) -> argparse.ArgumentParser:
     """An argument parser with one flag per setting the component reads (flags win over the environment)."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      epilog="Every flag mirrors an environment variable; see README.md.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"operator env file (env {ENV_FILE_VAR}, default ~/.volspike.env)")
-    for setting in settings_for(component):
+    for setting in {s.env: s for c in components for s in settings_for(c)}.values():
         parser.add_argument(setting.flag, dest=setting.field, metavar=setting.env,
                             help=f"{setting.help} (default {setting.default})")
     return parser
 
 
-def settings_from_args(args: argparse.Namespace, component: str) -> Settings:
-    overrides = {s.field: getattr(args, s.field, None) for s in settings_for(component)}
-    return load_settings(overrides=overrides, env_file=args.env_file)
+def settings_from_args(args: argparse.Namespace, component: str, *extra: str) -> Settings:
+    """Settings from flags, environment and env file; ``extra`` names further components the program reads."""
+    overrides = {s.field: getattr(args, s.field, None) for c in (component, *extra) for s in settings_for(c)}
+    return load_settings(overrides=overrides, env_file=args.env_file, components=(component, *extra))
 
 
 def setup_logging(level: str) -> None:

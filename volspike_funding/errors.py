@@ -8,7 +8,12 @@ any of them into a one-line message and an exit code without catching unrelated 
     ├── StateFileError       the shared state file cannot be written or read
     │   ├── StateLockedError another daemon already owns the state file
     │   └── StateUnreadable  missing / unreadable / not our format (``reason`` says which)
-    └── FrameError           a WebSocket frame or one of its items is malformed (``kind`` names the defect)
+    ├── FrameError           a WebSocket frame or one of its items is malformed (``kind`` names the defect)
+    └── RestError            a Binance REST call failed; nothing was retried that should not be
+        ├── RateLimited      HTTP 429, or a call refused locally while a 429 pause lasts (``retry_after``)
+        │   └── IpBanned     HTTP 418: the IP is banned until ``retry_after`` has passed
+        ├── RequestRejected  any other 4xx (never retried): ``status``, Binance ``code`` and ``msg``
+        └── Unavailable      5xx, timeouts or connection errors, after the bounded retries
 """
 
 from __future__ import annotations
@@ -44,3 +49,31 @@ class FrameError(FundingError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class RestError(FundingError):
+    """A Binance REST call failed."""
+
+
+class RateLimited(RestError):
+    """Binance answered 429 (or a 429 pause is still running): no call goes out for ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IpBanned(RateLimited):
+    """Binance answered 418: the IP is banned for ``retry_after`` seconds."""
+
+
+class RequestRejected(RestError):
+    """A 4xx other than 429/418; retrying cannot help."""
+
+    def __init__(self, status: int, code: int | None, msg: str) -> None:
+        super().__init__(f"HTTP {status}: {msg} (code {code})")
+        self.status, self.code, self.msg = status, code, msg
+
+
+class Unavailable(RestError):
+    """5xx, timeout or connection error, still failing after the bounded retries."""

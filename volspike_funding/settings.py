@@ -60,6 +60,32 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _optional_url(*schemes: str) -> Callable[[str], str | None]:
+    required = _url(*schemes)
+    return lambda raw: required(raw).rstrip("/") if raw.strip() else None
+
+
+def _text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.strip().isdigit() or int(raw) < minimum:
+            raise ValueError(f"{raw!r} is not a whole number >= {minimum}")
+        return int(raw)
+    return parse
+
+
+def _mode(raw: str) -> str | None:
+    mode = raw.strip().lower()
+    if mode in ("", "auto"):
+        return None
+    if mode not in ("validate", "ws", "rest"):
+        raise ValueError(f"{raw!r} is not one of validate, ws, rest (or auto)")
+    return mode
+
+
 def _path(raw: str) -> Path:
     if not raw.strip() or "\0" in raw:
         raise ValueError(f"{raw!r} is not a file path")
@@ -90,13 +116,15 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     used_by: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    secret: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.field.replace("_", "-")
 
 
-DAEMON, API = "daemon", "api"
+DAEMON, API, CONSUMER, ALERTS = "daemon", "api", "consumers", "alerts"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
@@ -130,7 +158,55 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_API_ALLOW_REMOTE", "api_allow_remote", "false", _bool,
             "Explicit opt-in to bind a non-loopback address.", (API,)),
     Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.",
-            (DAEMON, API)),
+            (DAEMON, API, CONSUMER, ALERTS)),
+    # -- consumers: where funding rates and mark prices come from -------------------------------------------
+    Setting("WS_FUNDING_ENABLED", "ws_funding_enabled", "true", _bool,
+            "Use the local WebSocket service at all; decides the default FUNDING_SOURCE_MODE.", (CONSUMER,)),
+    Setting("WS_FUNDING_API_URL", "ws_funding_api_url", "http://localhost:8888/funding", _url("http", "https"),
+            "Base URL of the local funding API (its /batch is asked once per scan).", (CONSUMER,)),
+    Setting("FUNDING_SOURCE_MODE", "funding_source_mode", "auto", _mode,
+            "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate "
+            "when WS_FUNDING_ENABLED, else rest.", (CONSUMER,)),
+    Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", _bool,
+            "In ws mode, fetch what the local service lacks (down, stale, missing) from one bulk REST call.",
+            (CONSUMER,)),
+    Setting("WS_FUNDING_TIMEOUT_S", "ws_funding_timeout_s", "0.8", _number(0, strict=True),
+            "Timeout of the local API call (no retries): a dead service costs a scan at most this.", (CONSUMER,)),
+    Setting("WS_FUNDING_BREAKER_S", "ws_funding_breaker_s", "30", _number(0),
+            "After a failed local API call, skip the local service for this long (circuit breaker).", (CONSUMER,)),
+    Setting("FUNDING_RATE_ABS_TOLERANCE", "funding_rate_abs_tolerance", "0.00001", _number(0),
+            "Comparison verdict: funding rates match when they differ by at most this (absolute).", (CONSUMER,)),
+    Setting("MARK_PRICE_REL_TOLERANCE", "mark_price_rel_tolerance", "0.001", _number(0),
+            "Comparison verdict: mark prices match when they differ by at most this fraction.", (CONSUMER,)),
+    Setting("BINANCE_REST_URL", "binance_rest_url", "https://fapi.binance.com", _url("http", "https"),
+            "Binance USD-M REST base URL.", (CONSUMER,)),
+    Setting("BINANCE_REST_TIMEOUT_S", "binance_rest_timeout_s", "10", _number(0, strict=True),
+            "Timeout of one Binance REST request.", (CONSUMER,)),
+    Setting("BINANCE_REST_RETRIES", "binance_rest_retries", "3", _count(0),
+            "Retries of a GET after a 5xx, timeout or connection error (never after other 4xx).", (CONSUMER,)),
+    # -- hourly volume alerts ---------------------------------------------------------------------------------
+    Setting("VOLUME_MULTIPLE", "volume_multiple", "3", _number(0, strict=True),
+            "Spike when this hour's quote volume is at least this multiple of the previous hour's.", (ALERTS,)),
+    Setting("MIN_QUOTE_VOL", "min_quote_vol", "3000000", _number(0),
+            "...and at least this much quote volume (USDT).", (ALERTS,)),
+    Setting("KLINES_CONCURRENCY", "klines_concurrency", "8", _count(1),
+            "Parallel klines requests per scan (all through the shared rate-limited client).", (ALERTS,)),
+    Setting("VOLUME_ALERT_STATE_FILE", "volume_alert_state_file", ".volume_alert_state.json", _path,
+            "Sent alerts per (symbol, candle hour), persisted atomically so a restart never re-sends.", (ALERTS,)),
+    Setting("TELEGRAM_API_URL", "telegram_api_url", "https://api.telegram.org", _url("http", "https"),
+            "Telegram Bot API base URL.", (ALERTS,)),
+    Setting("TELEGRAM_TOKEN", "telegram_token", "", _text, "Telegram bot token; empty disables Telegram.",
+            (ALERTS,), secret=True),
+    Setting("TELEGRAM_CHAT_ID", "telegram_chat_id", "", _text,
+            "Telegram chat to post to (the legacy name CHAT_ID is read too).", (ALERTS,), aliases=("CHAT_ID",)),
+    Setting("VOLSPIKE_API_URL", "volspike_api_url", "", _optional_url("http", "https"),
+            "PROD VolSpike backend; empty disables it.", (ALERTS,)),
+    Setting("VOLSPIKE_API_KEY", "volspike_api_key", "", _text, "PROD backend key (X-API-Key).", (ALERTS,),
+            secret=True),
+    Setting("VOLSPIKE_API_URL_DEV", "volspike_api_url_dev", "", _optional_url("http", "https"),
+            "DEV VolSpike backend; empty disables it.", (ALERTS,)),
+    Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", _text, "DEV backend key (X-API-Key).", (ALERTS,),
+            secret=True),
 )
 
 
@@ -152,6 +228,35 @@ class Settings:
     api_port: int
     api_allow_remote: bool
     log_level: str
+    ws_funding_enabled: bool
+    ws_funding_api_url: str
+    funding_source_mode: str | None
+    funding_rest_fallback: bool
+    ws_funding_timeout_s: float
+    ws_funding_breaker_s: float
+    funding_rate_abs_tolerance: float
+    mark_price_rel_tolerance: float
+    binance_rest_url: str
+    binance_rest_timeout_s: float
+    binance_rest_retries: int
+    volume_multiple: float
+    min_quote_vol: float
+    klines_concurrency: int
+    volume_alert_state_file: Path
+    telegram_api_url: str
+    telegram_token: str | None
+    telegram_chat_id: str | None
+    volspike_api_url: str | None
+    volspike_api_key: str | None
+    volspike_api_url_dev: str | None
+    volspike_api_key_dev: str | None
+
+    @property
+    def funding_mode(self) -> str:
+        """The effective FUNDING_SOURCE_MODE (``auto`` resolved)."""
+        if self.funding_source_mode is not None:
+            return self.funding_source_mode
+        return "validate" if self.ws_funding_enabled else "rest"
 
     def replace(self, **changes: Any) -> "Settings":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -173,24 +278,37 @@ def read_env_file(environ: Mapping[str, str], override: str | None = None) -> di
 
 
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None,
-                  env_file: str | None = None) -> Settings:
-    """Build :class:`Settings`; ``overrides`` maps field names to raw CLI values (``None`` = not given)."""
+                  env_file: str | None = None, components: tuple[str, ...] | None = None) -> Settings:
+    """Build :class:`Settings`; ``overrides`` maps field names to raw CLI values (``None`` = not given).
+
+    With ``components``, only the settings those components read must be valid: a typo in a consumer's setting in
+    the shared env file must not stop the daemon. The others fall back to their defaults.
+    """
     environ = os.environ if environ is None else environ
     merged: dict[str, str] = {**read_env_file(environ, env_file), **environ}
     overrides = overrides or {}
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         cli = overrides.get(setting.field)
-        raw = cli if cli is not None else merged.get(setting.env, setting.default)
-        source = setting.flag if cli is not None else setting.env
+        env_name = next((n for n in (setting.env, *setting.aliases) if n in merged), setting.env)
+        raw = cli if cli is not None else merged.get(env_name, setting.default)
+        source = setting.flag if cli is not None else env_name
         try:
             values[setting.field] = setting.parse(str(raw))
         except ValueError as exc:
+            if components is not None and not set(components) & set(setting.used_by):
+                values[setting.field] = setting.parse(setting.default)
+                continue
             raise SettingsError(f"{source}: {exc}") from None
     settings = Settings(**values)
     if settings.backoff_initial_s > settings.backoff_max_s:
         raise SettingsError("FUNDING_BACKOFF_INITIAL_S must not exceed FUNDING_BACKOFF_MAX_S")
     return settings
+
+
+def masked(value: str | None) -> str:
+    """How a secret appears in banners and logs."""
+    return "(unset)" if not value else f"***{value[-2:]}" if len(value) > 8 else "***"
 
 
 def settings_for(component: str) -> list[Setting]:
@@ -201,9 +319,10 @@ def markdown_table() -> str:
     """The documentation's settings table, generated from :data:`SETTINGS`."""
     rows = ["| Variable | CLI flag | Default | Read by | Meaning |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        rows.append(f"| `{s.env}` | `{s.flag}` | `{s.default}` | {', '.join(s.used_by)} | {s.help} |")
+        note = " Secret: never logged." if s.secret else ""
+        rows.append(f"| `{s.env}` | `{s.flag}` | `{s.default}` | {', '.join(s.used_by)} | {s.help}{note} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    print(markdown_table())  # paste between the settings-table markers of DEPLOYMENT.md

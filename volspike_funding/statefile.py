@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,10 +32,10 @@ from typing import Any
 import orjson
 
 from .errors import StateLockedError, StateUnreadable
+from .persist import atomic_replace, remove_orphans
 from .wire import MarkPrice
 
 SCHEMA_VERSION = 2
-_TEMP_PREFIX = ".tmp-"
 
 
 def symbol_record(update: MarkPrice, received_at: float) -> dict[str, Any]:
@@ -87,8 +86,7 @@ class StateWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._dir = path.parent
-        self._dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = path.with_name(path.name + ".lock")
         self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -100,25 +98,12 @@ class StateWriter:
                                    f"(lock {self._lock_path})") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-        self._remove_orphans()
-
-    def _remove_orphans(self) -> None:
-        # We hold the lock, so temp files left by a writer that was killed mid-write are nobody's.
-        for orphan in self._dir.glob(f"{_TEMP_PREFIX}{self.path.name}.*"):
-            orphan.unlink(missing_ok=True)
+        remove_orphans(path)  # we hold the lock: temp files of a writer killed mid-write are nobody's
 
     def write(self, document: dict[str, Any]) -> int:
         """Replace the file with ``document``; readers see the old or the new file, never a partial one."""
         data = encode(document)
-        fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{self.path.name}.", dir=self._dir)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
-                os.fchmod(stream.fileno(), 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_replace(self.path, data)
         return len(data)
 
     def close(self) -> None:

@@ -1,0 +1,144 @@
+"""A small threaded HTTP server on loopback for the fakes: routing, JSON, fault injection and request counts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+
+Handler = Callable[[Request], Reply]
+
+
+@dataclass
+class Fault:
+    status: int
+    count: int
+    headers: dict[str, str]
+    body: Any
+    delay_s: float
+
+
+class HttpFake:
+    """Subclasses register routes in ``routes`` as ``(method, path-or-prefix)``; a prefix ends with ``*``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.counts: Counter[str] = Counter()
+        self.requests: list[Request] = []
+        self._faults: dict[str, list[Fault]] = {}
+        self._lock = threading.Lock()
+        fake = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                fake._dispatch(self)
+
+            do_GET = do_POST = _serve
+
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=type(self).__name__, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "HttpFake":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "HttpFake":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def fail(self, path: str, status: int, count: int = 1, *, headers: dict[str, str] | None = None,
+             body: Any = None, delay_s: float = 0.0) -> None:
+        """The next ``count`` requests to ``path`` answer ``status`` (after ``delay_s``)."""
+        with self._lock:
+            self._faults.setdefault(path, []).append(Fault(status, count, headers or {}, body, delay_s))
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(path)
+            if not queue:
+                return None
+            fault = queue[0]
+            fault.count -= 1
+            if fault.count <= 0:
+                queue.pop(0)
+            return fault
+
+    def _route(self, method: str, path: str) -> Handler | None:
+        handler = self.routes.get((method, path))
+        if handler is None:
+            for (m, pattern), candidate in self.routes.items():
+                if m == method and pattern.endswith("*") and path.startswith(pattern[:-1]):
+                    return candidate
+        return handler
+
+    def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(h.path)
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw and "json" in (h.headers.get("Content-Type") or "") else raw.decode()
+        except ValueError:
+            body = raw.decode(errors="replace")
+        request = Request(h.command, parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()},
+                          {k.lower(): v for k, v in h.headers.items()}, body)
+        with self._lock:
+            self.counts[parts.path] += 1
+            self.requests.append(request)
+        fault = self._take_fault(parts.path)
+        if fault is not None:
+            time.sleep(fault.delay_s)
+            reply = Reply(fault.status, fault.body if fault.body is not None else {"error": "injected"},
+                          fault.headers)
+        else:
+            handler = self._route(h.command, parts.path)
+            reply = handler(request) if handler else Reply(404, {"error": "no such route"})
+        data = json.dumps(reply.body, ensure_ascii=False).encode()
+        try:
+            h.send_response(reply.status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            for key, value in (reply.headers or {}).items():
+                h.send_header(key, value)
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test): nothing to answer
