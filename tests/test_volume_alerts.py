@@ -351,3 +351,25 @@ def test_an_overrun_catches_up_top_and_half_hour_slots_and_says_what_it_skipped(
     assert scanned == ["12:55", "13:00", "13:15"]
     assert "catching up slot 2026-11-24T13:00:00Z" in caplog.text
     assert "slot 2026-11-24T13:05:00Z skipped" in caplog.text and "slot 2026-11-24T13:10:00Z skipped" in caplog.text
+
+
+def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path) -> None:
+    """End to end: the alert script in validate mode against the fakes; its own stderr log into the report."""
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "FUNDING_SOURCE_MODE": "validate",
+           "FUNDING_STALE_AFTER_S": "5", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
+    log_file = tmp_path / "alerts.log"
+    with log_file.open("w") as sink:
+        for minute in (5, 10, 15):
+            at(world, HOUR + timedelta(minutes=minute, seconds=1))
+            proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once", "--dry-run",
+                                   "--now", f"2026-11-24T12:{minute:02d}:01Z"], env=env, stderr=sink, timeout=60)
+            assert proc.returncode == 0
+    report = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), "--json", str(log_file)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    result = json.loads(report.stdout)
+    assert report.returncode == 2 and result["verdict"] == "INSUFFICIENT DATA"  # minutes, not 24 h
+    n = len(world.stack.market.contracts) - 1
+    assert result["fields"]["fundingRate"]["comparisons"] == 3 * n
+    assert result["fields"]["markPrice"]["matchRate"] >= 0.9
+    assert result["availability"]["volume_alerts"]["scans"] == 3 and result["unparseableLines"] == 0

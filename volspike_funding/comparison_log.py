@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Union
 
+import orjson
+
 MARKER = "FUNDING_COMPARE "
 SUMMARY_MARKER = "FUNDING_COMPARE_SUMMARY "
 FUNDING, MARK = "fundingRate", "markPrice"
@@ -139,21 +141,21 @@ def parse_line(line: str) -> Record | None:
     carries a marker but no valid record (the caller counts those as unparseable)."""
     try:
         return _parse(line)
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"malformed comparison line: {exc!r}") from None
 
 
 def _parse(line: str) -> Record | None:
     index = line.find(SUMMARY_MARKER)
     if index >= 0:
-        d = json.loads(line[index + len(SUMMARY_MARKER):])
+        d = orjson.loads(line[index + len(SUMMARY_MARKER):])
         return ScanSummary(_number(d["ts"]), str(d["consumer"]), str(d.get("mode", "")), int(d["comparisons"]),
                            int(d["matches"]), bool(d["wsAvailable"]), bool(d["restAvailable"]),
                            int(d.get("wsMissing", 0)), int(d.get("wsStale", 0)), int(d.get("restFallbacks", 0)),
                            d.get("worst"))
     index = line.find(MARKER)
     if index >= 0:
-        d = json.loads(line[index + len(MARKER):])
+        d = orjson.loads(line[index + len(MARKER):])
         if d["field"] not in (FUNDING, MARK):
             raise ValueError(f"unknown field {d['field']!r}")
         return Comparison(_number(d["ts"]), str(d["consumer"]), str(d["symbol"]), d["field"], _number(d["rest"]),

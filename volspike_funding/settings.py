@@ -124,7 +124,7 @@ class Setting:
         return "--" + self.field.replace("_", "-")
 
 
-DAEMON, API, CONSUMER, ALERTS = "daemon", "api", "consumers", "alerts"
+DAEMON, API, CONSUMER, ALERTS, REPORT = "daemon", "api", "consumers", "alerts", "report"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
@@ -207,6 +207,21 @@ SETTINGS: tuple[Setting, ...] = (
             "DEV VolSpike backend; empty disables it.", (ALERTS,)),
     Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", _text, "DEV backend key (X-API-Key).", (ALERTS,),
             secret=True),
+    # -- validate_funding_comparison.py: when is it SAFE TO SWITCH ----------------------------------------------
+    Setting("REPORT_MIN_HOURS", "report_min_hours", "24", _number(0),
+            "Coverage needed between the first and the last comparison.", (REPORT,)),
+    Setting("REPORT_MAX_GAP_MINUTES", "report_max_gap_minutes", "60", _number(0),
+            "Longest stretch without comparison lines that still counts as continuous coverage.", (REPORT,)),
+    Setting("REPORT_MIN_COMPARISONS", "report_min_comparisons", "1000", _count(1),
+            "Comparisons needed (both fields together).", (REPORT,)),
+    Setting("REPORT_MIN_MATCH_RATE_PCT", "report_min_match_rate_pct", "99", _number(0),
+            "Lowest acceptable match rate of each field, in percent.", (REPORT,)),
+    Setting("REPORT_MAX_P99_REL_FUNDING", "report_max_p99_rel_funding", "0.01", _number(0),
+            "Largest acceptable p99 relative difference of funding rates.", (REPORT,)),
+    Setting("REPORT_MAX_P99_REL_MARK", "report_max_p99_rel_mark", "0.001", _number(0),
+            "Largest acceptable p99 relative difference of mark prices.", (REPORT,)),
+    Setting("REPORT_MAX_WS_UNAVAILABLE_PCT", "report_max_ws_unavailable_pct", "1", _number(0),
+            "Largest acceptable share of scans in which the local API was unavailable, in percent.", (REPORT,)),
 )
 
 
@@ -250,6 +265,13 @@ class Settings:
     volspike_api_key: str | None
     volspike_api_url_dev: str | None
     volspike_api_key_dev: str | None
+    report_min_hours: float
+    report_max_gap_minutes: float
+    report_min_comparisons: int
+    report_min_match_rate_pct: float
+    report_max_p99_rel_funding: float
+    report_max_p99_rel_mark: float
+    report_max_ws_unavailable_pct: float
 
     @property
     def funding_mode(self) -> str:
