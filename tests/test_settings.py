@@ -15,7 +15,8 @@ from volspike_funding.settings import SETTINGS, Settings, load_settings
 
 from .conftest import ROOT
 
-SCRIPTS = ["binance_funding_ws_daemon.py", "funding_api_server.py"]
+SCRIPTS = ["binance_funding_ws_daemon.py", "funding_api_server.py", "hourly_volume_alert_dual_env.py",
+           "oi_realtime_poller.py", "validate_funding_comparison.py"]
 
 
 def test_every_field_has_exactly_one_row() -> None:
@@ -59,24 +60,35 @@ def test_bad_values_name_the_setting(tmp_path: Path, env: dict, needle: str) -> 
         load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env})
 
 
+#: Per entry point: a numeric setting it reads (env name and flag).
+READS = {"binance_funding_ws_daemon.py": ("FUNDING_STALE_AFTER_S", "--stale-after-s"),
+         "funding_api_server.py": ("FUNDING_STALE_AFTER_S", "--stale-after-s"),
+         "hourly_volume_alert_dual_env.py": ("VOLUME_MULTIPLE", "--volume-multiple"),
+         "oi_realtime_poller.py": ("OI_MAX_REQ_PER_MIN", "--oi-max-req-per-min"),
+         "validate_funding_comparison.py": ("REPORT_MIN_HOURS", "--report-min-hours")}
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("env, args", [({"FUNDING_STALE_AFTER_S": "soon"}, []), ({}, ["--stale-after-s", "-5"]),
-                                       ({"FUNDING_LOG_LEVEL": "LOUD"}, [])])
-def test_bad_value_at_start_up_is_one_line_and_exit_2(tmp_path: Path, script: str, env: dict,
-                                                      args: list) -> None:
-    full_env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env}
+@pytest.mark.parametrize("how", ["env", "flag", "env file"])
+def test_bad_value_at_start_up_is_one_line_and_exit_2(tmp_path: Path, script: str, how: str) -> None:
+    name, flag = READS[script]
+    env_file = tmp_path / "volspike.env"
+    env_file.write_text(f"{name}=soon\n" if how == "env file" else "")
+    full_env = {**os.environ, "VOLSPIKE_ENV_FILE": str(env_file), **({name: "soon"} if how == "env" else {})}
+    args = [flag, "-5"] if how == "flag" else []
     proc = subprocess.run([sys.executable, str(ROOT / script), *args], env=full_env, capture_output=True,
-                          text=True, timeout=30, cwd=tmp_path)
-    assert proc.returncode == 2
+                          text=True, timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert (flag if how == "flag" else name) in proc.stderr
     assert not (tmp_path / ".funding_state.json").exists()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help_exits_0_and_lists_every_flag(script: str) -> None:
+def test_help_exits_0_and_lists_its_flags(script: str) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
                           timeout=30)
-    assert proc.returncode == 0 and "--state-file" in proc.stdout
+    assert proc.returncode == 0 and READS[script][1] in proc.stdout and "--env-file" in proc.stdout
 
 
 def test_every_setting_is_documented_with_its_default() -> None:

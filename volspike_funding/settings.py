@@ -77,6 +77,10 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _symbols(raw: str) -> tuple[str, ...]:
+    return tuple(sorted({s.strip().upper() for s in raw.split(",") if s.strip()}))
+
+
 def _mode(raw: str) -> str | None:
     mode = raw.strip().lower()
     if mode in ("", "auto"):
@@ -124,7 +128,7 @@ class Setting:
         return "--" + self.field.replace("_", "-")
 
 
-DAEMON, API, CONSUMER, ALERTS, REPORT = "daemon", "api", "consumers", "alerts", "report"
+DAEMON, API, CONSUMER, ALERTS, OI, REPORT = "daemon", "api", "consumers", "alerts", "oi", "report"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
@@ -200,13 +204,49 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELEGRAM_CHAT_ID", "telegram_chat_id", "", _text,
             "Telegram chat to post to (the legacy name CHAT_ID is read too).", (ALERTS,), aliases=("CHAT_ID",)),
     Setting("VOLSPIKE_API_URL", "volspike_api_url", "", _optional_url("http", "https"),
-            "PROD VolSpike backend; empty disables it.", (ALERTS,)),
-    Setting("VOLSPIKE_API_KEY", "volspike_api_key", "", _text, "PROD backend key (X-API-Key).", (ALERTS,),
+            "PROD VolSpike backend; empty disables it.", (ALERTS, OI)),
+    Setting("VOLSPIKE_API_KEY", "volspike_api_key", "", _text, "PROD backend key (X-API-Key).", (ALERTS, OI),
             secret=True),
     Setting("VOLSPIKE_API_URL_DEV", "volspike_api_url_dev", "", _optional_url("http", "https"),
-            "DEV VolSpike backend; empty disables it.", (ALERTS,)),
-    Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", _text, "DEV backend key (X-API-Key).", (ALERTS,),
+            "DEV VolSpike backend; empty disables it.", (ALERTS, OI)),
+    Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", _text, "DEV backend key (X-API-Key).", (ALERTS, OI),
             secret=True),
+    # -- oi_realtime_poller.py ---------------------------------------------------------------------------------
+    Setting("OI_MAX_REQ_PER_MIN", "oi_max_req_per_min", "2000", _number(0, strict=True),
+            "openInterest requests per minute at most; sets the loop interval with the universe size.", (OI,)),
+    Setting("OI_MIN_INTERVAL_SEC", "oi_min_interval_sec", "5", _number(0, strict=True),
+            "Shortest loop interval (start to start).", (OI,)),
+    Setting("OI_MAX_INTERVAL_SEC", "oi_max_interval_sec", "20", _number(0, strict=True),
+            "Longest loop interval, unless the request budget needs more (logged).", (OI,)),
+    Setting("OI_FETCH_CONCURRENCY", "oi_fetch_concurrency", "8", _count(1),
+            "Parallel openInterest requests (through the shared rate-limited client).", (OI,)),
+    Setting("OI_UNIVERSE_REFRESH_S", "oi_universe_refresh_s", "300", _number(0, strict=True),
+            "How often the liquid universe is refreshed.", (OI,)),
+    Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", _number(0),
+            "Locally computed universe: a symbol enters at this 24 h quote volume (USDT)...", (OI,)),
+    Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", _number(0),
+            "...and stays while at least this (hysteresis).", (OI,)),
+    Setting("OI_SPIKE_THRESHOLD_PCT_5MIN", "oi_spike_threshold_pct_5min", "0.03", _number(0, strict=True),
+            "OI change over 5 min that alerts (fraction).", (OI,)),
+    Setting("OI_SPIKE_THRESHOLD_PCT_15MIN", "oi_spike_threshold_pct_15min", "0.07", _number(0, strict=True),
+            "OI change over 15 min that alerts (fraction).", (OI,)),
+    Setting("OI_SPIKE_THRESHOLD_PCT_60MIN", "oi_spike_threshold_pct_60min", "0.12", _number(0, strict=True),
+            "OI change over 1 hour that alerts (fraction).", (OI,)),
+    Setting("OI_ALERT_COOLDOWN_5MIN", "oi_alert_cooldown_5min", "600", _number(0),
+            "Seconds before a symbol alerts again on the 5 min timeframe.", (OI,)),
+    Setting("OI_ALERT_COOLDOWN_15MIN", "oi_alert_cooldown_15min", "900", _number(0),
+            "Seconds before a symbol alerts again on the 15 min timeframe.", (OI,)),
+    Setting("OI_ALERT_COOLDOWN_60MIN", "oi_alert_cooldown_60min", "3600", _number(0),
+            "Seconds before a symbol alerts again on the 1 hour timeframe.", (OI,)),
+    Setting("OI_MIN_DELTA_CONTRACTS", "oi_min_delta_contracts", "5000", _number(0),
+            "Smallest absolute OI change (contracts) that may alert.", (OI,)),
+    Setting("OI_EXCLUDED_SYMBOLS", "oi_excluded_symbols", "USDCUSDT", _symbols,
+            "Comma-separated symbols never polled.", (OI,)),
+    Setting("OI_STATE_FILE", "oi_state_file", ".oi_alert_state.json", _path,
+            "Alert cooldowns and edge states per backend, persisted atomically across restarts.", (OI,)),
+    Setting("OI_POST_QUEUE_MAX", "oi_post_queue_max", "50", _count(1),
+            "Pending backend POSTs kept while a backend is slow; the oldest is dropped (logged) beyond this.",
+            (OI,)),
     # -- validate_funding_comparison.py: when is it SAFE TO SWITCH ----------------------------------------------
     Setting("REPORT_MIN_HOURS", "report_min_hours", "24", _number(0),
             "Coverage needed between the first and the last comparison.", (REPORT,)),
@@ -265,6 +305,23 @@ class Settings:
     volspike_api_key: str | None
     volspike_api_url_dev: str | None
     volspike_api_key_dev: str | None
+    oi_max_req_per_min: float
+    oi_min_interval_sec: float
+    oi_max_interval_sec: float
+    oi_fetch_concurrency: int
+    oi_universe_refresh_s: float
+    oi_liquid_enter_quote_24h: float
+    oi_liquid_exit_quote_24h: float
+    oi_spike_threshold_pct_5min: float
+    oi_spike_threshold_pct_15min: float
+    oi_spike_threshold_pct_60min: float
+    oi_alert_cooldown_5min: float
+    oi_alert_cooldown_15min: float
+    oi_alert_cooldown_60min: float
+    oi_min_delta_contracts: float
+    oi_excluded_symbols: tuple[str, ...]
+    oi_state_file: Path
+    oi_post_queue_max: int
     report_min_hours: float
     report_max_gap_minutes: float
     report_min_comparisons: int

@@ -1,0 +1,144 @@
+"""Open-interest spike/dump alerts: sample history, baselines, edge triggering and cooldowns per backend.
+
+Three timeframes (5 min, 15 min, 1 hour). A timeframe's baseline is the sample closest to ``now - lookback``
+within ``±clamp(lookback / 10, 30, 120)`` s; without one, nothing is judged. A symbol is *outside* when
+``|pct| >= threshold`` and ``|abs| >= OI_MIN_DELTA_CONTRACTS``. An alert fires when a symbol goes from inside to
+outside (or flips direction) and its cooldown has passed. Per backend, the "outside" state and the cooldown are
+recorded only after that backend accepted the POST, so a failed alert is tried again at the next loop, and
+persisted atomically, so a restart neither repeats nor forgets them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .persist import load_json, save_json
+from .settings import Settings
+from .volume_rules import iso_z
+
+HISTORY_S = 3600 + 120
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    label: str  # as the backend expects it
+    lookback_s: float
+    threshold: float
+    cooldown_s: float
+
+    @property
+    def tolerance_s(self) -> float:
+        return min(max(self.lookback_s / 10, 30.0), 120.0)
+
+
+def timeframes(settings: Settings) -> list[Timeframe]:
+    return [Timeframe("5 min", 300, settings.oi_spike_threshold_pct_5min, settings.oi_alert_cooldown_5min),
+            Timeframe("15 min", 900, settings.oi_spike_threshold_pct_15min, settings.oi_alert_cooldown_15min),
+            Timeframe("1 hour", 3600, settings.oi_spike_threshold_pct_60min, settings.oi_alert_cooldown_60min)]
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    oi: float
+    mark: float | None
+
+
+@dataclass(frozen=True)
+class OiAlert:
+    backend: str
+    symbol: str
+    timeframe: Timeframe
+    direction: str
+    payload: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}|{self.symbol}|{self.timeframe.label}"
+
+
+class OiAlertEngine:
+    def __init__(self, settings: Settings, backends: list[str]) -> None:
+        self.timeframes = timeframes(settings)
+        self.min_delta = settings.oi_min_delta_contracts
+        self.backends = backends
+        self.path = settings.oi_state_file
+        self._history: dict[str, deque[Sample]] = {}
+        self._lock = threading.Lock()
+        saved = load_json(self.path, {})
+        saved = saved if isinstance(saved, dict) else {}
+        self._outside: dict[str, str] = dict(saved.get("outside", {}))
+        self._cooldown_until: dict[str, float] = dict(saved.get("cooldownUntil", {}))
+        self._pending: set[str] = set()
+
+    def _baseline(self, history: deque[Sample], at: float, tolerance: float) -> Sample | None:
+        times = [s.t for s in history]
+        i = bisect.bisect_left(times, at)
+        near = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
+        best = min(near, key=lambda s: abs(s.t - at), default=None)
+        return best if best is not None and abs(best.t - at) <= tolerance else None
+
+    def observe(self, symbol: str, sample: Sample, funding_rate: float | None) -> list[OiAlert]:
+        """Add a sample; return the alerts now due (not yet recorded: see :meth:`confirm`)."""
+        history = self._history.setdefault(symbol, deque())
+        history.append(sample)
+        while history and history[0].t < sample.t - HISTORY_S:
+            history.popleft()
+        due = []
+        with self._lock:
+            for tf in self.timeframes:
+                base = self._baseline(history, sample.t - tf.lookback_s, tf.tolerance_s)
+                if base is None or base.oi <= 0:
+                    continue
+                delta = sample.oi - base.oi
+                pct = delta / base.oi
+                outside = abs(pct) >= tf.threshold and abs(delta) >= self.min_delta
+                direction = "UP" if delta > 0 else "DOWN"
+                for backend in self.backends:
+                    key = f"{backend}|{symbol}|{tf.label}"
+                    if not outside:
+                        self._set_inside(key)
+                        continue
+                    if (self._outside.get(key) == direction or key in self._pending
+                            or sample.t < self._cooldown_until.get(key, 0.0)):
+                        continue
+                    self._pending.add(key)
+                    due.append(OiAlert(backend, symbol, tf, direction,
+                                       self._payload(symbol, tf, direction, base, sample, pct, delta, funding_rate)))
+        return due
+
+    @staticmethod
+    def _payload(symbol: str, tf: Timeframe, direction: str, base: Sample, now: Sample, pct: float, delta: float,
+                 funding_rate: float | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "symbol": symbol, "direction": direction, "baseline": base.oi, "current": now.oi,
+            "pctChange": round(pct, 6), "absChange": round(delta, 6),
+            "timestamp": iso_z(datetime.fromtimestamp(now.t, timezone.utc)), "source": "oi_realtime_poller",
+            "timeframe": tf.label}
+        if base.mark and now.mark:
+            payload["priceChange"] = round(now.mark / base.mark - 1, 6)
+        if funding_rate is not None:
+            payload["fundingRate"] = funding_rate
+        return payload  # unknown optional values are omitted, never null
+
+    def _set_inside(self, key: str) -> None:
+        if self._outside.pop(key, None) is not None:
+            self._save()
+
+    def confirm(self, alert: OiAlert, accepted: bool) -> None:
+        """Called once the backend answered: only an accepted alert moves the state and starts the cooldown."""
+        with self._lock:
+            self._pending.discard(alert.key)
+            if accepted:
+                self._outside[alert.key] = alert.direction
+                sample_t = datetime.fromisoformat(alert.payload["timestamp"].replace("Z", "+00:00")).timestamp()
+                self._cooldown_until[alert.key] = sample_t + alert.timeframe.cooldown_s
+                self._save()
+
+    def _save(self) -> None:
+        save_json(self.path, {"outside": self._outside, "cooldownUntil": self._cooldown_until})
