@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Install (idempotently), render-only or uninstall the VolSpike funding services on a Debian/Ubuntu host.
+#
+#   sudo deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--no-start]
+#                          [--python PY] [--pip-args "ARGS"]
+#   deploy/install.sh --render-only DIR [--prefix DIR] ...     write the rendered units to DIR, change nothing else
+#   sudo deploy/install.sh --uninstall [--purge]                stop, disable and remove (--purge: state + env file)
+#
+# Defaults: prefix /opt/volspike-funding, user volspike, env file /etc/volspike/volspike.env. Paths may contain
+# spaces. See DEPLOYMENT.md.
+set -euo pipefail
+
+PREFIX=/opt/volspike-funding
+SERVICE_USER=volspike
+ENV_FILE=/etc/volspike/volspike.env
+# The one place the shared state directory is named: both funding units get it from here.
+STATE_NAME=volspike-funding
+CONSUMER_STATE_NAME=volspike-consumers
+UNIT_DIR=/etc/systemd/system
+PYTHON_BIN=python3
+PIP_ARGS=""
+MODE=install
+RENDER_DIR=""
+START=yes
+CONSUMERS=no
+PURGE=no
+FUNDING_UNITS=(binance-funding-ws.service binance-funding-api.service)
+CONSUMER_UNITS=(volspike-volume-alerts.service volspike-oi-poller.service)
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+die() { echo "install.sh: error: $*" >&2; exit 2; }
+say() { echo "install.sh: $*"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
+        --user) SERVICE_USER="${2:?--user needs a name}"; shift 2 ;;
+        --env-file) ENV_FILE="${2:?--env-file needs a path}"; shift 2 ;;
+        --python) PYTHON_BIN="${2:?--python needs an interpreter}"; shift 2 ;;
+        --pip-args) PIP_ARGS="${2-}"; shift 2 ;;
+        --render-only) MODE=render; RENDER_DIR="${2:?--render-only needs a directory}"; shift 2 ;;
+        --uninstall) MODE=uninstall; shift ;;
+        --purge) PURGE=yes; shift ;;
+        --no-start) START=no; shift ;;
+        --with-consumers) CONSUMERS=yes; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path" ;; esac
+case "$ENV_FILE" in /*) ;; *) die "--env-file must be an absolute path" ;; esac
+
+# Render one unit template: every placeholder replaced literally, whatever characters the values contain
+# ("%" is systemd's specifier character, so values carry it doubled).
+render_unit() {
+    local template="$1" out="$2" line prefix="${PREFIX//%/%%}" env_file="${ENV_FILE//%/%%}" doc_url
+    doc_url="file://${prefix// /%%20}/DEPLOYMENT.md"
+    : > "$out"
+    while IFS= read -r line || [ -n "$line" ]; do
+        line="${line//@DOC_URL@/$doc_url}"
+        line="${line//@PREFIX@/$prefix}"
+        line="${line//@PYTHON@/$prefix/.venv/bin/python}"
+        line="${line//@USER@/$SERVICE_USER}"
+        line="${line//@ENV_FILE@/$env_file}"
+        line="${line//@STATE_NAME@/$STATE_NAME}"
+        line="${line//@CONSUMER_STATE_NAME@/$CONSUMER_STATE_NAME}"
+        printf '%s\n' "$line" >> "$out"
+    done < "$template"
+}
+
+render_all() {
+    local dir="$1" unit
+    mkdir -p "$dir"
+    for unit in "${FUNDING_UNITS[@]}" "${CONSUMER_UNITS[@]}"; do
+        render_unit "$SRC/systemd/$unit" "$dir/$unit"
+        chmod 0644 "$dir/$unit"
+    done
+}
+
+if [ "$MODE" = render ]; then
+    render_all "$RENDER_DIR"
+    say "rendered units into $RENDER_DIR"
+    exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || die "run as root (or use --render-only DIR)"
+command -v systemctl >/dev/null || die "systemctl not found: this script installs systemd units"
+
+if [ "$MODE" = uninstall ]; then
+    for unit in "${CONSUMER_UNITS[@]}" "${FUNDING_UNITS[@]}"; do
+        systemctl disable --now "$unit" 2>/dev/null || true
+        rm -f "$UNIT_DIR/$unit"
+    done
+    systemctl daemon-reload
+    rm -rf -- "$PREFIX"
+    if [ "$PURGE" = yes ]; then
+        rm -rf -- "/var/lib/$STATE_NAME" "/var/lib/$CONSUMER_STATE_NAME" "$ENV_FILE"
+        userdel "$SERVICE_USER" 2>/dev/null || true
+    fi
+    say "uninstalled$([ "$PURGE" = yes ] && echo ", state and env file purged" || echo "; kept $ENV_FILE and /var/lib/$STATE_NAME")"
+    exit 0
+fi
+
+# The services run with ProtectHome=yes: an interpreter under /root or /home (pyenv, conda) is invisible to them.
+python_real="$(readlink -f "$(command -v "$PYTHON_BIN" || true)")"
+[ -x "$python_real" ] || die "interpreter $PYTHON_BIN not found (use --python /usr/bin/python3)"
+case "$python_real" in
+    /root/*|/home/*) die "$PYTHON_BIN is $python_real, hidden from the services by ProtectHome=; use --python /usr/bin/python3" ;;
+esac
+if [ -x "$PREFIX/.venv/bin/python" ]; then
+    venv_real="$(readlink -f "$PREFIX/.venv/bin/python")"
+    case "$venv_real" in /root/*|/home/*) rm -rf -- "$PREFIX/.venv" ;; esac
+fi
+
+# 1. The unprivileged service user.
+if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+    say "created system user $SERVICE_USER"
+fi
+
+# 2. The code, owned by root and readable by the service (it must not be able to change its own code).
+install -d -m 0755 "$PREFIX"
+tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude='./.funding_state.json*' --exclude='*/__pycache__' \
+    -cf - . | tar -C "$PREFIX" --no-same-owner -xf -
+chown -R root:root "$PREFIX"
+chmod -R u=rwX,go=rX "$PREFIX"
+
+# 3. The virtualenv.
+[ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON_BIN" -m venv "$PREFIX/.venv"
+# shellcheck disable=SC2086 # PIP_ARGS is a list of options on purpose
+"$PREFIX/.venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -r "$PREFIX/requirements.txt"
+
+# 4. The operator's env file: created once from the example, never overwritten.
+install -d -m 0755 "$(dirname "$ENV_FILE")"
+if [ ! -e "$ENV_FILE" ]; then
+    install -m 0640 -o root -g "$SERVICE_USER" "$SRC/deploy/volspike.env.example" "$ENV_FILE"
+    say "created $ENV_FILE from the example: edit it, then: systemctl restart ${FUNDING_UNITS[*]}"
+fi
+
+# 5. The units.
+render_all "$UNIT_DIR"
+systemctl daemon-reload
+"$PREFIX/.venv/bin/python" "$PREFIX/binance_funding_ws_daemon.py" --help >/dev/null
+
+# 6. Enable and (re)start.
+units=("${FUNDING_UNITS[@]}")
+[ "$CONSUMERS" = yes ] && units+=("${CONSUMER_UNITS[@]}")
+if [ "$START" = yes ]; then
+    systemctl enable "${units[@]}" >/dev/null 2>&1
+    systemctl restart "${units[@]}"
+    say "started: ${units[*]}"
+else
+    systemctl enable "${units[@]}" >/dev/null 2>&1
+    say "enabled, not started: ${units[*]}"
+fi
+say "installed into $PREFIX; state in /var/lib/$STATE_NAME; settings in $ENV_FILE"
