@@ -236,7 +236,13 @@ class Daemon:
 
     def _write(self) -> None:
         self._last_write = time.monotonic()
-        self._writer.write(self.store.document(time.time()))
+        try:
+            self._writer.write(self.store.document(time.time()))
+        except OSError as exc:
+            # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
+            # the heartbeat age and say so. Crashing would only lose the in-memory state too.
+            self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
+            self._ratelog.warning("write_error", f"cannot write the state file {self.settings.state_file}: {exc}")
 
 
 def warn_legacy_url(url: str) -> None:
