@@ -94,3 +94,13 @@ def run_daemon() -> Iterator[Callable[[Settings], DaemonThread]]:
     for d in started:
         if d.thread.is_alive():
             d.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Fake Binance WebSocket + the real daemon + the real API, shared by one test module's consumer tests."""
+    from .consumer_stack import start_stack
+
+    s = start_stack(tmp_path_factory.mktemp("stack"))
+    yield s
+    s.stop()

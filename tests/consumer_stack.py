@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from volspike_funding.api_server import ServerThread
 from volspike_funding.daemon import Daemon
@@ -69,3 +70,11 @@ class World:
             "VOLUME_ALERT_STATE_FILE": str(self.tmp / "alerts.json"), "FUNDING_STALE_AFTER_S": "5"}
         base.update(env)
         return load_settings(base)
+
+
+@contextmanager
+def open_world(stack: Stack, tmp: Path) -> Iterator[World]:
+    """Fresh fake Binance REST, PROD/DEV backends and Telegram around a running stack, for one test."""
+    with FakeBinanceRest(stack.market) as rest, FakeBackend("prod-secret-key") as prod, \
+            FakeBackend("dev-secret-key") as dev, FakeTelegram() as telegram:
+        yield World(stack, rest, prod, dev, telegram, tmp)

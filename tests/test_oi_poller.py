@@ -14,28 +14,18 @@ import pytest
 
 from volspike_funding.alert_sinks import Backend
 from volspike_funding.binance_rest import BinanceRest
-from volspike_funding.fake.backend import FakeBackend, FakeTelegram
-from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.oi_alerts import OiAlertEngine, Sample
 from volspike_funding.oi_poller import OiPoller, Sender, poll_interval
 
 from .conftest import ROOT, wait_until
-from .consumer_stack import World, start_stack
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator:
-    s = start_stack(tmp_path_factory.mktemp("oistack"))
-    yield s
-    s.stop()
+from .consumer_stack import World, open_world
 
 
 @pytest.fixture
 def world(stack, tmp_path: Path) -> Iterator[World]:
-    with FakeBinanceRest(stack.market) as rest, FakeBackend("prod-secret-key") as prod, \
-            FakeBackend("dev-secret-key") as dev, FakeTelegram() as telegram:
-        prod.liquid_universe = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT"]
-        yield World(stack, rest, prod, dev, telegram, tmp_path)
+    with open_world(stack, tmp_path) as w:
+        w.prod.liquid_universe = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT"]
+        yield w
 
 
 def poller(world: World, **env: str) -> OiPoller:

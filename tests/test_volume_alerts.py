@@ -17,33 +17,23 @@ from volspike_funding.alert_sinks import Backend
 from volspike_funding.binance_rest import BinanceRest
 from volspike_funding.comparison_log import MARKER, SUMMARY_MARKER, parse_line
 from volspike_funding.errors import IpBanned, RateLimited, RequestRejected, Unavailable
-from volspike_funding.fake.backend import FakeBackend, FakeTelegram
 from volspike_funding.fake.http_fake import HttpFake
-from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.volume_alerts import VolumeAlerts
 from volspike_funding.volume_rules import (Candles, alert_text, fmt_volume, is_spike, pick_candles, slot_of)
 
 from .conftest import ROOT
-from .consumer_stack import World, start_stack
+from .consumer_stack import World, open_world
 
 HOUR = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator:
-    s = start_stack(tmp_path_factory.mktemp("stack"))
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def world(stack, tmp_path: Path) -> Iterator[World]:
-    with FakeBinanceRest(stack.market) as rest, FakeBackend("prod-secret-key") as prod, \
-            FakeBackend("dev-secret-key") as dev, FakeTelegram() as telegram:
-        rest.volumes["ETHUSDT"] = (1e6, 5e6, 3000.0, 3100.0)     # spike, bullish
-        rest.volumes["BTCUSDT"] = (1e6, 2.9e6, 100.0, 90.0)      # ratio 2.9: no spike
-        rest.volumes["SOLUSDT"] = (0.5e6, 2.5e6, 10.0, 9.0)      # ratio 5 but under 3M: no spike
-        yield World(stack, rest, prod, dev, telegram, tmp_path)
+    with open_world(stack, tmp_path) as w:
+        w.rest.volumes["ETHUSDT"] = (1e6, 5e6, 3000.0, 3100.0)     # spike, bullish
+        w.rest.volumes["BTCUSDT"] = (1e6, 2.9e6, 100.0, 90.0)      # ratio 2.9: no spike
+        w.rest.volumes["SOLUSDT"] = (0.5e6, 2.5e6, 10.0, 9.0)      # ratio 5 but under 3M: no spike
+        yield w
 
 
 def at(world: World, moment: datetime) -> datetime:

@@ -8,6 +8,7 @@ never delays the next poll. ``openInterestUsd = openInterest × markPrice`` only
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -174,7 +175,7 @@ class OiPoller:
         by_name = {b.name: b for b in self.backends}
         for alert in alerts:
             self.sender.put(by_name[alert.backend], "/api/open-interest-alerts/ingest", alert.payload,
-                            lambda ok, a=alert: self.engine.confirm(a, ok))
+                            functools.partial(self.engine.confirm, alert))
 
     def run(self, stop: threading.Event, once: bool = False) -> None:
         try:

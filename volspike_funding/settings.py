@@ -8,106 +8,18 @@ table is checked against it by the tests.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from .errors import SettingsError
+from . import value_parsers as v
 
 ENV_FILE_VAR = "VOLSPIKE_ENV_FILE"
 DEFAULT_ENV_FILE = "~/.volspike.env"
-
-
-def _number(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
-            raise ValueError(f"{raw!r} must be a finite number {bound}")
-        return value
-    return parse
-
-
-def _port(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ValueError(f"{raw!r} is not a TCP port (1-65535)")
-    return int(raw)
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{raw!r} is not a boolean (true/false)")
-
-
-def _url(*schemes: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        parts = urlsplit(raw.strip())
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ValueError(f"{raw!r} is not a {'/'.join(schemes)} URL")
-        return raw.strip()
-    return parse
-
-
-def _optional_url(*schemes: str) -> Callable[[str], str | None]:
-    required = _url(*schemes)
-    return lambda raw: required(raw).rstrip("/") if raw.strip() else None
-
-
-def _text(raw: str) -> str | None:
-    return raw.strip() or None
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        if not raw.strip().isdigit() or int(raw) < minimum:
-            raise ValueError(f"{raw!r} is not a whole number >= {minimum}")
-        return int(raw)
-    return parse
-
-
-def _symbols(raw: str) -> tuple[str, ...]:
-    return tuple(sorted({s.strip().upper() for s in raw.split(",") if s.strip()}))
-
-
-def _mode(raw: str) -> str | None:
-    mode = raw.strip().lower()
-    if mode in ("", "auto"):
-        return None
-    if mode not in ("validate", "ws", "rest"):
-        raise ValueError(f"{raw!r} is not one of validate, ws, rest (or auto)")
-    return mode
-
-
-def _path(raw: str) -> Path:
-    if not raw.strip() or "\0" in raw:
-        raise ValueError(f"{raw!r} is not a file path")
-    # Resolved once here so every log line and every process names the same absolute file.
-    return Path(os.path.abspath(os.path.expanduser(raw.strip())))
-
-
-def _host(raw: str) -> str:
-    if not raw.strip() or any(c.isspace() for c in raw.strip()):
-        raise ValueError(f"{raw!r} is not a host name or address")
-    return raw.strip()
-
-
-def _log_level(raw: str) -> str:
-    level = raw.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    return level
 
 
 @dataclass(frozen=True)
@@ -132,135 +44,135 @@ DAEMON, API, CONSUMER, ALERTS, OI, REPORT = "daemon", "api", "consumers", "alert
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
-            _url("ws", "wss"), "Binance mark-price stream (combined-stream URL).", (DAEMON,)),
-    Setting("FUNDING_STATE_FILE", "state_file", ".funding_state.json", _path,
+            v.url("ws", "wss"), "Binance mark-price stream (combined-stream URL).", (DAEMON,)),
+    Setting("FUNDING_STATE_FILE", "state_file", ".funding_state.json", v.path,
             "Shared state file written by the daemon and read by the API; relative paths resolve against the "
             "working directory.", (DAEMON, API)),
-    Setting("FUNDING_STALE_AFTER_S", "stale_after_s", "60", _number(0, strict=True),
+    Setting("FUNDING_STALE_AFTER_S", "stale_after_s", "60", v.number(0, strict=True),
             "A symbol older than this is stale: the API answers 503 for it and the daemon stops petting the "
             "systemd watchdog when all data is this old.", (DAEMON, API)),
-    Setting("FUNDING_NO_DATA_TIMEOUT_S", "no_data_timeout_s", "10", _number(0, strict=True),
+    Setting("FUNDING_NO_DATA_TIMEOUT_S", "no_data_timeout_s", "10", v.number(0, strict=True),
             "No-data watchdog: a connection that delivers no mark-price frame for this long is dropped and "
             "replaced.", (DAEMON,)),
-    Setting("FUNDING_CONNECT_TIMEOUT_S", "connect_timeout_s", "10", _number(0, strict=True),
+    Setting("FUNDING_CONNECT_TIMEOUT_S", "connect_timeout_s", "10", v.number(0, strict=True),
             "Timeout of the TCP + TLS + WebSocket handshake.", (DAEMON,)),
-    Setting("FUNDING_BACKOFF_INITIAL_S", "backoff_initial_s", "1", _number(0, strict=True),
+    Setting("FUNDING_BACKOFF_INITIAL_S", "backoff_initial_s", "1", v.number(0, strict=True),
             "First reconnect delay cap; doubles per consecutive failure (full jitter).", (DAEMON,)),
-    Setting("FUNDING_BACKOFF_MAX_S", "backoff_max_s", "60", _number(0, strict=True),
+    Setting("FUNDING_BACKOFF_MAX_S", "backoff_max_s", "60", v.number(0, strict=True),
             "Largest reconnect delay cap.", (DAEMON,)),
-    Setting("FUNDING_ROTATE_AFTER_S", "rotate_after_s", "82800", _number(0),
+    Setting("FUNDING_ROTATE_AFTER_S", "rotate_after_s", "82800", v.number(0),
             "Open a replacement connection after this long (Binance cuts at 24 h); 0 disables rotation.",
             (DAEMON,)),
-    Setting("FUNDING_HEARTBEAT_S", "heartbeat_s", "5", _number(0, strict=True),
+    Setting("FUNDING_HEARTBEAT_S", "heartbeat_s", "5", v.number(0, strict=True),
             "The daemon rewrites the state file at least this often, so readers can tell a dead daemon from "
             "a quiet feed.", (DAEMON,)),
-    Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", _number(0, strict=True),
+    Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", v.number(0, strict=True),
             "Symbols unseen for this long (delisted) are dropped from the state.", (DAEMON,)),
-    Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", _host,
+    Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", v.host,
             "Address the HTTP API binds; anything but loopback also needs FUNDING_API_ALLOW_REMOTE.", (API,)),
-    Setting("FUNDING_API_PORT", "api_port", "8888", _port, "Port of the HTTP API.", (API,)),
-    Setting("FUNDING_API_ALLOW_REMOTE", "api_allow_remote", "false", _bool,
+    Setting("FUNDING_API_PORT", "api_port", "8888", v.port, "Port of the HTTP API.", (API,)),
+    Setting("FUNDING_API_ALLOW_REMOTE", "api_allow_remote", "false", v.boolean,
             "Explicit opt-in to bind a non-loopback address.", (API,)),
-    Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR.",
+    Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", v.log_level, "DEBUG, INFO, WARNING or ERROR.",
             (DAEMON, API, CONSUMER, ALERTS)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------
-    Setting("WS_FUNDING_ENABLED", "ws_funding_enabled", "true", _bool,
+    Setting("WS_FUNDING_ENABLED", "ws_funding_enabled", "true", v.boolean,
             "Use the local WebSocket service at all; decides the default FUNDING_SOURCE_MODE.", (CONSUMER,)),
-    Setting("WS_FUNDING_API_URL", "ws_funding_api_url", "http://localhost:8888/funding", _url("http", "https"),
+    Setting("WS_FUNDING_API_URL", "ws_funding_api_url", "http://localhost:8888/funding", v.url("http", "https"),
             "Base URL of the local funding API (its /batch is asked once per scan).", (CONSUMER,)),
-    Setting("FUNDING_SOURCE_MODE", "funding_source_mode", "auto", _mode,
+    Setting("FUNDING_SOURCE_MODE", "funding_source_mode", "auto", v.mode,
             "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate "
             "when WS_FUNDING_ENABLED, else rest.", (CONSUMER,)),
-    Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", _bool,
+    Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", v.boolean,
             "In ws mode, fetch what the local service lacks (down, stale, missing) from one bulk REST call.",
             (CONSUMER,)),
-    Setting("WS_FUNDING_TIMEOUT_S", "ws_funding_timeout_s", "0.8", _number(0, strict=True),
+    Setting("WS_FUNDING_TIMEOUT_S", "ws_funding_timeout_s", "0.8", v.number(0, strict=True),
             "Timeout of the local API call (no retries): a dead service costs a scan at most this.", (CONSUMER,)),
-    Setting("WS_FUNDING_BREAKER_S", "ws_funding_breaker_s", "30", _number(0),
+    Setting("WS_FUNDING_BREAKER_S", "ws_funding_breaker_s", "30", v.number(0),
             "After a failed local API call, skip the local service for this long (circuit breaker).", (CONSUMER,)),
-    Setting("FUNDING_RATE_ABS_TOLERANCE", "funding_rate_abs_tolerance", "0.00001", _number(0),
+    Setting("FUNDING_RATE_ABS_TOLERANCE", "funding_rate_abs_tolerance", "0.00001", v.number(0),
             "Comparison verdict: funding rates match when they differ by at most this (absolute).", (CONSUMER,)),
-    Setting("MARK_PRICE_REL_TOLERANCE", "mark_price_rel_tolerance", "0.001", _number(0),
+    Setting("MARK_PRICE_REL_TOLERANCE", "mark_price_rel_tolerance", "0.001", v.number(0),
             "Comparison verdict: mark prices match when they differ by at most this fraction.", (CONSUMER,)),
-    Setting("BINANCE_REST_URL", "binance_rest_url", "https://fapi.binance.com", _url("http", "https"),
+    Setting("BINANCE_REST_URL", "binance_rest_url", "https://fapi.binance.com", v.url("http", "https"),
             "Binance USD-M REST base URL.", (CONSUMER,)),
-    Setting("BINANCE_REST_TIMEOUT_S", "binance_rest_timeout_s", "10", _number(0, strict=True),
+    Setting("BINANCE_REST_TIMEOUT_S", "binance_rest_timeout_s", "10", v.number(0, strict=True),
             "Timeout of one Binance REST request.", (CONSUMER,)),
-    Setting("BINANCE_REST_RETRIES", "binance_rest_retries", "3", _count(0),
+    Setting("BINANCE_REST_RETRIES", "binance_rest_retries", "3", v.count(0),
             "Retries of a GET after a 5xx, timeout or connection error (never after other 4xx).", (CONSUMER,)),
     # -- hourly volume alerts ---------------------------------------------------------------------------------
-    Setting("VOLUME_MULTIPLE", "volume_multiple", "3", _number(0, strict=True),
+    Setting("VOLUME_MULTIPLE", "volume_multiple", "3", v.number(0, strict=True),
             "Spike when this hour's quote volume is at least this multiple of the previous hour's.", (ALERTS,)),
-    Setting("MIN_QUOTE_VOL", "min_quote_vol", "3000000", _number(0),
+    Setting("MIN_QUOTE_VOL", "min_quote_vol", "3000000", v.number(0),
             "...and at least this much quote volume (USDT).", (ALERTS,)),
-    Setting("KLINES_CONCURRENCY", "klines_concurrency", "8", _count(1),
+    Setting("KLINES_CONCURRENCY", "klines_concurrency", "8", v.count(1),
             "Parallel klines requests per scan (all through the shared rate-limited client).", (ALERTS,)),
-    Setting("VOLUME_ALERT_STATE_FILE", "volume_alert_state_file", ".volume_alert_state.json", _path,
+    Setting("VOLUME_ALERT_STATE_FILE", "volume_alert_state_file", ".volume_alert_state.json", v.path,
             "Sent alerts per (symbol, candle hour), persisted atomically so a restart never re-sends.", (ALERTS,)),
-    Setting("TELEGRAM_API_URL", "telegram_api_url", "https://api.telegram.org", _url("http", "https"),
+    Setting("TELEGRAM_API_URL", "telegram_api_url", "https://api.telegram.org", v.url("http", "https"),
             "Telegram Bot API base URL.", (ALERTS,)),
-    Setting("TELEGRAM_TOKEN", "telegram_token", "", _text, "Telegram bot token; empty disables Telegram.",
+    Setting("TELEGRAM_TOKEN", "telegram_token", "", v.text, "Telegram bot token; empty disables Telegram.",
             (ALERTS,), secret=True),
-    Setting("TELEGRAM_CHAT_ID", "telegram_chat_id", "", _text,
+    Setting("TELEGRAM_CHAT_ID", "telegram_chat_id", "", v.text,
             "Telegram chat to post to (the legacy name CHAT_ID is read too).", (ALERTS,), aliases=("CHAT_ID",)),
-    Setting("VOLSPIKE_API_URL", "volspike_api_url", "", _optional_url("http", "https"),
+    Setting("VOLSPIKE_API_URL", "volspike_api_url", "", v.optional_url("http", "https"),
             "PROD VolSpike backend; empty disables it.", (ALERTS, OI)),
-    Setting("VOLSPIKE_API_KEY", "volspike_api_key", "", _text, "PROD backend key (X-API-Key).", (ALERTS, OI),
+    Setting("VOLSPIKE_API_KEY", "volspike_api_key", "", v.text, "PROD backend key (X-API-Key).", (ALERTS, OI),
             secret=True),
-    Setting("VOLSPIKE_API_URL_DEV", "volspike_api_url_dev", "", _optional_url("http", "https"),
+    Setting("VOLSPIKE_API_URL_DEV", "volspike_api_url_dev", "", v.optional_url("http", "https"),
             "DEV VolSpike backend; empty disables it.", (ALERTS, OI)),
-    Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", _text, "DEV backend key (X-API-Key).", (ALERTS, OI),
+    Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", v.text, "DEV backend key (X-API-Key).", (ALERTS, OI),
             secret=True),
     # -- oi_realtime_poller.py ---------------------------------------------------------------------------------
-    Setting("OI_MAX_REQ_PER_MIN", "oi_max_req_per_min", "2000", _number(0, strict=True),
+    Setting("OI_MAX_REQ_PER_MIN", "oi_max_req_per_min", "2000", v.number(0, strict=True),
             "openInterest requests per minute at most; sets the loop interval with the universe size.", (OI,)),
-    Setting("OI_MIN_INTERVAL_SEC", "oi_min_interval_sec", "5", _number(0, strict=True),
+    Setting("OI_MIN_INTERVAL_SEC", "oi_min_interval_sec", "5", v.number(0, strict=True),
             "Shortest loop interval (start to start).", (OI,)),
-    Setting("OI_MAX_INTERVAL_SEC", "oi_max_interval_sec", "20", _number(0, strict=True),
+    Setting("OI_MAX_INTERVAL_SEC", "oi_max_interval_sec", "20", v.number(0, strict=True),
             "Longest loop interval, unless the request budget needs more (logged).", (OI,)),
-    Setting("OI_FETCH_CONCURRENCY", "oi_fetch_concurrency", "8", _count(1),
+    Setting("OI_FETCH_CONCURRENCY", "oi_fetch_concurrency", "8", v.count(1),
             "Parallel openInterest requests (through the shared rate-limited client).", (OI,)),
-    Setting("OI_UNIVERSE_REFRESH_S", "oi_universe_refresh_s", "300", _number(0, strict=True),
+    Setting("OI_UNIVERSE_REFRESH_S", "oi_universe_refresh_s", "300", v.number(0, strict=True),
             "How often the liquid universe is refreshed.", (OI,)),
-    Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", _number(0),
+    Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", v.number(0),
             "Locally computed universe: a symbol enters at this 24 h quote volume (USDT)...", (OI,)),
-    Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", _number(0),
+    Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", v.number(0),
             "...and stays while at least this (hysteresis).", (OI,)),
-    Setting("OI_SPIKE_THRESHOLD_PCT_5MIN", "oi_spike_threshold_pct_5min", "0.03", _number(0, strict=True),
+    Setting("OI_SPIKE_THRESHOLD_PCT_5MIN", "oi_spike_threshold_pct_5min", "0.03", v.number(0, strict=True),
             "OI change over 5 min that alerts (fraction).", (OI,)),
-    Setting("OI_SPIKE_THRESHOLD_PCT_15MIN", "oi_spike_threshold_pct_15min", "0.07", _number(0, strict=True),
+    Setting("OI_SPIKE_THRESHOLD_PCT_15MIN", "oi_spike_threshold_pct_15min", "0.07", v.number(0, strict=True),
             "OI change over 15 min that alerts (fraction).", (OI,)),
-    Setting("OI_SPIKE_THRESHOLD_PCT_60MIN", "oi_spike_threshold_pct_60min", "0.12", _number(0, strict=True),
+    Setting("OI_SPIKE_THRESHOLD_PCT_60MIN", "oi_spike_threshold_pct_60min", "0.12", v.number(0, strict=True),
             "OI change over 1 hour that alerts (fraction).", (OI,)),
-    Setting("OI_ALERT_COOLDOWN_5MIN", "oi_alert_cooldown_5min", "600", _number(0),
+    Setting("OI_ALERT_COOLDOWN_5MIN", "oi_alert_cooldown_5min", "600", v.number(0),
             "Seconds before a symbol alerts again on the 5 min timeframe.", (OI,)),
-    Setting("OI_ALERT_COOLDOWN_15MIN", "oi_alert_cooldown_15min", "900", _number(0),
+    Setting("OI_ALERT_COOLDOWN_15MIN", "oi_alert_cooldown_15min", "900", v.number(0),
             "Seconds before a symbol alerts again on the 15 min timeframe.", (OI,)),
-    Setting("OI_ALERT_COOLDOWN_60MIN", "oi_alert_cooldown_60min", "3600", _number(0),
+    Setting("OI_ALERT_COOLDOWN_60MIN", "oi_alert_cooldown_60min", "3600", v.number(0),
             "Seconds before a symbol alerts again on the 1 hour timeframe.", (OI,)),
-    Setting("OI_MIN_DELTA_CONTRACTS", "oi_min_delta_contracts", "5000", _number(0),
+    Setting("OI_MIN_DELTA_CONTRACTS", "oi_min_delta_contracts", "5000", v.number(0),
             "Smallest absolute OI change (contracts) that may alert.", (OI,)),
-    Setting("OI_EXCLUDED_SYMBOLS", "oi_excluded_symbols", "USDCUSDT", _symbols,
+    Setting("OI_EXCLUDED_SYMBOLS", "oi_excluded_symbols", "USDCUSDT", v.symbols,
             "Comma-separated symbols never polled.", (OI,)),
-    Setting("OI_STATE_FILE", "oi_state_file", ".oi_alert_state.json", _path,
+    Setting("OI_STATE_FILE", "oi_state_file", ".oi_alert_state.json", v.path,
             "Alert cooldowns and edge states per backend, persisted atomically across restarts.", (OI,)),
-    Setting("OI_POST_QUEUE_MAX", "oi_post_queue_max", "50", _count(1),
+    Setting("OI_POST_QUEUE_MAX", "oi_post_queue_max", "50", v.count(1),
             "Pending backend POSTs kept while a backend is slow; the oldest is dropped (logged) beyond this.",
             (OI,)),
     # -- validate_funding_comparison.py: when is it SAFE TO SWITCH ----------------------------------------------
-    Setting("REPORT_MIN_HOURS", "report_min_hours", "24", _number(0),
+    Setting("REPORT_MIN_HOURS", "report_min_hours", "24", v.number(0),
             "Coverage needed between the first and the last comparison.", (REPORT,)),
-    Setting("REPORT_MAX_GAP_MINUTES", "report_max_gap_minutes", "60", _number(0),
+    Setting("REPORT_MAX_GAP_MINUTES", "report_max_gap_minutes", "60", v.number(0),
             "Longest stretch without comparison lines that still counts as continuous coverage.", (REPORT,)),
-    Setting("REPORT_MIN_COMPARISONS", "report_min_comparisons", "1000", _count(1),
+    Setting("REPORT_MIN_COMPARISONS", "report_min_comparisons", "1000", v.count(1),
             "Comparisons needed (both fields together).", (REPORT,)),
-    Setting("REPORT_MIN_MATCH_RATE_PCT", "report_min_match_rate_pct", "99", _number(0),
+    Setting("REPORT_MIN_MATCH_RATE_PCT", "report_min_match_rate_pct", "99", v.number(0),
             "Lowest acceptable match rate of each field, in percent.", (REPORT,)),
-    Setting("REPORT_MAX_P99_REL_FUNDING", "report_max_p99_rel_funding", "0.01", _number(0),
+    Setting("REPORT_MAX_P99_REL_FUNDING", "report_max_p99_rel_funding", "0.01", v.number(0),
             "Largest acceptable p99 relative difference of funding rates.", (REPORT,)),
-    Setting("REPORT_MAX_P99_REL_MARK", "report_max_p99_rel_mark", "0.001", _number(0),
+    Setting("REPORT_MAX_P99_REL_MARK", "report_max_p99_rel_mark", "0.001", v.number(0),
             "Largest acceptable p99 relative difference of mark prices.", (REPORT,)),
-    Setting("REPORT_MAX_WS_UNAVAILABLE_PCT", "report_max_ws_unavailable_pct", "1", _number(0),
+    Setting("REPORT_MAX_WS_UNAVAILABLE_PCT", "report_max_ws_unavailable_pct", "1", v.number(0),
             "Largest acceptable share of scans in which the local API was unavailable, in percent.", (REPORT,)),
 )
 

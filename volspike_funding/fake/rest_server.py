@@ -8,6 +8,7 @@ has the requests per path; ``fail()`` injects 429/418 (with ``Retry-After``), 5x
 from __future__ import annotations
 
 import time
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .http_fake import HttpFake, Reply, Request
@@ -36,12 +37,10 @@ class FakeBinanceRest(HttpFake):
                        ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
                        ("GET", "/fapi/v1/openInterest"): self._open_interest,
                        ("GET", "/fapi/v1/ticker/24hr"): self._ticker}
-        super_dispatch = self._dispatch
 
-        def dispatch_with_weight(handler: Any) -> None:
-            self.used_weight += WEIGHTS.get(handler.path.split("?")[0], 1)
-            super_dispatch(handler)
-        self._dispatch = dispatch_with_weight  # type: ignore[method-assign]
+    def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
+        self.used_weight += WEIGHTS.get(h.path.split("?")[0], 1)  # as Binance counts: per request, by endpoint
+        super()._dispatch(h)
 
     def now(self) -> int:
         return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
