@@ -241,7 +241,7 @@ def test_alerts_reach_both_backends_and_failures_are_retried(world: World) -> No
 
 
 def test_slow_backend_does_not_delay_polling_and_drops_the_oldest(world: World, caplog) -> None:
-    world.prod.fail("/api/market/open-interest/ingest", 200, count=50, delay_s=1.0)
+    world.prod.fail("/api/market/open-interest/ingest", 200, count=50, delay_s=2.0)
     p = poller(world, FUNDING_SOURCE_MODE="ws", OI_POST_QUEUE_MAX="2")
     for _ in range(4):
         p.loop_once()
