@@ -31,8 +31,6 @@ def serve(state_file: str, port: int) -> None:
     from volspike_funding.api_app import create_app
     from volspike_funding.api_state import StateCache
 
-    if os.environ.get("BENCH_SWITCH"):
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     cache = StateCache(Path(state_file)).start()
     app = create_app(cache, 60.0)
 
@@ -91,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--serve", nargs=2, metavar=("STATE_FILE", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument("--poll-ms", type=float, default=0.2, help="client pause between freshness polls")
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args(argv)
     if args.serve:
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 price = 1000.0 + k
                 fake.market.set_mark("ETHUSDT", price)
                 while json.loads(get(conn, "/funding/ETHUSDT"))["markPrice"] != price:
-                    time.sleep(0.0002)  # leave the two cores to the daemon and the API
+                    time.sleep(args.poll_ms / 1000)  # leave the two cores to the daemon and the API
                 seen = time.time()
                 mtime_lags.append((seen - state.stat().st_mtime_ns / 1e9) * 1000)
                 lags.append((seen - max(t for t in renames if t <= seen)) * 1000)

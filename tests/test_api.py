@@ -32,8 +32,7 @@ def record(symbol: str, age: float, mark: str = "100.50000000", funding: str | N
             "fundingRate": None if funding is None else float(funding),
             "nextFundingTime": None if funding is None else 1795507200000, "eventTime": int((now - age) * 1000),
             "updatedAt": now - age,
-            "binance": {"markPrice": mark, "indexPrice": "100.40000000", "estimatedSettlePrice": "100.45000000",
-                        "lastFundingRate": funding}}
+            "binance": f"{mark}|100.40000000|100.45000000|{funding or ''}"}
 
 
 def put_state(path: Path, symbols: dict[str, dict[str, Any]], *, connected: bool = True,

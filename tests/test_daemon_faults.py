@@ -10,6 +10,7 @@ import pytest
 from volspike_funding.connection import Connection
 from volspike_funding.daemon import backoff_delay
 from volspike_funding.fake.market import DELIVERY_SYMBOL, NON_ASCII_SYMBOL
+from volspike_funding.statefile import binance_strings
 
 from .conftest import wait_until
 
@@ -26,9 +27,10 @@ def test_streams_every_symbol_into_the_state_file(fake_ws, make_settings, run_da
     btc = doc["funding_state"]["BTCUSDT"]
     assert set(btc) >= {"symbol", "markPrice", "indexPrice", "estimatedSettlePrice", "fundingRate",
                         "nextFundingTime", "eventTime", "updatedAt"}
-    assert isinstance(btc["markPrice"], float) and btc["binance"]["markPrice"] == f"{btc['markPrice']:.8f}"
+    assert isinstance(btc["markPrice"], float) and binance_strings(btc)["markPrice"] == f"{btc['markPrice']:.8f}"
     assert doc["funding_state"][DELIVERY_SYMBOL]["fundingRate"] is None
     assert doc["funding_state"][DELIVERY_SYMBOL]["nextFundingTime"] is None
+    assert binance_strings(doc["funding_state"][DELIVERY_SYMBOL])["lastFundingRate"] == ""
     assert NON_ASCII_SYMBOL in doc["funding_state"]
     assert d.stop() == 0
     final = d.doc()

@@ -12,6 +12,7 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from .api_state import View
+from .statefile import binance_strings
 
 MAX_SYMBOL_LENGTH = 40
 #: Largest ``symbols=`` list accepted by ``/funding/batch`` (Binance lists ~700 USDⓈ-M contracts).
@@ -129,8 +130,8 @@ def batch_item(view: View, name: str, now: float, stale_after: float) -> tuple[d
 
 
 def premium_index_item(record: dict[str, Any]) -> dict[str, Any]:
-    raw = record.get("binance") or {}
-    return {"symbol": record["symbol"], "markPrice": raw.get("markPrice") or "",
-            "indexPrice": raw.get("indexPrice") or "", "estimatedSettlePrice": raw.get("estimatedSettlePrice") or "",
-            "lastFundingRate": raw.get("lastFundingRate") or "", "interestRate": "",
-            "nextFundingTime": record.get("nextFundingTime") or 0, "time": record.get("eventTime") or 0}
+    raw = binance_strings(record)
+    return {"symbol": record["symbol"], "markPrice": raw["markPrice"], "indexPrice": raw["indexPrice"],
+            "estimatedSettlePrice": raw["estimatedSettlePrice"], "lastFundingRate": raw["lastFundingRate"],
+            "interestRate": "", "nextFundingTime": record.get("nextFundingTime") or 0,
+            "time": record.get("eventTime") or 0}
