@@ -170,3 +170,14 @@ def test_abort_while_connecting_reports_closed() -> None:
     conn.start()
     event = events.get(timeout=5)
     assert event.kind == "closed" and event.reason == "stop"
+
+
+def test_rotation_survives_the_old_connection_dropping_first(fake_ws, make_settings, run_daemon) -> None:
+    """Binance cuts the old connection while the replacement is still opening: the replacement takes over."""
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S="0.5",
+                                 FUNDING_BACKOFF_INITIAL_S="2", FUNDING_BACKOFF_MAX_S="2"))
+    wait_until(lambda: d.daemon.candidate is not None or d.doc()["connection_status"]["rotations"] >= 1)
+    fake_ws.drop_all()
+    wait_until(lambda: d.doc()["connection_status"]["rotations"] >= 2 and d.doc()["connection_status"]["connected"])
+    stamp = d.doc()["funding_state"]["BTCUSDT"]["updatedAt"]
+    wait_until(lambda: d.doc()["funding_state"]["BTCUSDT"]["updatedAt"] > stamp)

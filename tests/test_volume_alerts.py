@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -135,10 +136,13 @@ def test_no_half_update_after_minute_20_and_no_full_update_after_55(world: World
     assert sent(world) == expected
 
 
-def test_dry_run_sends_nothing_and_records_nothing_twice(world: World) -> None:
+def test_dry_run_sends_and_records_nothing(world: World) -> None:
     app = VolumeAlerts(world.settings(), dry_run=True)
-    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    assert [a.symbol for a in app.scan(at(world, HOUR + timedelta(minutes=10)))] == ["ETHUSDT"]
     assert world.prod.volume_alerts == [] and world.telegram.messages == []
+    assert not (world.tmp / "alerts.json").exists()  # a later real run still alerts
+    alerts_app(world).scan(at(world, HOUR + timedelta(minutes=15)))
+    assert sent(world) == ["SPIKE"]
 
 
 # -- funding modes ----------------------------------------------------------------------------------------------
@@ -256,11 +260,19 @@ def test_5xx_and_timeouts_are_retried_other_4xx_never(world: World) -> None:
     assert fast.ticker_24hr_all() and world.rest.counts["/fapi/v1/ticker/24hr"] == 2
 
 
-def test_scan_survives_rate_limiting(world: World) -> None:
+def test_scan_survives_rate_limiting(world: World, caplog) -> None:
     world.rest.fail("/fapi/v1/premiumIndex", 429, headers={"Retry-After": "5"})
     app = alerts_app(world, FUNDING_SOURCE_MODE="validate")
     alerts = app.scan(at(world, HOUR + timedelta(minutes=10)))
     assert [a.symbol for a in alerts] == ["ETHUSDT"]  # funding from the local service, REST paused
+    world.rest.fail("/fapi/v1/klines", 429, headers={"Retry-After": "30"})
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    fresh_client = alerts_app(world, FUNDING_SOURCE_MODE="validate")
+    assert fresh_client.scan(at(world, HOUR + timedelta(minutes=15))) == []
+    assert caplog.text.count("HTTP 429 on /fapi/v1/klines") == 1  # one line, not one per symbol
+    assert "klines failed" not in caplog.text, caplog.text
+    assert int(re.search(r"(\d+) without candles", caplog.text).group(1)) > 0
 
 
 def test_weight_header_slows_down_near_the_limit(world: World) -> None:

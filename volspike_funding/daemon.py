@@ -157,8 +157,9 @@ class Daemon:
 
     def _promote(self, conn: Connection) -> None:
         old, self.active, self.candidate = self.active, conn, None
+        self._reconnect_at = None  # the replacement is the connection now, even if the old one already dropped
         self.store.connection["rotations"] += 1
-        self.store.connection["last_connected_time"] = time.time()
+        self.store.connection.update(connected=True, last_connected_time=time.time())
         if old is not None:
             old.abort("rotated to a fresh connection", polite=True)
         log.info("rotation: switched to the replacement connection without a gap")

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 from .alert_sinks import Backend, Telegram, backends_from
 from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
-from .errors import RestError, SettingsError
-from .funding_source import FundingSource, Quote
+from .errors import RateLimited, RestError, SettingsError
+from .funding_source import UNKNOWN, FundingSource, Quote
 from .settings import ALERTS, CONSUMER, Settings
 from .volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
                            klines_limit, pick_candles, slot_of)
@@ -75,6 +75,8 @@ class VolumeAlerts:
     def _candles(self, symbol: str, slot: datetime) -> Candles | None:
         try:
             return pick_candles(self.rest.klines(symbol, "1h", klines_limit(slot)), slot)
+        except RateLimited:
+            return None  # the client logged the 429/418 once; one line per symbol would flood the journal
         except RestError as exc:
             log.warning("%s klines failed: %s", symbol, exc)
             return None
@@ -99,11 +101,12 @@ class VolumeAlerts:
                 log.info("%s", line)
                 continue
             log.warning("%s  <<< %s >>>", line, kind)
-            alert = Alert(kind, symbol, c, quotes.get(symbol, Quote(None, None, None)), alert_text(kind, symbol, c))
+            alert = Alert(kind, symbol, c, quotes.get(symbol, UNKNOWN), alert_text(kind, symbol, c))
             self._send(alert, slot, started)
             alerts.append(alert)
-        log.info("scan %s done in %.1f s: %d symbols, %d alerts", iso_z(slot), self._clock() - started,
-                 len(symbols), len(alerts))
+        missing = sum(c is None for c in candles.values())
+        log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
+                 self._clock() - started, len(symbols), missing, len(alerts))
         return alerts
 
     def _payload(self, alert: Alert, slot: datetime, started: float) -> dict[str, Any]:
@@ -132,23 +135,24 @@ class VolumeAlerts:
     def _send(self, alert: Alert, slot: datetime, started: float) -> None:
         payload = self._payload(alert, slot, started)
         if self.dry_run:
+            # Nothing recorded either: a dry run against the production dedup file must not suppress real alerts.
             log.info("DRY RUN: would send %s to Telegram and %d backend(s): %s", alert.kind, len(self.backends),
                      payload)
-        else:
-            if self.telegram.enabled:
-                self.telegram.send(alert.text)
-            current_oi = None
-            if self.backends:
-                try:
-                    current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
-                except (RestError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
-            for backend in self.backends:
-                body = dict(payload)
-                oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
-                if oi_change is not None:
-                    body["oiChange"] = round(oi_change, 6)
-                backend.post("/api/volume-alerts/ingest", body)
+            return
+        if self.telegram.enabled:
+            self.telegram.send(alert.text)
+        current_oi = None
+        if self.backends:
+            try:
+                current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
+            except (RestError, KeyError, TypeError, ValueError) as exc:
+                log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
+        for backend in self.backends:
+            body = dict(payload)
+            oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
+            if oi_change is not None:
+                body["oiChange"] = round(oi_change, 6)
+            backend.post("/api/volume-alerts/ingest", body)
         # Recorded whatever the sinks said: their retries are bounded, and a restart must never re-send.
         self.book.record(alert.symbol, alert.candles, slot, alert.kind)
 
