@@ -94,3 +94,16 @@ def test_opted_in_remote_bind_is_allowed_with_a_warning(make_settings, caplog) -
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5")
     check_bind(make_settings(FUNDING_API_HOST="0.0.0.0", FUNDING_API_ALLOW_REMOTE="true"))
     assert "reachable from other machines" in caplog.text
+
+
+def test_the_offline_demo_shows_real_data_flowing(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "volspike_funding.demo", "--seconds", "4", "--api-port", str(port)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "demo: 700 symbols; BTCUSDT mark=" in proc.stdout and "connected=True" in proc.stdout

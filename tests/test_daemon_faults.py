@@ -181,3 +181,27 @@ def test_rotation_survives_the_old_connection_dropping_first(fake_ws, make_setti
     wait_until(lambda: d.doc()["connection_status"]["rotations"] >= 2 and d.doc()["connection_status"]["connected"])
     stamp = d.doc()["funding_state"]["BTCUSDT"]["updatedAt"]
     wait_until(lambda: d.doc()["funding_state"]["BTCUSDT"]["updatedAt"] > stamp)
+
+
+def test_delisted_symbols_age_then_are_dropped(fake_ws, make_settings, run_daemon) -> None:
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_DROP_AFTER_S="1"))
+    wait_until(lambda: "ETHUSDT" in d.doc()["funding_state"])
+    fake_ws.market.delist("ETHUSDT")
+    wait_until(lambda: "ETHUSDT" not in d.doc()["funding_state"])
+    doc = d.doc()
+    assert doc["counters"]["dropped_symbols"] == 1 and len(doc["funding_state"]) == 699
+
+
+def test_malformed_input_is_logged_at_most_once_a_minute_per_kind(caplog) -> None:
+    import logging
+
+    from volspike_funding.cli import RateLimitedLog
+
+    now = [0.0]
+    log = RateLimitedLog(logging.getLogger("test.ratelog"), clock=lambda: now[0])
+    assert log.warning("bad_json", "x") and not log.warning("bad_json", "x") and log.warning("bad_price", "y")
+    now[0] = 59.9
+    assert not log.warning("bad_json", "x")
+    now[0] = 60.0
+    assert log.warning("bad_json", "x")
+    assert "(2 more since the last report)" in caplog.text

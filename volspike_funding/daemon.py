@@ -212,7 +212,7 @@ class Daemon:
                 and mono >= self._rotate_retry_at):
             log.info("rotation: connection is %.0f s old, opening its replacement", mono - active.opened)
             self.candidate = self._connect()
-        if mono - self._last_prune >= PRUNE_EVERY_S:
+        if mono - self._last_prune >= min(PRUNE_EVERY_S, s.drop_after_s / 2):
             self._last_prune = mono
             if self.store.drop_unseen(time.time(), s.drop_after_s):
                 self._write()

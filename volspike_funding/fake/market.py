@@ -53,6 +53,11 @@ class Market:
             self.contracts[symbol].mark = price
             self._pinned.add(symbol)
 
+    def delist(self, symbol: str) -> None:
+        """Stop sending a symbol, as Binance does for a delisted contract."""
+        with self._lock:
+            self.contracts.pop(symbol, None)
+
     def step(self) -> None:
         with self._lock:
             for c in self.contracts.values():
