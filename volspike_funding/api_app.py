@@ -54,7 +54,8 @@ def health_body(view: View, now: float, stale_after: float) -> dict[str, Any]:
     elif newest is not None and newest > stale_after:
         reasons.append(f"newest data is {newest:.1f} s old (max {stale_after:g} s)")
     if view.error is not None and snap is not None:
-        reasons.append(f"state file {view.error.reason}: {view.error}; serving the last good state")
+        lasting = f" for {now - view.error_since:.0f} s" if view.error_since is not None else ""
+        reasons.append(f"state file {view.error.reason}{lasting}: {view.error}; serving the last good state")
     started = snap.document.get("started_at") if snap else None
     return {
         "status": "unhealthy" if reasons else "healthy",

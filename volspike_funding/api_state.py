@@ -11,7 +11,7 @@ import bisect
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .errors import StateUnreadable
 from .filewatch import DirWatch
 
 log = logging.getLogger("funding.api")
+
 
 @dataclass(frozen=True)
 class View:
@@ -108,8 +109,7 @@ class StateCache:
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
         self._identity = current
-        view = build_view(snapshot)
-        self.view = View(view.snapshot, view.updated_sorted, None, None, previous.read_errors)
+        self.view = replace(build_view(snapshot), read_errors=previous.read_errors)
         self._bump()
         return True
 
