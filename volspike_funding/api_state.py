@@ -8,10 +8,12 @@ need. Request handlers only read :attr:`StateCache.view`, an immutable object sw
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,6 @@ class View:
     """One parsed state file plus what every request would otherwise recompute."""
 
     snapshot: statefile.StateSnapshot | None = None
-    #: Every symbol's ``updatedAt``, sorted, to count stale symbols with one bisection.
-    updated_sorted: list[float] = field(default_factory=list)
     #: The last read problem (the previous good snapshot keeps being served) and when it began.
     error: StateUnreadable | None = None
     error_since: float | None = None
@@ -37,6 +37,12 @@ class View:
     @property
     def symbols(self) -> dict[str, dict[str, Any]]:
         return self.snapshot.symbols if self.snapshot is not None else {}
+
+    @cached_property
+    def updated_sorted(self) -> list[float]:
+        """Every symbol's ``updatedAt``, sorted (to count stale symbols with one bisection); computed at the first
+        health or metrics request, not between the daemon's write and the first answer showing it."""
+        return sorted(u for r in self.symbols.values() if isinstance(u := r.get("updatedAt"), (int, float)))
 
     def stale_count(self, now: float, stale_after: float) -> int:
         return bisect.bisect_left(self.updated_sorted, now - stale_after)
@@ -48,10 +54,16 @@ class View:
         return sorted(names)[:limit]
 
 
-def build_view(snapshot: statefile.StateSnapshot) -> View:
-    # Kept to the minimum: this runs between the daemon's write and the first answer showing it.
-    stamps = sorted(u for r in snapshot.symbols.values() if isinstance(u := r.get("updatedAt"), (int, float)))
-    return View(snapshot=snapshot, updated_sorted=stamps)
+def _read_without_gc(path: Path) -> statefile.StateSnapshot:
+    """Parse with the cyclic GC paused: a snapshot's ~1,500 new dicts would otherwise trigger collections that also
+    walk the previous snapshot, right between the daemon's write and the first answer showing it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return statefile.read_state(path)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class StateCache:
@@ -94,22 +106,21 @@ class StateCache:
         try:
             if current is None:
                 raise StateUnreadable("missing", f"{self.path} does not exist (is the daemon running?)")
-            snapshot = statefile.read_state(self.path)
+            snapshot = _read_without_gc(self.path)
         except StateUnreadable as exc:
             if previous.error is None or previous.error.reason != exc.reason:
                 log.warning("state file problem (%s); %s", exc,
                             "serving the last good state with its true age" if previous.snapshot else
                             "nothing to serve yet")
             since = previous.error_since if previous.error is not None else time.time()
-            self.view = View(previous.snapshot, previous.updated_sorted, exc, since,
-                             previous.read_errors + (exc.reason != "missing"))
+            self.view = View(previous.snapshot, exc, since, previous.read_errors + (exc.reason != "missing"))
             self._identity = current
             self._bump()
             return True
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
         self._identity = current
-        self.view = replace(build_view(snapshot), read_errors=previous.read_errors)
+        self.view = View(snapshot, read_errors=previous.read_errors)
         self._bump()
         return True
 
