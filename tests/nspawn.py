@@ -113,3 +113,5 @@ class Container:
                 self.proc.wait(10)
         for target in reversed(self._mounted):
             subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        if not any(os.path.ismount(t) for t in self._mounted):  # never delete through a live overlay
+            shutil.rmtree(self.base, ignore_errors=True)
