@@ -53,7 +53,6 @@ class Daemon:
         self.failures = 0
         self._reconnect_at: float | None = 0.0
         self._rotate_retry_at = 0.0
-        self._healthy: set[int] = set()
         self._ready = False
         self._last_write = 0.0
         self._last_prune = time.monotonic()
@@ -101,7 +100,7 @@ class Daemon:
             if conn is not None:
                 conn.abort("daemon stopping", polite=True)
         self._mark_disconnected(time.time(), "daemon stopping")
-        self._writer.write(self.store.document(time.time(), stopped=True))
+        self._write(stopped=True)
         log.info("stopped; final state written with connected=false")
 
     # -- events ----------------------------------------------------------------------------------------
@@ -142,9 +141,8 @@ class Daemon:
             return
         if conn is self.candidate:
             self._promote(conn)
-        conn.last_data = time.monotonic()
-        if conn.id not in self._healthy:
-            self._healthy.add(conn.id)
+        first_data, conn.last_data = conn.last_data is None, time.monotonic()
+        if first_data:
             if self.failures:
                 log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
             self.failures = 0
@@ -207,7 +205,7 @@ class Daemon:
                 if mono - silent_since > s.no_data_timeout_s:
                     conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
         active = self.active
-        if (s.rotate_after_s and active is not None and active.id in self._healthy and self.candidate is None
+        if (s.rotate_after_s and active is not None and active.last_data is not None and self.candidate is None
                 and active.opened is not None and mono - active.opened >= s.rotate_after_s
                 and mono >= self._rotate_retry_at):
             log.info("rotation: connection is %.0f s old, opening its replacement", mono - active.opened)
@@ -235,10 +233,10 @@ class Daemon:
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
         return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
 
-    def _write(self) -> None:
+    def _write(self, *, stopped: bool = False) -> None:
         self._last_write = time.monotonic()
         try:
-            self._writer.write(self.store.document(time.time()))
+            self._writer.write(self.store.document(time.time(), stopped=stopped))
         except OSError as exc:
             # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
             # the heartbeat age and say so. Crashing would only lose the in-memory state too.
