@@ -52,6 +52,11 @@ def _decimal(raw: Any) -> float | None:
         return None
 
 
+def _number(raw: Any) -> float | None:
+    """A JSON number from the local API, or ``None`` for null or anything else."""
+    return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+
+
 class LocalFundingClient:
     def __init__(self, base_url: str, *, timeout: float, breaker_s: float, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -136,7 +141,8 @@ class FundingSource:
             if ws is not None and rest is not None and self.mode == "validate":
                 compared += self._compare(name, ws, rest)
             if ws is not None:
-                result[name] = Quote(ws.get("fundingRate"), ws.get("markPrice"), "ws", ws.get("ageSeconds"))
+                result[name] = Quote(_number(ws.get("fundingRate")), _number(ws.get("markPrice")), "ws",
+                                     _number(ws.get("ageSeconds")))
             elif rest is not None:
                 fallbacks += self.mode != "rest"
                 result[name] = Quote(_decimal(rest.get("lastFundingRate")), _decimal(rest.get("markPrice")), "rest")
@@ -144,15 +150,17 @@ class FundingSource:
                 result[name] = UNKNOWN
         if self.mode != "rest":
             self.comparisons.summary(self.mode, compared, ws_available=local is not None,
-                                     rest_available=remote is not None, ws_missing=missing, ws_stale=stale,
+                                     rest_available=remote is not None or not need_rest, ws_missing=missing,
+                                     ws_stale=stale,
                                      rest_fallbacks=fallbacks)
         return result
 
     def _compare(self, name: str, ws: dict[str, Any], rest: dict[str, Any]) -> list[Comparison]:
         out = []
-        age = ws.get("ageSeconds")
-        for field_name, ws_value, rest_value in ((FUNDING, ws.get("fundingRate"), _decimal(rest.get("lastFundingRate"))),
-                                                 (MARK, ws.get("markPrice"), _decimal(rest.get("markPrice")))):
-            if isinstance(ws_value, (int, float)) and rest_value is not None:
-                out.append(self.comparisons.compare(name, field_name, rest_value, float(ws_value), age))
+        age = _number(ws.get("ageSeconds"))
+        for field_name, ws_value, rest_value in (
+                (FUNDING, _number(ws.get("fundingRate")), _decimal(rest.get("lastFundingRate"))),
+                (MARK, _number(ws.get("markPrice")), _decimal(rest.get("markPrice")))):
+            if ws_value is not None and rest_value is not None:
+                out.append(self.comparisons.compare(name, field_name, rest_value, ws_value, age))
         return out
