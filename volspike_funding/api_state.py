@@ -74,9 +74,6 @@ class StateCache:
         self._watch = DirWatch(path.parent, poll_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="state-watch", daemon=True)
-        #: Set after each refresh; tests and benchmarks wait on it.
-        self.changed = threading.Condition()
-        self.generation = 0
 
     def start(self) -> "StateCache":
         self.refresh()
@@ -115,21 +112,14 @@ class StateCache:
             since = previous.error_since if previous.error is not None else time.time()
             self.view = View(previous.snapshot, exc, since, previous.read_errors + (exc.reason != "missing"))
             self._identity = current
-            self._bump()
             return True
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
         self._identity = current
         self.view = View(snapshot, read_errors=previous.read_errors)
-        self._bump()
         return True
 
     @property
     def identity(self) -> statefile.FileIdentity | None | str:
         """Identity of the file the current view was read from (or failed to be read from)."""
         return self._identity
-
-    def _bump(self) -> None:
-        with self.changed:
-            self.generation += 1
-            self.changed.notify_all()

@@ -9,7 +9,7 @@ table is checked against it by the tests.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -248,11 +248,6 @@ class Settings:
         if self.funding_source_mode is not None:
             return self.funding_source_mode
         return "validate" if self.ws_funding_enabled else "rest"
-
-    def replace(self, **changes: Any) -> "Settings":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
 
 
 def read_env_file(environ: Mapping[str, str], override: str | None = None) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The shared state file ``.funding_state.json``: its format, its one writer and its readers.
 
 This module is the only place that knows the file's keys. The daemon writes through :class:`StateWriter`; the API
-and tools read through :func:`read_state` / :class:`StateReader`. Shape (schema version 2)::
+and tools read through :func:`read_state` (the API through its cache, :mod:`.api_state`). Shape (schema version 2)::
 
     {"schemaVersion": 2,
      "funding_state": {"BTCUSDT": {"symbol": "BTCUSDT", "markPrice": 11794.15, "indexPrice": 11784.62659091,

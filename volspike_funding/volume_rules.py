@@ -20,7 +20,6 @@ from typing import Any
 from .persist import load_json, save_json
 
 SLOT = timedelta(minutes=5)
-HOUR_MS = 3_600_000
 SPIKE, HALF_UPDATE, FULL_UPDATE = "SPIKE", "HALF_UPDATE", "FULL_UPDATE"
 PREFIX = {SPIKE: "", HALF_UPDATE: "HALF-UPDATE: ", FULL_UPDATE: "UPDATE: "}
 

@@ -28,10 +28,6 @@ from .errors import FrameError
 
 MARK_PRICE_EVENT = "markPriceUpdate"
 
-#: Item-level defects, used as counter and log keys. Frame-level ones are ``bad_json`` and ``bad_shape``.
-ITEM_DEFECTS = ("missing_symbol", "bad_price", "bad_time", "not_an_object")
-
-
 class MarkPrice(NamedTuple):
     """One symbol's mark-price update, exactly as Binance sent it plus its parsed numbers."""
 
