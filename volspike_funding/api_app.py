@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api_metrics import RequestCounter, build_registry
-from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, BatchResponse, Health, PremiumIndex, SymbolFunding,
-                         api_error, batch_item, check_symbol, premium_index_item, symbol_body)
+from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, MAX_SYMBOL_LENGTH, BatchResponse, Health, PremiumIndex,
+                         SymbolFunding, api_error, check_symbol, premium_index_item, symbol_answer)
 from .api_state import StateCache, View
 from .statefile import age_of
 
@@ -131,7 +131,7 @@ def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
                 raise api_error(400, "Too many symbols", count=len(names), max=MAX_BATCH_SYMBOLS)
         data, seen, found = [], set(), 0
         for name in names:
-            item, fresh = batch_item(view, name, now, stale_after_s)
+            item, fresh = symbol_answer(view, name, now, stale_after_s)
             if item["symbol"] in seen:  # "btcusdt" and "BTCUSDT" are one symbol
                 continue
             seen.add(item["symbol"])
@@ -142,14 +142,9 @@ def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
     @app.get("/funding/{symbol}", response_model=SymbolFunding, responses=ERRORS)
     async def funding(symbol: str) -> Response:
         check_symbol(symbol)
-        view, now = usable_view(), time.time()
-        key = view.snapshot.resolve(symbol) if view.snapshot else None
-        if key is None:
-            raise api_error(404, "Symbol not found", symbol=symbol)
-        body = symbol_body(key, view.symbols[key], now, stale_after_s)
-        if body["stale"]:
-            raise api_error(503, "Data stale", symbol=key, ageSeconds=body["ageSeconds"],
-                            maxAgeSeconds=stale_after_s)
+        body, fresh = symbol_answer(usable_view(), symbol, time.time(), stale_after_s)
+        if not fresh:
+            raise api_error(404 if body["error"] == "Symbol not found" else 503, **body)
         return json_response(body)
 
     @app.get("/fapi/v1/premiumIndex", response_model=PremiumIndex | list[PremiumIndex],
@@ -159,7 +154,7 @@ def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
         snap = view.snapshot
         assert snap is not None
         if symbol is not None:
-            record = snap.lookup(symbol) if symbol and len(symbol) <= 40 else None
+            record = snap.lookup(symbol) if symbol and len(symbol) <= MAX_SYMBOL_LENGTH else None
             if record is None:
                 return json_response({"code": -1121, "msg": "Invalid symbol."}, 400)
             age = age_of(record, now)

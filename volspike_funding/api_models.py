@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from .api_state import View
-from .statefile import binance_strings
+from .statefile import age_of, binance_strings
 
 MAX_SYMBOL_LENGTH = 40
 #: Largest ``symbols=`` list accepted by ``/funding/batch`` (Binance lists ~700 USDⓈ-M contracts).
@@ -103,22 +103,20 @@ def check_symbol(symbol: str) -> str:
     return symbol
 
 
-def _age(updated: Any, now: float) -> float | None:
-    return round(max(0.0, now - updated), 3) if isinstance(updated, (int, float)) else None
-
-
 def symbol_body(key: str, record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any]:
     """The public answer for one stored symbol, in the field order the API has always used."""
     get = record.get
-    age = _age(get("updatedAt"), now)
+    age = age_of(record, now)
+    age = None if age is None else round(age, 3)
     return {"symbol": key, "markPrice": get("markPrice"), "fundingRate": get("fundingRate"),
             "nextFundingTime": get("nextFundingTime"), "indexPrice": get("indexPrice"),
             "updatedAt": get("updatedAt"), "ageSeconds": age, "estimatedSettlePrice": get("estimatedSettlePrice"),
             "eventTime": get("eventTime"), "stale": age is None or age > stale_after}
 
 
-def batch_item(view: View, name: str, now: float, stale_after: float) -> tuple[dict[str, Any], bool]:
-    """One batch entry and whether it is fresh data."""
+def symbol_answer(view: View, name: str, now: float, stale_after: float) -> tuple[dict[str, Any], bool]:
+    """The answer for one asked-for symbol and whether it is fresh data; otherwise ``{"symbol", "error", ...}``
+    (``Symbol not found`` or ``Data stale``), as a batch item and as the single-symbol route's error detail."""
     key = view.snapshot.resolve(name) if view.snapshot is not None else None
     if key is None:
         return {"symbol": name, "error": "Symbol not found"}, False
