@@ -42,11 +42,20 @@ def timeframes(settings: Settings) -> list[Timeframe]:
             Timeframe("1 hour", 3600, settings.oi_spike_threshold_pct_60min, settings.oi_alert_cooldown_60min)]
 
 
+def alert_key(backend: str, symbol: str, timeframe: Timeframe) -> str:
+    """The key of one (backend, symbol, timeframe) in the persisted edge states and cooldowns."""
+    return f"{backend}|{symbol}|{timeframe.label}"
+
+
 @dataclass(frozen=True)
 class Sample:
     t: float
     oi: float
     mark: float | None
+
+
+def _sample_time(sample: Sample) -> float:
+    return sample.t
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class OiAlert:
 
     @property
     def key(self) -> str:
-        return f"{self.backend}|{self.symbol}|{self.timeframe.label}"
+        return alert_key(self.backend, self.symbol, self.timeframe)
 
 
 class OiAlertEngine:
@@ -77,8 +86,7 @@ class OiAlertEngine:
         self._pending: set[str] = set()
 
     def _baseline(self, history: deque[Sample], at: float, tolerance: float) -> Sample | None:
-        times = [s.t for s in history]
-        i = bisect.bisect_left(times, at)
+        i = bisect.bisect_left(history, at, key=_sample_time)  # no per-call copy: this runs 3× per symbol per loop
         near = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
         best = min(near, key=lambda s: abs(s.t - at), default=None)
         return best if best is not None and abs(best.t - at) <= tolerance else None
@@ -100,7 +108,7 @@ class OiAlertEngine:
                 outside = abs(pct) >= tf.threshold and abs(delta) >= self.min_delta
                 direction = "UP" if delta > 0 else "DOWN"
                 for backend in self.backends:
-                    key = f"{backend}|{symbol}|{tf.label}"
+                    key = alert_key(backend, symbol, tf)
                     if not outside:
                         self._set_inside(key)
                         continue
