@@ -20,6 +20,7 @@ from .comparison_log import FUNDING, MARK, Comparison, LegacyMismatch, ScanSumma
 from .errors import SettingsError
 from .report_stats import Availability, Coverage, FieldStats, SymbolStats
 from .settings import REPORT, Settings
+from .value_parsers import iso_time
 
 SAFE, REVIEW, INSUFFICIENT = "SAFE TO SWITCH", "REVIEW NEEDED", "INSUFFICIENT DATA"
 EXIT = {SAFE: 0, REVIEW: 1, INSUFFICIENT: 2}
@@ -37,10 +38,9 @@ def parse_when(raw: str, now: datetime) -> float:
         amount, unit = float(relative.group(1)), _UNITS[relative.group(2)]
         return (now - timedelta(**{unit: amount})).timestamp()
     try:
-        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        return iso_time(raw).timestamp()
     except ValueError:
         raise SettingsError(f"{raw!r} is neither an ISO time nor a span like 24h") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def prefix_time(line: str, now: datetime) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -98,3 +99,12 @@ def log_level(raw: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
     return level
+
+
+def iso_time(raw: str) -> datetime:
+    """An ISO 8601 time, ``Z`` allowed; without an offset it is UTC."""
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an ISO time (e.g. 2026-11-24T12:00:05Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -21,6 +21,7 @@ from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
 from .funding_source import UNKNOWN, FundingSource, Quote
 from .settings import ALERTS, CONSUMER, Settings
+from .value_parsers import iso_time
 from .volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
                            klines_limit, pick_candles, slot_of)
 
@@ -177,10 +178,9 @@ class VolumeAlerts:
 
 def parse_now(raw: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise SettingsError(f"--now: {raw!r} is not an ISO time (e.g. 2026-11-24T12:00:05Z)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return iso_time(raw)
+    except ValueError as exc:
+        raise SettingsError(f"--now: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
