@@ -25,6 +25,7 @@ FAST = {
     "FUNDING_BACKOFF_MAX_S": "0.2",
     "FUNDING_HEARTBEAT_S": "0.2",
     "FUNDING_STALE_AFTER_S": "2",
+    "FUNDING_REFERENCE_ENABLED": "false",
 }
 
 

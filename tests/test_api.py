@@ -19,7 +19,8 @@ from volspike_funding.settings import Settings
 from .conftest import wait_until
 
 FIELDS = {"symbol", "markPrice", "fundingRate", "nextFundingTime", "indexPrice", "updatedAt", "ageSeconds",
-          "estimatedSettlePrice", "eventTime", "stale"}
+          "estimatedSettlePrice", "eventTime", "stale", "fundingIntervalHours", "fundingRateCap", "fundingRateFloor",
+          "contractType"}
 HEALTH = {"status", "websocketConnected", "symbolCount", "uptimeSeconds", "lastConnectedTime", "messagesReceived",
           "reconnectAttempts", "oldestDataAgeSeconds", "newestDataAgeSeconds", "staleSymbols", "daemonAlive",
           "reasons"}
@@ -147,12 +148,13 @@ def test_batch_limits(api: Api) -> None:
 
 
 def test_health_healthy_with_a_few_stale_symbols(api: Api) -> None:
-    api.put({"BTCUSDT": record("BTCUSDT", 0.5), "DELISTUSDT": record("DELISTUSDT", 3600)})
+    fresh = {f"SYM{i}USDT": record(f"SYM{i}USDT", 0.5) for i in range(3)}
+    api.put({"BTCUSDT": record("BTCUSDT", 0.5), "DELISTUSDT": record("DELISTUSDT", 3600), **fresh})
     r = api.get("/funding/health")
     body = r.json()
     assert r.status_code == 200 and body["status"] == "healthy" and body["reasons"] == []
-    assert body["staleSymbols"] == 1 and body["staleSymbolNames"] == ["DELISTUSDT"]
-    assert body["websocketConnected"] and body["daemonAlive"] and body["symbolCount"] == 2
+    assert body["staleSymbols"] == 1 and body["staleSymbolNames"] == ["DELISTUSDT"] and body["staleShare"] == 0.2
+    assert body["websocketConnected"] and body["daemonAlive"] and body["symbolCount"] == 5
     assert body["oldestDataAgeSeconds"] >= 3600 and body["newestDataAgeSeconds"] < 5
 
 

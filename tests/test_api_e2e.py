@@ -75,7 +75,9 @@ def test_fuzzed_paths_never_500_or_leak_a_traceback(fuzz_api, prefix: str, tail:
         return  # the client refused to send it
     assert r.status_code < 500 or r.status_code == 503, (url, r.status_code, r.text[:200])
     assert "Traceback" not in r.text
-    if r.status_code >= 400 and not prefix.startswith("/fapi"):
+    if r.status_code >= 400 and prefix.startswith("/funding/health"):
+        assert r.json()["reasons"]  # unhealthy says why
+    elif r.status_code >= 400 and not prefix.startswith("/fapi"):
         assert isinstance(r.json()["detail"]["error"], str)
 
 

@@ -30,7 +30,8 @@ def test_streams_every_symbol_into_the_state_file(fake_ws, make_settings, run_da
     assert isinstance(btc["markPrice"], float) and binance_strings(btc)["markPrice"] == f"{btc['markPrice']:.8f}"
     assert doc["funding_state"][DELIVERY_SYMBOL]["fundingRate"] is None
     assert doc["funding_state"][DELIVERY_SYMBOL]["nextFundingTime"] is None
-    assert binance_strings(doc["funding_state"][DELIVERY_SYMBOL])["lastFundingRate"] == ""
+    # Binance's own string is kept for the Binance-compatible route: "0.00000000" with T == 0 on today's wire.
+    assert binance_strings(doc["funding_state"][DELIVERY_SYMBOL])["lastFundingRate"] == "0.00000000"
     assert NON_ASCII_SYMBOL in doc["funding_state"]
     assert d.stop() == 0
     final = d.doc()

@@ -9,7 +9,9 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,9 +96,16 @@ def test_reader_reasons(tmp_path: Path) -> None:
         assert info.value.reason == "unreadable"
 
 
+def full_record(symbol: str, **changes: Any) -> dict[str, Any]:
+    now = time.time()
+    return {"symbol": symbol, "markPrice": 1.5, "indexPrice": 1.4, "estimatedSettlePrice": None, "fundingRate": None,
+            "nextFundingTime": None, "eventTime": int(now * 1000), "updatedAt": now, "binance": "1.5|1.4||",
+            **changes}
+
+
 def test_lookup_is_exact_then_ascii_case_insensitive() -> None:
     snap = statefile.parse_document(json.dumps({"funding_state": {
-        "BTCUSDT": {"symbol": "BTCUSDT"}, "币安人生USDT": {"symbol": "币安人生USDT"}}}).encode())
+        "BTCUSDT": full_record("BTCUSDT"), "币安人生USDT": full_record("币安人生USDT")}}).encode())
     assert snap.lookup("btcusdt")["symbol"] == "BTCUSDT"
     assert snap.lookup("币安人生USDT")["symbol"] == "币安人生USDT"
     assert snap.lookup("币安人生usdt") is None and snap.lookup("ETHUSDT") is None

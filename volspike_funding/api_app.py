@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,26 +18,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .api_binance import ROUTES as BINANCE_ROUTES, binance_router
 from .api_metrics import RequestCounter, build_registry
-from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, MAX_SYMBOL_LENGTH, BatchResponse, Health, PremiumIndex,
-                         SymbolFunding, api_error, check_symbol, premium_index_item, symbol_answer)
+from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, BatchResponse, Health, SymbolFunding, api_error, check_symbol,
+                         symbol_answer)
 from .api_state import StateCache, View
-from .statefile import age_of
 
 log = logging.getLogger("funding.api")
 
-ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", "/fapi/v1/premiumIndex",
-             "/fapi/v1/premiumIndex?symbol=X", "/metrics", "/docs", "/openapi.json"]
+ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", *BINANCE_ROUTES, "/metrics",
+             "/docs", "/openapi.json"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def health_body(view: View, now: float, stale_after: float) -> dict[str, Any]:
-    """Healthy = daemon alive, connected, and the newest data younger than the stale threshold."""
+@dataclass(frozen=True)
+class HealthLimits:
+    stale_after_s: float
+    clock_skew_warn_s: float = 5.0
+    max_stale_share: float = 0.25
+
+
+def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
+    """Healthy = daemon alive, connected, the newest data younger than the stale threshold, at most
+    ``max_stale_share`` of the symbols stale, and this host's clock within ``clock_skew_warn_s`` of Binance's.
+    ``warnings`` say what deserves a look but does not make the data wrong (old reference data, bad records)."""
+    stale_after = limits.stale_after_s
     snap = view.snapshot
     reasons: list[str] = []
+    warnings: list[str] = []
     connection = snap.connection if snap else {}
     alive = bool(snap and snap.daemon_alive(now))
     if snap is None:
@@ -56,6 +68,26 @@ def health_body(view: View, now: float, stale_after: float) -> dict[str, Any]:
     if view.error is not None and snap is not None:
         lasting = f" for {now - view.error_since:.0f} s" if view.error_since is not None else ""
         reasons.append(f"state file {view.error.reason}{lasting}: {view.error}; serving the last good state")
+    stale = view.stale_count(now, stale_after)
+    share = stale / len(view.symbols) if view.symbols else 0.0
+    if share > limits.max_stale_share:
+        reasons.append(f"{stale} of {len(view.symbols)} symbols are stale ({share:.0%}, max "
+                       f"{limits.max_stale_share:.0%})")
+    clock = (snap.document.get("clock") if snap else None) or {}
+    skew_ms = clock.get("skewMs") if isinstance(clock.get("skewMs"), (int, float)) else None
+    if alive and skew_ms is not None and abs(skew_ms) > limits.clock_skew_warn_s * 1000:
+        reasons.append(f"this host's clock is {-skew_ms / 1000:+.1f} s off Binance's event times (max "
+                       f"{limits.clock_skew_warn_s:g} s): check NTP (timedatectl)")
+    if snap is not None and snap.invalid:
+        warnings.append(f"{snap.invalid} malformed records in the state file are not served: "
+                        f"{'; '.join(snap.invalid_examples)}")
+    ref_status = (snap.document.get("reference") if snap else None) or {}
+    ref = view.reference
+    ref_age = ref.age(now) if ref is not None else None
+    if ref_status.get("lastError"):
+        warnings.append(f"reference data refresh failing: {ref_status['lastError']}")
+    if ref is not None and ref_age is not None and ref_age > 3 * ref.refresh_interval_s:
+        warnings.append(f"reference data is {ref_age:.0f} s old (refreshed every {ref.refresh_interval_s:g} s)")
     started = snap.document.get("started_at") if snap else None
     return {
         "status": "unhealthy" if reasons else "healthy",
@@ -67,15 +99,23 @@ def health_body(view: View, now: float, stale_after: float) -> dict[str, Any]:
         "reconnectAttempts": connection.get("reconnect_attempts", 0),
         "oldestDataAgeSeconds": None if oldest is None else round(max(0.0, oldest), 3),
         "newestDataAgeSeconds": None if newest is None else round(max(0.0, newest), 3),
-        "staleSymbols": view.stale_count(now, stale_after),
+        "staleSymbols": stale,
+        "staleShare": round(share, 4),
         "staleSymbolNames": view.stale_names(now, stale_after),
         "daemonAlive": alive,
         "stateReadError": None if view.error is None else str(view.error),
+        "invalidRecords": snap.invalid if snap else 0,
+        "clockSkewSeconds": None if skew_ms is None else round(skew_ms / 1000, 3),
+        "referenceDataAgeSeconds": None if ref_age is None else round(ref_age, 3),
+        "referenceSymbols": len(ref.symbols) if ref is not None else 0,
+        "perSymbolStreams": ref_status.get("perSymbolStreams", 0),
         "reasons": reasons,
+        "warnings": warnings,
     }
 
 
-def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
+def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | None = None) -> FastAPI:
+    limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
     registry, requests_total = build_registry(cache, stale_after_s)
@@ -114,7 +154,7 @@ def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
 
     @app.get("/funding/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> Response:
-        body = health_body(cache.view, time.time(), stale_after_s)
+        body = health_body(cache.view, time.time(), limits)
         return json_response(body, 200 if body["status"] == "healthy" else 503)
 
     @app.get("/funding/batch", response_model=BatchResponse, responses=ERRORS)
@@ -147,24 +187,7 @@ def create_app(cache: StateCache, stale_after_s: float) -> FastAPI:
             raise api_error(404 if body["error"] == "Symbol not found" else 503, **body)
         return json_response(body)
 
-    @app.get("/fapi/v1/premiumIndex", response_model=PremiumIndex | list[PremiumIndex],
-             summary="Binance-compatible premiumIndex (fresh symbols only)")
-    async def premium_index(symbol: str | None = None) -> Response:
-        view, now = usable_view(), time.time()
-        snap = view.snapshot
-        assert snap is not None
-        if symbol is not None:
-            record = snap.lookup(symbol) if symbol and len(symbol) <= MAX_SYMBOL_LENGTH else None
-            if record is None:
-                return json_response({"code": -1121, "msg": "Invalid symbol."}, 400)
-            age = age_of(record, now)
-            if age is None or age > stale_after_s:
-                # Binance's "try again" error: a client library raises, and its caller can fall back to REST.
-                return json_response({"code": -1001, "msg": f"Data stale ({age} s); please try again."}, 503)
-            return json_response(premium_index_item(record), headers={"X-Data-Age-Seconds": f"{age:.3f}"})
-        fresh = [premium_index_item(r) for r in snap.symbols.values()
-                 if (a := age_of(r, now)) is not None and a <= stale_after_s]
-        return json_response(fresh, headers={"X-Stale-Symbols": str(len(snap.symbols) - len(fresh))})
+    app.include_router(binance_router(cache, stale_after_s))
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -39,8 +39,26 @@ class StateCollector:
                                          int(alive and bool(connection.get("connected")))),
             "funding_state_readable": ("0 while the state file cannot be read or parsed", int(view.error is None)),
         }
+        gauges["funding_invalid_records"] = ("Malformed state-file records, not served", snap.invalid if snap else 0)
+        status = (snap.document.get("reference") if snap else None) or {}
+        gauges["funding_per_symbol_streams"] = ("Listed symbols subscribed one by one (not in the all-market stream)",
+                                                status.get("perSymbolStreams", 0))
+        gauges["funding_reference_refresh_failing"] = ("1 while the reference data refresh fails",
+                                                       int(bool(status.get("lastError"))))
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        skew = ((snap.document.get("clock") if snap else None) or {}).get("skewMs")
+        if alive and isinstance(skew, (int, float)):
+            yield GaugeMetricFamily("funding_clock_skew_seconds", "Binance event time minus local receive time "
+                                    "(median of recent frames)", value=skew / 1000)
+        ref = view.reference
+        if ref is not None:
+            ages = GaugeMetricFamily("funding_reference_age_seconds", "Age of each part of the reference data",
+                                     labels=["part"])
+            for part, age in ref.ages(now).items():
+                if age is not None:
+                    ages.add_metric([part], age)
+            yield ages
         if view.updated_sorted:  # no data: no age sample at all, rather than a made-up number
             yield GaugeMetricFamily("funding_newest_data_age_seconds", "Age of the newest symbol update",
                                     value=max(0.0, now - view.updated_sorted[-1]))
@@ -52,6 +70,10 @@ class StateCollector:
             "funding_daemon_messages": ("Frames received since the daemon started",
                                         connection.get("messages_received", 0)),
             "funding_state_read_errors": ("State file reads that failed", view.read_errors),
+            "funding_daemon_unlisted_updates": ("Stream updates for symbols exchangeInfo does not list (not stored)",
+                                                counters.get("unlisted", 0)),
+            "funding_daemon_future_overridden": ("Stored event times from the future overridden by true updates",
+                                                 counters.get("future_overridden", 0)),
         }
         for name, (doc, value) in totals.items():
             yield CounterMetricFamily(name, doc, value=value)
@@ -60,6 +82,11 @@ class StateCollector:
         for kind, count in sorted((counters.get("malformed") or {}).items()):
             malformed.add_metric([kind], count)
         yield malformed
+        other = CounterMetricFamily("funding_daemon_other_product_rows", "Rows of other products on the stream "
+                                    "(e.g. COIN-M), counted and not stored", labels=["kind"])
+        for kind, count in sorted((counters.get("other_kinds") or {}).items()):
+            other.add_metric([kind], count)
+        yield other
 
 
 def build_registry(cache: StateCache, stale_after_s: float) -> tuple[CollectorRegistry, Counter]:

@@ -12,9 +12,11 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from .api_state import View
-from .statefile import age_of, binance_strings
+from .reference import ReferenceData
+from .statefile import age_of
+from .wire import MAX_SYMBOL_LENGTH, symbol_problem
 
-MAX_SYMBOL_LENGTH = 40
+NO_TERMS = {"fundingIntervalHours": None, "fundingRateCap": None, "fundingRateFloor": None, "contractType": None}
 #: Largest ``symbols=`` list accepted by ``/funding/batch`` (Binance lists ~700 USDⓈ-M contracts).
 MAX_BATCH_SYMBOLS = 1000
 
@@ -30,11 +32,17 @@ class SymbolFunding(BaseModel):
     estimatedSettlePrice: float | None
     eventTime: int | None = Field(description="Binance event time of the update, Unix ms")
     stale: bool = Field(description="ageSeconds exceeds FUNDING_STALE_AFTER_S")
+    fundingIntervalHours: int | None = Field(description="hours between settlements (fundingInfo; 8 when not "
+                                                         "adjusted); null for dated contracts or when unknown")
+    fundingRateCap: float | None = Field(description="adjusted cap from fundingInfo; null when not adjusted/unknown")
+    fundingRateFloor: float | None = Field(description="adjusted floor from fundingInfo; null when not adjusted/unknown")
+    contractType: str | None = Field(description="exchangeInfo's contractType, e.g. PERPETUAL, TRADIFI_PERPETUAL")
 
 
 class BatchError(BaseModel):
     symbol: str
-    error: str = Field(description="'Symbol not found' or 'Data stale'")
+    error: str = Field(description="'Symbol not found' (Binance does not list it), 'No data yet' (listed, "
+                                   "retryable) or 'Data stale'")
     ageSeconds: float | None = None
     maxAgeSeconds: float | None = None
 
@@ -57,23 +65,18 @@ class Health(BaseModel):
     oldestDataAgeSeconds: float | None
     newestDataAgeSeconds: float | None
     staleSymbols: int
+    staleShare: float = Field(description="staleSymbols / symbolCount; unhealthy past FUNDING_MAX_STALE_SHARE")
     staleSymbolNames: list[str] = Field(description="up to 50 stale symbols, e.g. delisted contracts")
     daemonAlive: bool
     stateReadError: str | None = Field(description="the state file's current read problem, if any")
+    invalidRecords: int = Field(description="malformed records in the state file, skipped (see warnings)")
+    clockSkewSeconds: float | None = Field(description="Binance's event time minus this host's receive time "
+                                                       "(median of recent frames, latency included)")
+    referenceDataAgeSeconds: float | None = Field(description="age of the exchangeInfo copy; null before the first")
+    referenceSymbols: int = Field(description="symbols exchangeInfo lists")
+    perSymbolStreams: int = Field(description="listed symbols the all-market stream lacks, subscribed one by one")
     reasons: list[str] = Field(description="why the service is unhealthy; empty when healthy")
-
-
-class PremiumIndex(BaseModel):
-    """Binance's ``/fapi/v1/premiumIndex`` item, byte-compatible (decimals as strings)."""
-
-    symbol: str
-    markPrice: str
-    indexPrice: str
-    estimatedSettlePrice: str
-    lastFundingRate: str = Field(description="'' for delivery contracts, as Binance sends it")
-    interestRate: str = Field(description="not carried by the stream: always ''")
-    nextFundingTime: int
-    time: int = Field(description="Binance event time of the update, Unix ms")
+    warnings: list[str] = Field(description="worth a look, but the data served is still right")
 
 
 class ErrorDetail(BaseModel):
@@ -94,42 +97,42 @@ def api_error(status: int, error: str, **context: Any) -> HTTPException:
 
 
 def check_symbol(symbol: str) -> str:
-    if not symbol or not symbol.strip():
-        raise api_error(400, "Invalid symbol", reason="empty")
-    if len(symbol) > MAX_SYMBOL_LENGTH:
-        raise api_error(400, "Invalid symbol", reason=f"longer than {MAX_SYMBOL_LENGTH} characters")
-    if not symbol.isprintable() or any(c.isspace() for c in symbol):
-        raise api_error(400, "Invalid symbol", reason="control or space characters")
+    """The wire parser's rule (:func:`.wire.symbol_problem`): what the daemon would never store is a 400."""
+    problem = symbol_problem(symbol)
+    if problem is not None:
+        raise api_error(400, "Invalid symbol", reason=problem)
     return symbol
 
 
-def symbol_body(key: str, record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any]:
+def symbol_body(key: str, record: dict[str, Any], now: float, stale_after: float,
+                reference: ReferenceData | None = None) -> dict[str, Any]:
     """The public answer for one stored symbol, in the field order the API has always used."""
     get = record.get
     age = age_of(record, now)
     age = None if age is None else round(age, 3)
+    terms = reference.funding_terms(key) if reference is not None else NO_TERMS
     return {"symbol": key, "markPrice": get("markPrice"), "fundingRate": get("fundingRate"),
             "nextFundingTime": get("nextFundingTime"), "indexPrice": get("indexPrice"),
             "updatedAt": get("updatedAt"), "ageSeconds": age, "estimatedSettlePrice": get("estimatedSettlePrice"),
-            "eventTime": get("eventTime"), "stale": age is None or age > stale_after}
+            "eventTime": get("eventTime"), "stale": age is None or age > stale_after, **terms}
 
 
 def symbol_answer(view: View, name: str, now: float, stale_after: float) -> tuple[dict[str, Any], bool]:
     """The answer for one asked-for symbol and whether it is fresh data; otherwise ``{"symbol", "error", ...}``
-    (``Symbol not found`` or ``Data stale``), as a batch item and as the single-symbol route's error detail."""
-    key = view.snapshot.resolve(name) if view.snapshot is not None else None
+    (``Symbol not found``, ``No data yet`` or ``Data stale``), as a batch item and as the single-symbol route's
+    error detail."""
+    snap = view.snapshot
+    key = snap.resolve(name) if snap is not None else None
     if key is None:
+        listed = view.reference.resolve(name) if view.reference is not None else None
+        if listed is not None:
+            return {"symbol": listed, "error": "No data yet",
+                    "reason": "Binance lists this symbol but has sent no data for it yet (or its market is closed)",
+                    "listingStatus": view.reference.symbols[listed].get("status")}, False
         return {"symbol": name, "error": "Symbol not found"}, False
-    body = symbol_body(key, view.symbols[key], now, stale_after)
+    assert snap is not None
+    body = symbol_body(key, snap.raw[key], now, stale_after, view.reference)
     if body["stale"]:
         return {"symbol": body["symbol"], "error": "Data stale", "ageSeconds": body["ageSeconds"],
                 "maxAgeSeconds": stale_after}, False
     return body, True
-
-
-def premium_index_item(record: dict[str, Any]) -> dict[str, Any]:
-    raw = binance_strings(record)
-    return {"symbol": record["symbol"], "markPrice": raw["markPrice"], "indexPrice": raw["indexPrice"],
-            "estimatedSettlePrice": raw["estimatedSettlePrice"], "lastFundingRate": raw["lastFundingRate"],
-            "interestRate": "", "nextFundingTime": record.get("nextFundingTime") or 0,
-            "time": record.get("eventTime") or 0}

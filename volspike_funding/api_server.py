@@ -10,7 +10,7 @@ from typing import Sequence
 
 import uvicorn
 
-from .api_app import create_app
+from .api_app import HealthLimits, create_app
 from .api_state import StateCache
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import SettingsError
@@ -38,6 +38,10 @@ def check_bind(settings: Settings) -> None:
                 settings.api_host)
 
 
+def limits(settings: Settings) -> HealthLimits:
+    return HealthLimits(settings.stale_after_s, settings.clock_skew_warn_s, settings.max_stale_share)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("funding_api_server", "Serve funding rates and mark prices from the state file.", API)
 
@@ -45,11 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(parser.parse_args(argv), API)
         setup_logging(settings.log_level)
         check_bind(settings)
-        cache = StateCache(settings.state_file).start()
+        cache = StateCache(settings.state_file, reference_path=settings.reference_path).start()
         log.info("serving %s on http://%s:%d (stale after %g s)", settings.state_file, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         try:
-            config = uvicorn.Config(create_app(cache, settings.stale_after_s), host=settings.api_host,
+            config = uvicorn.Config(create_app(cache, settings.stale_after_s, limits(settings)), host=settings.api_host,
                                     port=settings.api_port, log_level=settings.log_level.lower(),
                                     access_log=False, server_header=False, proxy_headers=False)
             server = uvicorn.Server(config)
@@ -65,8 +69,9 @@ class ServerThread:
     """The real app under real uvicorn on an ephemeral loopback port, in a thread: for tests and benchmarks."""
 
     def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
-        self.cache = StateCache(settings.state_file, poll_s=poll_s)
-        config = uvicorn.Config(create_app(self.cache, settings.stale_after_s), host="127.0.0.1", port=0,
+        self.cache = StateCache(settings.state_file, poll_s=poll_s, reference_path=settings.reference_path)
+        config = uvicorn.Config(create_app(self.cache, settings.stale_after_s, limits(settings)), host="127.0.0.1",
+                                port=0,
                                 log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)

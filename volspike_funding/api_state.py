@@ -17,9 +17,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from . import statefile
+from . import reference, statefile
 from .errors import StateUnreadable
 from .filewatch import DirWatch
+from .reference import ReferenceData
 
 log = logging.getLogger("funding.api")
 
@@ -33,6 +34,8 @@ class View:
     error: StateUnreadable | None = None
     error_since: float | None = None
     read_errors: int = 0
+    #: Binance's reference data as the daemon last wrote it (``None`` until there is a usable file).
+    reference: ReferenceData | None = None
 
     @property
     def symbols(self) -> dict[str, dict[str, Any]]:
@@ -67,10 +70,12 @@ def _read_without_gc(path: Path) -> statefile.StateSnapshot:
 
 
 class StateCache:
-    def __init__(self, path: Path, poll_s: float = 0.5) -> None:
+    def __init__(self, path: Path, poll_s: float = 0.5, reference_path: Path | None = None) -> None:
         self.path = path
+        self.reference_path = reference_path or path.with_name(".funding_reference.json")
         self.view = View()
         self._identity: statefile.FileIdentity | None | str = "never read"
+        self._reference_identity: statefile.FileIdentity | None | str = "never read"
         self._watch = DirWatch(path.parent, poll_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="state-watch", daemon=True)
@@ -94,11 +99,28 @@ class StateCache:
             except Exception:  # the watcher must outlive any surprise; the next change retries
                 log.exception("state refresh failed")
 
+    def _refresh_reference(self) -> bool:
+        """Re-read the reference file if it changed; a broken one keeps the last good copy (logged)."""
+        current = statefile.identity(self.reference_path)
+        if current == self._reference_identity:
+            return False
+        self._reference_identity = current
+        if current is None:
+            return False
+        try:
+            data = reference.read(self.reference_path)
+        except StateUnreadable as exc:
+            log.warning("reference file problem (%s); keeping the last good copy", exc)
+            return False
+        self.view = View(self.view.snapshot, self.view.error, self.view.error_since, self.view.read_errors, data)
+        return True
+
     def refresh(self) -> bool:
-        """Re-read the file if its identity changed; return whether the view changed."""
+        """Re-read the files whose identity changed; return whether the view changed."""
+        changed = self._refresh_reference()
         current = statefile.identity(self.path)
         if current == self._identity:
-            return False
+            return changed
         previous = self.view
         try:
             if current is None:
@@ -110,13 +132,14 @@ class StateCache:
                             "serving the last good state with its true age" if previous.snapshot else
                             "nothing to serve yet")
             since = previous.error_since if previous.error is not None else time.time()
-            self.view = View(previous.snapshot, exc, since, previous.read_errors + (exc.reason != "missing"))
+            self.view = View(previous.snapshot, exc, since, previous.read_errors + (exc.reason != "missing"),
+                             previous.reference)
             self._identity = current
             return True
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
         self._identity = current
-        self.view = View(snapshot, read_errors=previous.read_errors)
+        self.view = View(snapshot, read_errors=previous.read_errors, reference=previous.reference)
         return True
 
     @property

@@ -8,41 +8,59 @@ websocket-client inside ``recv_data`` itself, so keeping the reader busy is what
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import websocket
 
 from . import __version__
 
-OPEN, FRAME, CLOSED = "open", "frame", "closed"
+from .extra_streams import Subscriptions
+
+OPEN, FRAME, CLOSED, REFERENCE = "open", "frame", "closed", "reference"
 _ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
 class Event:
-    conn: "Connection"
+    """What happened on a connection (``conn``), or a reference-data result (``REFERENCE``, ``conn`` is None)."""
+
+    conn: "Connection | None"
     kind: str
     at: float
     data: bytes = b""
     reason: str = ""
     retry_after: float | None = None
+    #: The server's ``Retry-After`` as sent, when it was not a usable number (for the log).
+    retry_after_raw: str | None = None
+    payload: Any = field(default=None, compare=False)
+
+
+def parse_retry_after(raw: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header; ``None`` for absent, non-numeric, negative or non-finite values
+    (``inf`` once stopped every reconnect for ever). HTTP dates are not used by Binance."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def describe(exc: BaseException) -> tuple[str, float | None]:
-    """A one-line reason for a failed or lost connection, and the server's ``Retry-After`` if it sent one."""
+    """A one-line reason for a failed or lost connection, and the server's usable ``Retry-After`` if it sent one."""
     if isinstance(exc, websocket.WebSocketBadStatusException):
         headers = exc.resp_headers or {}
-        retry = headers.get("retry-after") or headers.get("Retry-After")
-        try:
-            retry_after = float(retry) if retry is not None else None
-        except ValueError:
-            retry_after = None
-        return f"handshake refused: HTTP {exc.status_code}", retry_after
+        raw = headers.get("retry-after") or headers.get("Retry-After")
+        retry_after = parse_retry_after(raw)
+        ignored = f" (unusable Retry-After {raw[:20]!r} ignored)" if raw is not None and retry_after is None else ""
+        return f"handshake refused: HTTP {exc.status_code}{ignored}", retry_after
     if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
         return "timed out", None
     if isinstance(exc, websocket.WebSocketConnectionClosedException):
@@ -69,6 +87,10 @@ class Connection:
         self.started = time.monotonic()
         self.opened: float | None = None
         self.last_data: float | None = None
+        #: Monotonic time of the last all-market frame with data (the no-data watchdog's signal).
+        self.last_all_market: float | None = None
+        #: Per-symbol streams of this connection (managed by the daemon's loop).
+        self.subs = Subscriptions()
         self._thread = threading.Thread(target=self._run, name=f"binance-ws-{self.id}", daemon=True)
 
     def start(self) -> "Connection":
@@ -98,6 +120,18 @@ class Connection:
                 ws.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def send(self, text: str) -> bool:
+        """Send a text message from the daemon's loop (websocket-client serialises it with the reader's pongs)."""
+        with self._lock:
+            ws = self._ws
+        if ws is None or self._abort_reason is not None:
+            return False
+        try:
+            ws.send(text)
+            return True
+        except (OSError, websocket.WebSocketException):
+            return False
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)

@@ -1,7 +1,8 @@
 """The funding daemon: keeps one healthy Binance mark-price connection and the shared state file fresh.
 
-Single-threaded decisions: connection threads only receive (see :mod:`.connection`); this loop parses, stores,
-writes, and runs the no-data watchdog, the reconnect backoff, the 24 h rotation and the systemd notifications.
+Single-threaded decisions: connection threads only receive (see :mod:`.connection`) and the reference fetcher
+only calls REST (see :mod:`.reference_fetch`); this loop parses, stores, writes, and runs the no-data watchdog,
+the reconnect backoff, the 24 h rotation, the per-symbol subscriptions and the systemd notifications.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import time
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from . import statefile
+from . import reference, statefile
+from .binance_rest import BinanceRest
 from .cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
-from .connection import CLOSED, FRAME, OPEN, Connection, Event
+from .connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event
 from .errors import FrameError, StateUnreadable
+from .extra_streams import StreamManager
+from .reference import ReferenceData
+from .reference_fetch import ReferenceFetcher
 from .sdnotify import Notifier
 from .settings import DAEMON, Settings
-from .store import FundingStore
+from .store import ClockSkew, FundingStore
 from .wire import parse_frame
 
 log = logging.getLogger("funding.daemon")
@@ -29,6 +34,8 @@ log = logging.getLogger("funding.daemon")
 #: How often the loop wakes up when nothing arrives, to run the watchdog and the heartbeat.
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
+#: A stored event time may be this far past Binance's clock (as measured) and still outrank a newer frame's.
+FUTURE_SLACK_MS = 5_000
 
 
 def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
@@ -48,6 +55,14 @@ class Daemon:
         self._stop = threading.Event()
         self._ratelog = RateLimitedLog(log)
         self.store = FundingStore(settings.ws_url, started_at=time.time(), heartbeat_s=settings.heartbeat_s)
+        self.clock = ClockSkew()
+        self.streams = StreamManager()
+        self.fetcher: ReferenceFetcher | None = None
+        self._reference_status: dict[str, object] = {"lastError": None, "lastErrorAt": None}
+        self._max_skew_ms = int(settings.max_event_skew_s * 1000)
+        # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
+        # arriving must not hide an all-market stream gone silent.
+        self._all_market_url = "!markprice@arr" in settings.ws_url.lower()
         self.active: Connection | None = None
         self.candidate: Connection | None = None
         self.failures = 0
@@ -68,6 +83,7 @@ class Daemon:
         self._writer = writer
         try:
             self._restore()
+            self._start_reference()
             log.info("starting: %s -> %s", self.settings.ws_url, self.settings.state_file)
             warn_legacy_url(self.settings.ws_url)
             self._write()
@@ -79,20 +95,46 @@ class Daemon:
                 self._housekeeping()
             self._shutdown()
         finally:
+            if self.fetcher is not None:
+                self.fetcher.stop()
             writer.close()
             self._notifier.close()
         return EXIT_OK
 
     def _restore(self) -> None:
         try:
+            self.store.set_reference(reference.read(self.settings.reference_path))
+        except StateUnreadable as exc:
+            if exc.reason != "missing":
+                log.warning("previous reference data not reused: %s", exc)
+        try:
             previous = statefile.read_state(self.settings.state_file)
         except StateUnreadable as exc:
             if exc.reason != "missing":
                 log.warning("previous state not reused: %s", exc)
             return
-        kept = self.store.restore(previous)
+        now = time.time()
+        kept, rejected = self.store.restore(previous, now, int((now + self.settings.max_event_skew_s) * 1000))
+        if self.store.reference is not None:
+            self.store.set_reference(self.store.reference)  # drop what the listing no longer has
         if kept:
-            log.info("restored %d symbols from the previous run (they keep their true age)", kept)
+            log.info("restored %d symbols from the previous run (they keep their true age)", len(self.store.symbols))
+        if rejected:
+            log.warning("%d records of the previous state were not restored (malformed, or times in the future)",
+                        rejected)
+
+    def _start_reference(self) -> None:
+        s = self.settings
+        if not s.reference_enabled:
+            return
+        rest = BinanceRest(s.binance_rest_url, timeout=s.binance_rest_timeout_s, retries=1)
+        self.fetcher = ReferenceFetcher(rest, self.store.reference or ReferenceData(), self._reference_result,
+                                        refresh_s=s.reference_refresh_s, interest_refresh_s=s.interest_refresh_s)
+        self.fetcher.start()
+
+    def _reference_result(self, data: ReferenceData, error: str | None) -> None:
+        """Called on the fetcher's thread: hand over to the loop."""
+        self._events.put(Event(None, REFERENCE, time.time(), reason=error or "", payload=data))
 
     def _shutdown(self) -> None:
         self._notifier.notify("STOPPING=1", "STATUS=stopping")
@@ -100,13 +142,18 @@ class Daemon:
             if conn is not None:
                 conn.abort("daemon stopping", polite=True)
         self._mark_disconnected(time.time(), "daemon stopping")
-        self._write(stopped=True)
-        log.info("stopped; final state written with connected=false")
+        if self._write(stopped=True):
+            log.info("stopped; final state written with connected=false")
+        else:
+            log.error("stopped; the final state could NOT be written (readers will see the heartbeat age)")
 
     # -- events ----------------------------------------------------------------------------------------
     def _handle(self, event: Event) -> None:
         conn = event.conn
-        if conn is not self.active and conn is not self.candidate:
+        if event.kind == REFERENCE:
+            self._on_reference(event)
+            return
+        if conn is None or (conn is not self.active and conn is not self.candidate):
             return  # a connection we already gave up on
         if event.kind == FRAME:
             self._on_frame(conn, event)
@@ -122,18 +169,40 @@ class Daemon:
         elif event.kind == CLOSED:
             self._on_closed(conn, event)
 
+    def _on_reference(self, event: Event) -> None:
+        data: ReferenceData = event.payload
+        status = self._reference_status
+        if event.reason:
+            status.update(lastError=event.reason, lastErrorAt=event.at)
+        else:
+            status.update(lastError=None)
+        if data is not self.store.reference:
+            try:
+                reference.write(self.settings.reference_path, data)
+            except OSError as exc:
+                self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
+            self.store.set_reference(data)
+            self.streams.replan()
+            log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest "
+                     "rates", len(data.symbols), len(data.trading), len(data.funding_info or ()),
+                     len(data.interest_rates))
+        self._write()
+
     def _on_frame(self, conn: Connection, event: Event) -> None:
         counters = self.store.counters
         counters["frames"] += 1
         self.store.connection["messages_received"] += 1
         self.store.connection["last_message_time"] = event.at
+        received_ms = int(event.at * 1000)
         try:
-            parsed = parse_frame(event.data)
+            parsed = parse_frame(event.data, received_ms, self._max_skew_ms)
         except FrameError as exc:
             self.store.count_malformed(exc.kind)
             self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
             return
         counters["ignored"] += parsed.ignored
+        if parsed.other_kinds:
+            self.store.count_other_kinds(parsed.other_kinds)
         for kind, detail in parsed.defects:
             self.store.count_malformed(kind)
             self._ratelog.warning(kind, f"malformed item skipped: {detail}")
@@ -141,12 +210,20 @@ class Daemon:
             return
         if conn is self.candidate:
             self._promote(conn)
-        first_data, conn.last_data = conn.last_data is None, time.monotonic()
+        mono = time.monotonic()
+        first_data, conn.last_data = conn.last_data is None, mono
+        if parsed.all_market:
+            conn.last_all_market = mono
+            self.streams.coverage.note_all_market((u.symbol for u in parsed.updates), mono)
+            self.clock.add(parsed.updates[-1].event_time, received_ms)
         if first_data:
             if self.failures:
                 log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
             self.failures = 0
-        self.store.apply(parsed.updates, event.at)
+        self.store.apply(parsed.updates, event.at, received_ms + self.clock.skew_ms + FUTURE_SLACK_MS)
+        if self.store.unlisted_seen and self.fetcher is not None:
+            self.fetcher.request_refresh(f"the stream sends symbols exchangeInfo does not list: "
+                                         f"{', '.join(sorted(self.store.unlisted_seen)[:5])}")
         self._write()
         if not self._ready:
             self._ready = True
@@ -175,7 +252,12 @@ class Daemon:
         delay, cap = backoff_delay(self.failures, self.settings.backoff_initial_s, self.settings.backoff_max_s,
                                    self._rng)
         if event.retry_after is not None:
-            delay = max(delay, event.retry_after)
+            # Honoured as a minimum, but never beyond our own backoff cap: one refused handshake asking for an
+            # hour must not stop reconnecting for an hour.
+            used = min(event.retry_after, self.settings.backoff_max_s)
+            log.warning("server asked to retry after %g s; waiting %g s (at most FUNDING_BACKOFF_MAX_S)",
+                        event.retry_after, max(delay, used))
+            delay = max(delay, used)
         self._reconnect_at = time.monotonic() + delay
         self._mark_disconnected(event.at, reason)
         log.warning("disconnected: %s; reconnecting in %.2f s (backoff cap %.1f s, consecutive failure %d)",
@@ -201,7 +283,7 @@ class Daemon:
             self.active = self._connect()
         for conn in (self.active, self.candidate):
             if conn is not None and conn.opened is not None and not conn.aborting:
-                silent_since = conn.last_data or conn.opened
+                silent_since = (conn.last_all_market if self._all_market_url else conn.last_data) or conn.opened
                 if mono - silent_since > s.no_data_timeout_s:
                     conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
         active = self.active
@@ -216,6 +298,11 @@ class Daemon:
                 self._write()
         if mono - self._last_write >= s.heartbeat_s:
             self._write()
+        ref = self.store.reference
+        open_conns = [c for c in (self.active, self.candidate) if c is not None and c.opened is not None
+                      and not c.aborting]
+        self.streams.tick(open_conns, ref.trading if ref is not None and ref.known and self._all_market_url
+                          else None, mono)
         self._pet_watchdog(mono)
 
     def _pet_watchdog(self, mono: float) -> None:
@@ -233,15 +320,21 @@ class Daemon:
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
         return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
 
-    def _write(self, *, stopped: bool = False) -> None:
+    def _write(self, *, stopped: bool = False) -> bool:
         self._last_write = time.monotonic()
+        ref = self.store.reference
+        status = {**self._reference_status, "symbols": len(ref.symbols) if ref is not None else 0,
+                  "perSymbolStreams": len(self.streams.wanted or ())}
         try:
-            self._writer.write(self.store.document(time.time(), stopped=stopped))
+            self._writer.write(self.store.document(time.time(), stopped=stopped, clock=self.clock.status(),
+                                                   reference=status))
+            return True
         except OSError as exc:
             # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
             # the heartbeat age and say so. Crashing would only lose the in-memory state too.
             self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
             self._ratelog.warning("write_error", f"cannot write the state file {self.settings.state_file}: {exc}")
+            return False
 
 
 def warn_legacy_url(url: str) -> None:

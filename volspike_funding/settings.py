@@ -67,7 +67,26 @@ SETTINGS: tuple[Setting, ...] = (
             "The daemon rewrites the state file at least this often, so readers can tell a dead daemon from "
             "a quiet feed.", (DAEMON,)),
     Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", v.number(0, strict=True),
-            "Symbols unseen for this long (delisted) are dropped from the state.", (DAEMON,)),
+            "Symbols unseen for this long (delisted) are dropped from the state; with reference data, symbols "
+            "exchangeInfo no longer lists are dropped at once.", (DAEMON,)),
+    Setting("FUNDING_MAX_EVENT_SKEW_S", "max_event_skew_s", "300", v.number(0, strict=True),
+            "An update whose Binance event time is further than this from the local clock is malformed "
+            "(counted, logged, not stored); also bounds what a restart restores.", (DAEMON,)),
+    Setting("FUNDING_CLOCK_SKEW_WARN_S", "clock_skew_warn_s", "5", v.number(0, strict=True),
+            "Health turns unhealthy when Binance's event times and this host's clock differ by more than this "
+            "(median of recent frames, network latency included).", (API,)),
+    Setting("FUNDING_MAX_STALE_SHARE", "max_stale_share", "0.25", v.number(0),
+            "Health turns unhealthy when more than this fraction of the stored symbols is stale.", (API,)),
+    Setting("FUNDING_REFERENCE_ENABLED", "reference_enabled", "true", v.boolean,
+            "Keep Binance's reference data (exchangeInfo, fundingInfo, interestRate) over REST, on a thread of "
+            "its own; off: no listing checks, no per-symbol streams, no /fapi/v1/exchangeInfo.", (DAEMON,)),
+    Setting("FUNDING_REFERENCE_FILE", "reference_file", "", v.optional_path,
+            "Reference data file; empty: .funding_reference.json beside FUNDING_STATE_FILE.", (DAEMON, API)),
+    Setting("FUNDING_REFERENCE_REFRESH_S", "reference_refresh_s", "900", v.number(0, strict=True),
+            "How often exchangeInfo (weight 1) and fundingInfo (weight 0) are fetched.", (DAEMON,)),
+    Setting("FUNDING_INTEREST_REFRESH_S", "interest_refresh_s", "3600", v.number(0, strict=True),
+            "How often one bulk premiumIndex (weight 10) is fetched for interestRate, which the stream lacks.",
+            (DAEMON,)),
     Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", v.host,
             "Address the HTTP API binds; anything but loopback also needs FUNDING_API_ALLOW_REMOTE.", (API,)),
     Setting("FUNDING_API_PORT", "api_port", "8888", v.port, "Port of the HTTP API.", (API,)),
@@ -95,9 +114,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MARK_PRICE_REL_TOLERANCE", "mark_price_rel_tolerance", "0.001", v.number(0),
             "Comparison verdict: mark prices match when they differ by at most this fraction.", (CONSUMER,)),
     Setting("BINANCE_REST_URL", "binance_rest_url", "https://fapi.binance.com", v.url("http", "https"),
-            "Binance USD-M REST base URL.", (CONSUMER,)),
+            "Binance USD-M REST base URL.", (CONSUMER, DAEMON)),
     Setting("BINANCE_REST_TIMEOUT_S", "binance_rest_timeout_s", "10", v.number(0, strict=True),
-            "Timeout of one Binance REST request.", (CONSUMER,)),
+            "Timeout of one Binance REST request.", (CONSUMER, DAEMON)),
     Setting("BINANCE_REST_RETRIES", "binance_rest_retries", "3", v.count(0),
             "Retries of a GET after a 5xx, timeout or connection error (never after other 4xx).", (CONSUMER,)),
     # -- hourly volume alerts ---------------------------------------------------------------------------------
@@ -191,6 +210,13 @@ class Settings:
     rotate_after_s: float
     heartbeat_s: float
     drop_after_s: float
+    max_event_skew_s: float
+    clock_skew_warn_s: float
+    max_stale_share: float
+    reference_enabled: bool
+    reference_file: Path | None
+    reference_refresh_s: float
+    interest_refresh_s: float
     api_host: str
     api_port: int
     api_allow_remote: bool
@@ -241,6 +267,10 @@ class Settings:
     report_max_p99_rel_funding: float
     report_max_p99_rel_mark: float
     report_max_ws_unavailable_pct: float
+
+    @property
+    def reference_path(self) -> Path:
+        return self.reference_file or self.state_file.with_name(".funding_reference.json")
 
     @property
     def funding_mode(self) -> str:

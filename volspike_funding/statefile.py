@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,7 +37,10 @@ import orjson
 
 from .errors import StateLockedError, StateUnreadable
 from .persist import atomic_replace, remove_orphans
-from .wire import MarkPrice
+from .wire import MAX_SYMBOL_LENGTH, MarkPrice, symbol_problem
+
+#: How far ahead of the reader's clock an ``updatedAt`` may be (same host: only a clock step explains any).
+FUTURE_SLACK_S = 5.0
 
 SCHEMA_VERSION = 2
 
@@ -67,6 +71,37 @@ def binance_strings(record: dict[str, Any]) -> dict[str, str]:
     return dict(zip(BINANCE_FIELDS, parts + [""] * (len(BINANCE_FIELDS) - len(parts))))
 
 
+def _finite(value: Any) -> bool:
+    return type(value) is float or (type(value) is int and abs(value) < 2 ** 53)
+
+
+def record_problem(key: str, record: Any, now: float) -> str | None:
+    """Why a stored record must not be served or restored (the wire parser's rules, plus a sane ``updatedAt``),
+    or ``None``. An outsider's edit, a bug or a disk error then costs one symbol, never an answer."""
+    if type(record) is not dict:
+        return "not an object"
+    if record.get("symbol") != key or len(key) > MAX_SYMBOL_LENGTH or symbol_problem(key) is not None:
+        return "symbol missing, malformed or not its key"
+    mark = record.get("markPrice")
+    if not (_finite(mark) and 0 < mark < float("inf")):
+        return "markPrice is not a positive number"
+    for name in ("indexPrice", "estimatedSettlePrice", "fundingRate"):
+        value = record.get(name)
+        if value is not None and not (_finite(value) and value == value and abs(value) != float("inf")):
+            return f"{name} is not a number"
+    updated, event = record.get("updatedAt"), record.get("eventTime")
+    if not _finite(updated) or updated > now + FUTURE_SLACK_S or updated <= 0:
+        return "updatedAt missing or in the future"
+    if type(event) is not int or event <= 0:
+        return "eventTime missing"
+    nxt = record.get("nextFundingTime")
+    if nxt is not None and (type(nxt) is not int or nxt <= 0):
+        return "nextFundingTime is not a time"
+    if not isinstance(record.get("binance", ""), str):
+        return "binance is not a string"
+    return None
+
+
 def new_connection_status(url: str) -> dict[str, Any]:
     return {"connected": False, "last_connected_time": None, "last_disconnected_time": None,
             "reconnect_attempts": 0, "messages_received": 0, "last_message_time": None, "url": url,
@@ -74,7 +109,10 @@ def new_connection_status(url: str) -> dict[str, Any]:
 
 
 def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any], counters: dict[str, Any], *,
-                   now: float, heartbeat_s: float, started_at: float, stopped: bool = False) -> dict[str, Any]:
+                   now: float, heartbeat_s: float, started_at: float, stopped: bool = False,
+                   clock: dict[str, Any] | None = None, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``clock``: ``{"skewMs", "samples"}`` (Binance's event time minus our receive time, median of recent
+    frames); ``reference``: the reference fetcher's status ``{"lastError", "lastErrorAt", "symbols"}``."""
     return {
         "schemaVersion": SCHEMA_VERSION,
         "funding_state": symbols,
@@ -86,6 +124,8 @@ def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any
         "started_at": started_at,
         "stopped_at": now if stopped else None,
         "daemon_pid": os.getpid(),
+        "clock": clock or {"skewMs": None, "samples": 0},
+        "reference": reference or {},
     }
 
 
@@ -127,15 +167,43 @@ class StateWriter:
 
 @dataclass(frozen=True)
 class StateSnapshot:
-    """A parsed state file with the questions readers ask of it."""
+    """A parsed state file with the questions readers ask of it.
+
+    Records are checked with :func:`record_problem` lazily: a single-symbol lookup checks only the record it
+    returns, so the first answer after the daemon's write does not wait for all 700 to be checked; the whole set
+    (:attr:`symbols`, :attr:`invalid`) is checked once, when a list, health or metrics first needs it.
+    """
 
     document: dict[str, Any]
-    symbols: dict[str, dict[str, Any]]
+    raw: dict[str, Any]
+    read_at: float
+
+    @cached_property
+    def _checked(self) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+        bad = [(k, why) for k, v in self.raw.items() if (why := record_problem(k, v, self.read_at)) is not None]
+        if not bad:
+            return self.raw, bad
+        dropped = {k for k, _ in bad}
+        return {k: v for k, v in self.raw.items() if k not in dropped}, bad
+
+    @property
+    def symbols(self) -> dict[str, dict[str, Any]]:
+        """Every valid record by symbol."""
+        return self._checked[0]
+
+    @property
+    def invalid(self) -> int:
+        """Records left out because they break :func:`record_problem`."""
+        return len(self._checked[1])
+
+    @property
+    def invalid_examples(self) -> list[str]:
+        return [f"{k[:40]!r}: {why}" for k, why in self._checked[1][:5]]
 
     @cached_property
     def upper_index(self) -> dict[str, str]:
         """ASCII symbols by their upper-case form; built at the first case-insensitive lookup only."""
-        return {k.upper(): k for k in self.symbols if k.isascii()}
+        return {k.upper(): k for k in self.raw if k.isascii()}
 
     @property
     def connection(self) -> dict[str, Any]:
@@ -156,14 +224,16 @@ class StateSnapshot:
         return self.document.get("stopped_at") is None and age is not None and age <= max(3 * interval, 15.0)
 
     def resolve(self, symbol: str) -> str | None:
-        """The stored key for ``symbol``: exact match first (symbols may be non-ASCII), then ASCII case-insensitive."""
-        if symbol in self.symbols:
-            return symbol
-        return self.upper_index.get(symbol.upper()) if symbol.isascii() else None
+        """The stored key of a valid record for ``symbol``: exact match first (symbols may be non-ASCII), then
+        ASCII case-insensitive."""
+        key = symbol if symbol in self.raw else self.upper_index.get(symbol.upper()) if symbol.isascii() else None
+        if key is None or record_problem(key, self.raw[key], self.read_at) is not None:
+            return None
+        return key
 
     def lookup(self, symbol: str) -> dict[str, Any] | None:
         key = self.resolve(symbol)
-        return None if key is None else self.symbols[key]
+        return None if key is None else self.raw[key]
 
 
 def age_of(record: dict[str, Any], now: float) -> float | None:
@@ -171,7 +241,7 @@ def age_of(record: dict[str, Any], now: float) -> float | None:
     return None if not isinstance(updated, (int, float)) else max(0.0, now - updated)
 
 
-def parse_document(data: bytes) -> StateSnapshot:
+def parse_document(data: bytes, now: float | None = None) -> StateSnapshot:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -181,10 +251,7 @@ def parse_document(data: bytes) -> StateSnapshot:
     version = document.get("schemaVersion", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise StateUnreadable("invalid", f"state file schema {version!r} is newer than this reader")
-    symbols = document["funding_state"]
-    if not all(isinstance(v, dict) for v in symbols.values()):
-        symbols = {k: v for k, v in symbols.items() if isinstance(v, dict)}
-    return StateSnapshot(document, symbols)
+    return StateSnapshot(document, document["funding_state"], time.time() if now is None else now)
 
 
 def read_state(path: Path) -> StateSnapshot:

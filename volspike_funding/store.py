@@ -7,12 +7,31 @@ Only the daemon's main loop touches a :class:`FundingStore`, so it needs no lock
 from __future__ import annotations
 
 import logging
+import statistics
+from collections import deque
 from typing import Any, Iterable
 
 from . import statefile
+from .reference import ReferenceData
 from .wire import MarkPrice
 
 log = logging.getLogger(__name__)
+
+
+class ClockSkew:
+    """Binance's event time minus our receive time, as the median of the last frames: one frame stamped in the
+    future (or a slow one) cannot move it. Network latency is included (tens to hundreds of ms)."""
+
+    def __init__(self, size: int = 31) -> None:
+        self._samples: deque[int] = deque(maxlen=size)
+        self.skew_ms = 0
+
+    def add(self, event_ms: int, received_ms: int) -> None:
+        self._samples.append(event_ms - received_ms)
+        self.skew_ms = int(statistics.median(self._samples))
+
+    def status(self) -> dict[str, Any]:
+        return {"skewMs": self.skew_ms if self._samples else None, "samples": len(self._samples)}
 
 
 class FundingStore:
@@ -20,36 +39,79 @@ class FundingStore:
         self.symbols: dict[str, dict[str, Any]] = {}
         self.connection: dict[str, Any] = statefile.new_connection_status(url)
         self.counters: dict[str, Any] = {"frames": 0, "updates": 0, "ignored": 0, "out_of_order": 0,
-                                         "dropped_symbols": 0, "malformed": {}}
+                                         "future_overridden": 0, "dropped_symbols": 0, "unlisted": 0,
+                                         "malformed": {}, "other_kinds": {}}
+        #: Binance's reference data once known: only symbols it lists are stored.
+        self.reference: ReferenceData | None = None
+        #: A few symbols the stream sent that the reference data does not list (for the early-refresh request).
+        self.unlisted_seen: set[str] = set()
         self.started_at = started_at
         self.heartbeat_s = heartbeat_s
         #: Receive time of the newest stored update, or ``None`` before the first one.
         self.newest_update: float | None = None
 
-    def restore(self, snapshot: statefile.StateSnapshot) -> int:
-        """Carry over a previous run's symbols with their true ages, so a restart never blanks the API."""
-        for name, record in snapshot.symbols.items():
-            if isinstance(record.get("updatedAt"), (int, float)) and isinstance(record.get("eventTime"), int):
+    def restore(self, snapshot: statefile.StateSnapshot, now: float, max_event_ms: int) -> tuple[int, int]:
+        """Carry over a previous run's symbols with their true ages, so a restart never blanks the API. Records go
+        through the reader's checks, and an event time beyond ``max_event_ms`` (a poisoned future frame) is not
+        restored. Returns (kept, rejected)."""
+        rejected = 0
+        for name, record in snapshot.raw.items():
+            if statefile.record_problem(name, record, now) is None and record["eventTime"] <= max_event_ms:
                 self.symbols[name] = record
-        return len(self.symbols)
+            else:
+                rejected += 1
+        return len(self.symbols), rejected
 
-    def apply(self, updates: Iterable[MarkPrice], received_at: float) -> int:
-        """Store updates; an update older than what is stored (by Binance event time) is skipped, not applied."""
+    def apply(self, updates: Iterable[MarkPrice], received_at: float, future_after_ms: int | None = None) -> int:
+        """Store updates. An update older (by Binance event time) than the stored one is skipped — unless the
+        stored one is later than ``future_after_ms`` (Binance's clock now, plus slack): a time from the future
+        must never block true updates. Symbols the reference data does not list are counted, not stored."""
         symbols = self.symbols
         record = statefile.symbol_record
-        applied = stale = 0
+        listed = self.reference.symbols if self.reference is not None and self.reference.known else None
+        applied = stale = overridden = unlisted = 0
         for update in updates:
+            if listed is not None and update.symbol not in listed:
+                unlisted += 1
+                if len(self.unlisted_seen) < 20:
+                    self.unlisted_seen.add(update.symbol)
+                continue
             old = symbols.get(update.symbol)
             if old is not None and old["eventTime"] > update.event_time:
-                stale += 1
-                continue
+                if future_after_ms is None or old["eventTime"] <= future_after_ms:
+                    stale += 1
+                    continue
+                overridden += 1
             symbols[update.symbol] = record(update, received_at)
             applied += 1
-        self.counters["updates"] += applied
-        self.counters["out_of_order"] += stale
+        counters = self.counters
+        counters["updates"] += applied
+        counters["out_of_order"] += stale
+        counters["future_overridden"] += overridden
+        counters["unlisted"] += unlisted
         if applied:
             self.newest_update = received_at
         return applied
+
+    def set_reference(self, reference: ReferenceData) -> list[str]:
+        """Use new reference data; stored symbols it does not list (delisted, or never USDⓈ-M) are dropped now
+        rather than after FUNDING_DROP_AFTER_S."""
+        self.reference = reference
+        self.unlisted_seen.clear()
+        if not reference.known:
+            return []
+        gone = [name for name in self.symbols if name not in reference.symbols]
+        for name in gone:
+            del self.symbols[name]
+        if gone:
+            self.counters["dropped_symbols"] += len(gone)
+            log.info("dropped %d symbols that exchangeInfo does not list: %s", len(gone), ", ".join(gone[:20]))
+        return gone
+
+    def count_other_kinds(self, kinds: dict[str, int]) -> None:
+        other = self.counters["other_kinds"]
+        for kind, n in kinds.items():
+            other[kind] = other.get(kind, 0) + n
 
     def count_malformed(self, kind: str, n: int = 1) -> None:
         malformed = self.counters["malformed"]
@@ -68,7 +130,8 @@ class FundingStore:
     def data_age(self, now: float) -> float | None:
         return None if self.newest_update is None else max(0.0, now - self.newest_update)
 
-    def document(self, now: float, *, stopped: bool = False) -> dict[str, Any]:
+    def document(self, now: float, *, stopped: bool = False, clock: dict[str, Any] | None = None,
+                 reference: dict[str, Any] | None = None) -> dict[str, Any]:
         return statefile.build_document(self.symbols, self.connection, self.counters, now=now,
                                         heartbeat_s=self.heartbeat_s, started_at=self.started_at,
-                                        stopped=stopped)
+                                        stopped=stopped, clock=clock, reference=reference)

@@ -88,6 +88,11 @@ def path(raw: str) -> Path:
     return Path(os.path.abspath(os.path.expanduser(raw.strip())))
 
 
+def optional_path(raw: str) -> Path | None:
+    """A path, or ``None`` for an empty value (the component then derives its own default)."""
+    return path(raw) if raw.strip() else None
+
+
 def host(raw: str) -> str:
     if not raw.strip() or any(c.isspace() for c in raw.strip()):
         raise ValueError(f"{raw!r} is not a host name or address")

@@ -1,7 +1,15 @@
 """A deterministic simulated USDⓈ-M market: the data behind the fake exchange's WebSocket and REST answers.
 
-Prices random-walk each step; funding rates drift; every perpetual shares the 8-hourly funding schedule. It holds
-one delivery contract (``r == ""``, ``T == 0`` on the wire) and one non-ASCII symbol, as Binance does.
+It follows what Binance sends today (``wire="2026"``, see ``tests/data/PROVENANCE.md``):
+
+- the all-market frame carries ``n_symbols`` USDⓈ-M rows with ``ap`` and ``"st":1`` — perpetuals, one dated
+  contract (``"r":"0.00000000"``, ``"T":0``), one TradFi perpetual that the stream does carry (``XAUUSDT``) and one
+  non-ASCII symbol — plus COIN-M rows (``"st":2``), which are not USDⓈ-M data;
+- TradFi perpetuals the all-market stream excludes (:attr:`Market.stream_only`) come only on per-symbol streams;
+- a listed, trading symbol that sends nothing (its market is closed) is in :attr:`Market.silent`.
+
+``wire="legacy"`` is the documented older shape: no ``ap``/``st``, ``"r":""`` for dated contracts, no COIN-M rows.
+Prices random-walk each step; funding rates drift; perpetuals share the 8-hourly funding schedule.
 """
 
 from __future__ import annotations
@@ -18,15 +26,25 @@ _REAL = {"BTCUSDT": 97000.0, "ETHUSDT": 3100.0, "SOLUSDT": 140.0, "BNBUSDT": 610
          "SUIUSDT": 1.9, "TRXUSDT": 0.21, "LTCUSDT": 84.0, "DOTUSDT": 5.6, "USDCUSDT": 1.0001}
 DELIVERY_SYMBOL = "BTCUSDT_261225"
 NON_ASCII_SYMBOL = "币安人生USDT"
+TRADFI_IN_STREAM = "XAUUSDT"
+#: COIN-M rows on the USDⓈ-M stream since 2026-06-30 (``"st":2``).
+COIN_M_SYMBOLS = {"BTCUSD_PERP": 97010.0, "ETHUSD_PERP": 3101.0}
+#: TradFi perpetuals that only per-symbol streams carry, and one whose market is closed (listed, silent).
+STREAM_ONLY_SYMBOLS = {"TSLAUSDT": 412.5, "NVDAUSDT": 181.2}
+SILENT_SYMBOL = "AAPLUSDT"
 FUNDING_PERIOD_MS = 8 * 3600 * 1000
+TRADFI = "TRADIFI_PERPETUAL"
 
 
 @dataclass
 class Contract:
     symbol: str
     mark: float
-    funding: float | None  # None for delivery contracts
+    funding: float | None  # None for dated contracts
     quote_volume: float
+    contract_type: str = "PERPETUAL"
+    symbol_type: int = 1  # Binance's "st": 1 USDⓈ-M, 2 COIN-M
+    underlying_type: str = "COIN"
 
 
 def fmt(value: float) -> str:
@@ -34,52 +52,99 @@ def fmt(value: float) -> str:
 
 
 class Market:
-    def __init__(self, n_symbols: int = 700, seed: int = 7) -> None:
+    def __init__(self, n_symbols: int = 700, seed: int = 7, *, wire: str = "2026") -> None:
+        if wire not in ("2026", "legacy"):
+            raise ValueError(f"wire must be '2026' or 'legacy', not {wire!r}")
+        self.wire = wire
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        special = [DELIVERY_SYMBOL] + ([TRADFI_IN_STREAM] if wire == "2026" and n_symbols >= 100 else [])
         names = list(_REAL) + [NON_ASCII_SYMBOL]
-        names += [f"SYN{i:03d}USDT" for i in range(max(0, n_symbols - len(names) - 1))]
+        names += [f"SYN{i:03d}USDT" for i in range(max(0, n_symbols - len(names) - len(special)))]
+        #: USDⓈ-M contracts of the all-market stream.
         self.contracts: dict[str, Contract] = {}
-        for name in names[: max(n_symbols - 1, 1)]:
-            self.contracts[name] = Contract(name, _REAL.get(name) or round(10 ** self._rng.uniform(-3, 4.8), 6),
-                                            round(self._rng.uniform(-0.0008, 0.0012), 8),
-                                            10 ** self._rng.uniform(5, 9.5))
-        self.contracts[DELIVERY_SYMBOL] = Contract(DELIVERY_SYMBOL, 98000.0, None, 2e8)
+        for name in names[: max(n_symbols - len(special), 1)]:
+            self.contracts[name] = self._perpetual(name, _REAL.get(name))
+        self.contracts[DELIVERY_SYMBOL] = Contract(DELIVERY_SYMBOL, 98000.0, None, 2e8, "CURRENT_QUARTER")
+        if TRADFI_IN_STREAM in special:
+            self.contracts[TRADFI_IN_STREAM] = self._perpetual(TRADFI_IN_STREAM, 4100.0, TRADFI, "COMMODITY")
+        #: Other products' rows on the same stream (not USDⓈ-M, not in USDⓈ-M exchangeInfo).
+        self.coin_m: dict[str, Contract] = {} if wire == "legacy" else {
+            name: Contract(name, price, 0.0001, 1e8, symbol_type=2) for name, price in COIN_M_SYMBOLS.items()}
+        #: Listed, trading USDⓈ-M contracts sent only on their own ``<symbol>@markPrice@1s`` stream.
+        self.stream_only: dict[str, Contract] = {} if wire == "legacy" else {
+            name: self._perpetual(name, price, TRADFI, "EQUITY") for name, price in STREAM_ONLY_SYMBOLS.items()}
+        #: Listed, trading, and never sent at all (market closed).
+        self.silent: dict[str, Contract] = {} if wire == "legacy" else {
+            SILENT_SYMBOL: self._perpetual(SILENT_SYMBOL, 230.0, TRADFI, "EQUITY")}
         self._pinned: set[str] = set()
+
+    def _perpetual(self, name: str, price: float | None, contract_type: str = "PERPETUAL",
+                   underlying: str = "COIN") -> Contract:
+        return Contract(name, price or round(10 ** self._rng.uniform(-3, 4.8), 6),
+                        round(self._rng.uniform(-0.0008, 0.0012), 8), 10 ** self._rng.uniform(5, 9.5),
+                        contract_type, 1, underlying)
+
+    def listed(self) -> dict[str, Contract]:
+        """Every contract USDⓈ-M exchangeInfo lists (COIN-M rows are not among them)."""
+        return {**self.contracts, **self.stream_only, **self.silent}
+
+    def find(self, symbol: str) -> Contract | None:
+        return self.contracts.get(symbol) or self.stream_only.get(symbol) or self.silent.get(symbol)
 
     def set_mark(self, symbol: str, price: float) -> None:
         """Pin a symbol's mark price (it stops random-walking); for freshness tests and benchmarks."""
         with self._lock:
-            self.contracts[symbol].mark = price
+            contract = self.find(symbol)
+            assert contract is not None, symbol
+            contract.mark = price
             self._pinned.add(symbol)
 
     def delist(self, symbol: str) -> None:
         """Stop sending a symbol, as Binance does for a delisted contract."""
         with self._lock:
-            self.contracts.pop(symbol, None)
+            for table in (self.contracts, self.stream_only, self.silent):
+                table.pop(symbol, None)
 
     def step(self) -> None:
         with self._lock:
-            for c in self.contracts.values():
+            for c in (*self.contracts.values(), *self.stream_only.values(), *self.coin_m.values()):
                 if c.symbol not in self._pinned:
                     c.mark = max(c.mark * (1 + self._rng.gauss(0, 0.0004)), 1e-6)
                 if c.funding is not None and self._rng.random() < 0.05:
                     c.funding = round(c.funding + self._rng.gauss(0, 0.00002), 8)
 
     def item(self, c: Contract, now_ms: int) -> dict[str, Any]:
-        """One ``markPriceUpdate`` exactly as Binance sends it."""
+        """One ``markPriceUpdate`` exactly as Binance sends it (field order of the 2026 captures)."""
         next_funding = 0 if c.funding is None else (now_ms // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
-        return {"e": "markPriceUpdate", "E": now_ms, "s": c.symbol, "p": fmt(c.mark), "i": fmt(c.mark * 0.9998),
-                "P": fmt(c.mark * 0.9999), "r": "" if c.funding is None else fmt(c.funding), "T": next_funding}
+        if self.wire == "legacy":
+            return {"e": "markPriceUpdate", "E": now_ms, "s": c.symbol, "p": fmt(c.mark), "i": fmt(c.mark * 0.9998),
+                    "P": fmt(c.mark * 0.9999), "r": "" if c.funding is None else fmt(c.funding), "T": next_funding}
+        return {"e": "markPriceUpdate", "E": now_ms, "s": c.symbol, "p": fmt(c.mark), "ap": fmt(c.mark),
+                "P": fmt(c.mark * 0.9999), "i": fmt(c.mark * 0.9998),
+                "r": fmt(0.0 if c.funding is None else c.funding), "T": next_funding, "st": c.symbol_type}
 
     def items(self, now_ms: int) -> list[dict[str, Any]]:
         with self._lock:
-            return [self.item(c, now_ms) for c in self.contracts.values()]
+            rows = [self.item(c, now_ms) for c in self.contracts.values()]
+            # COIN-M rows are interleaved in the captures (30 of 745); where exactly does not matter to a parser.
+            rows[len(rows) // 2:len(rows) // 2] = [self.item(c, now_ms) for c in self.coin_m.values()]
+            return rows
 
     def frame(self, now_ms: int, stream: str | None = "!markPrice@arr@1s") -> str:
         """The text of one frame: combined-stream wrapped when ``stream`` is given, else the raw array."""
         items = self.items(now_ms)
         payload: Any = items if stream is None else {"stream": stream, "data": items}
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+    def symbol_frame(self, symbol: str, now_ms: int, wrapped: bool = True) -> str | None:
+        """One per-symbol stream frame, or ``None`` when the symbol sends nothing (silent, unknown, COIN-M)."""
+        with self._lock:
+            contract = self.contracts.get(symbol) or self.stream_only.get(symbol)
+            if contract is None:
+                return None
+            item = self.item(contract, now_ms)
+        payload: Any = {"stream": f"{symbol.lower()}@markPrice@1s", "data": item} if wrapped else item
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     def premium_index(self, c: Contract, now_ms: int) -> dict[str, Any]:
@@ -89,3 +154,29 @@ class Market:
                 "estimatedSettlePrice": item["P"], "lastFundingRate": item["r"],
                 "interestRate": "" if c.funding is None else "0.00010000", "nextFundingTime": item["T"],
                 "time": now_ms}
+
+    def exchange_symbol(self, c: Contract) -> dict[str, Any]:
+        """One ``exchangeInfo`` symbol entry with every field of Binance's documented example."""
+        dated = c.contract_type not in ("PERPETUAL", TRADFI)
+        base = c.symbol.split("_")[0].removesuffix("USDT")
+        return {"symbol": c.symbol, "pair": c.symbol.split("_")[0], "contractType": c.contract_type,
+                "deliveryDate": 1798185600000 if dated else 4133404800000, "onboardDate": 1569398400000,
+                "status": "TRADING", "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": base, "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": 2,
+                "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+                "underlyingType": c.underlying_type, "underlyingSubType": [], "settlePlan": 0,
+                "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+                "maxMoveOrderLimit": 10000,
+                "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "4529764",
+                             "tickSize": "0.01"},
+                            {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},
+                            {"filterType": "MARKET_LOT_SIZE", "maxQty": "120", "stepSize": "0.001",
+                             "minQty": "0.001"},
+                            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                            {"filterType": "MIN_NOTIONAL", "notional": "5"},
+                            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+                             "multiplierDecimal": "4"}],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                               "TRAILING_STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"]}

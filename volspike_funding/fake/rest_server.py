@@ -1,7 +1,7 @@
 """A fake Binance USDⓈ-M REST API on loopback, in Binance's exact wire format, with fault injection.
 
-Routes: ``/fapi/v1/exchangeInfo``, ``/fapi/v1/klines``, ``/fapi/v1/premiumIndex`` (bulk and single),
-``/fapi/v1/openInterest``, ``/fapi/v1/ticker/24hr``. Every answer carries ``X-MBX-USED-WEIGHT-1M``; ``counts``
+Routes: ``/fapi/v1/exchangeInfo``, ``/fapi/v1/fundingInfo``, ``/fapi/v1/klines``, ``/fapi/v1/premiumIndex`` (bulk
+and single), ``/fapi/v1/openInterest``, ``/fapi/v1/ticker/24hr``. Every answer carries ``X-MBX-USED-WEIGHT-1M``; ``counts``
 has the requests per path; ``fail()`` injects 429/418 (with ``Retry-After``), 5xx or delays.
 """
 
@@ -12,10 +12,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .http_fake import HttpFake, Reply, Request
-from .market import DELIVERY_SYMBOL, Market
+from .market import Contract, Market
 
 HOUR_MS = 3_600_000
-WEIGHTS = {"/fapi/v1/premiumIndex": 10, "/fapi/v1/ticker/24hr": 40}
+#: Binance's documented request weights (1 where not listed); ``premiumIndex`` is 1 with a symbol.
+WEIGHTS = {"/fapi/v1/premiumIndex": 10, "/fapi/v1/ticker/24hr": 40, "/fapi/v1/fundingInfo": 0}
 
 
 class FakeBinanceRest(HttpFake):
@@ -29,17 +30,27 @@ class FakeBinanceRest(HttpFake):
         self.open_interest: dict[str, float] = {}
         self.quote_volume_24h: dict[str, float] = {}
         self.used_weight = 0
+        #: ``/fapi/v1/fundingInfo``: only symbols with an adjusted interval or cap/floor, as Binance answers.
+        self.funding_info: list[dict[str, Any]] = [
+            {"symbol": "SOLUSDT", "adjustedFundingRateCap": "0.02000000", "adjustedFundingRateFloor": "-0.02000000",
+             "fundingIntervalHours": 4, "disclaimer": False},
+            {"symbol": "DOGEUSDT", "adjustedFundingRateCap": "0.03000000",
+             "adjustedFundingRateFloor": "-0.03000000", "fundingIntervalHours": 1, "disclaimer": False}]
         #: Extra exchangeInfo entries (e.g. a non-TRADING perpetual) for universe filtering tests.
         self.extra_symbols: list[dict[str, Any]] = [
-            {"symbol": "OLDCOINUSDT", "contractType": "PERPETUAL", "quoteAsset": "USDT", "status": "SETTLING"},
-            {"symbol": "BTCBUSD", "contractType": "PERPETUAL", "quoteAsset": "BUSD", "status": "TRADING"}]
+            {**self.market.exchange_symbol(Contract("OLDCOINUSDT", 1.0, 0.0001, 1e6)), "status": "SETTLING"},
+            {**self.market.exchange_symbol(Contract("BTCBUSD", 97000.0, 0.0001, 1e6)), "quoteAsset": "BUSD",
+             "marginAsset": "BUSD", "baseAsset": "BTC"}]
         self.routes = {("GET", "/fapi/v1/exchangeInfo"): self._exchange_info, ("GET", "/fapi/v1/klines"): self._klines,
+                       ("GET", "/fapi/v1/fundingInfo"): lambda request: self._reply(self.funding_info),
                        ("GET", "/fapi/v1/premiumIndex"): self._premium_index,
                        ("GET", "/fapi/v1/openInterest"): self._open_interest,
                        ("GET", "/fapi/v1/ticker/24hr"): self._ticker}
 
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
-        self.used_weight += WEIGHTS.get(h.path.split("?")[0], 1)  # as Binance counts: per request, by endpoint
+        path, _, query = h.path.partition("?")
+        single = path == "/fapi/v1/premiumIndex" and "symbol=" in query
+        self.used_weight += 1 if single else WEIGHTS.get(path, 1)  # as Binance counts: per request, by endpoint
         super()._dispatch(h)
 
     def now(self) -> int:
@@ -52,15 +63,17 @@ class FakeBinanceRest(HttpFake):
         return self._reply({"code": -1121, "msg": "Invalid symbol."}, 400)
 
     def _exchange_info(self, request: Request) -> Reply:
-        symbols = [{"symbol": name, "pair": name.split("_")[0],
-                    "contractType": "CURRENT_QUARTER" if name == DELIVERY_SYMBOL else "PERPETUAL",
-                    "status": "TRADING", "baseAsset": name.removesuffix("USDT").split("_")[0], "quoteAsset": "USDT"}
-                   for name in self.market.contracts]
-        return self._reply({"timezone": "UTC", "serverTime": self.now(), "symbols": symbols + self.extra_symbols})
+        symbols = [self.market.exchange_symbol(c) for c in self.market.listed().values()]
+        return self._reply({"timezone": "UTC", "serverTime": self.now(), "futuresType": "U_MARGINED",
+                            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
+                                            "intervalNum": 1, "limit": 2400}],
+                            "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True,
+                                                               "autoAssetExchange": "-10000"}],
+                            "symbols": symbols + self.extra_symbols})
 
     def _klines(self, request: Request) -> Reply:
         symbol = request.query.get("symbol", "")
-        if symbol not in self.market.contracts:
+        if self.market.find(symbol) is None:
             return self._invalid_symbol()
         limit = int(request.query.get("limit", "500"))
         now = self.now()
@@ -82,8 +95,9 @@ class FakeBinanceRest(HttpFake):
         now = self.now()
         symbol = request.query.get("symbol")
         if symbol is None:
-            return self._reply([self.market.premium_index(c, now) for c in self.market.contracts.values()])
-        contract = self.market.contracts.get(symbol)
+            return self._reply([self.market.premium_index(c, now) for c in
+                                (*self.market.contracts.values(), *self.market.stream_only.values())])
+        contract = self.market.find(symbol)
         return self._reply(self.market.premium_index(contract, now)) if contract else self._invalid_symbol()
 
     def _open_interest(self, request: Request) -> Reply:

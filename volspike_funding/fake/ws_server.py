@@ -4,7 +4,12 @@ Paths served like Binance's since 2026-04-23:
 
 - ``/market/stream?streams=!markPrice@arr@1s`` — combined stream, frames wrapped in ``{"stream", "data"}``;
 - ``/market/ws/!markPrice@arr@1s`` — raw stream, bare arrays;
+- ``/market/stream?streams=<symbol>@markPrice@1s/...`` — per-symbol streams, one wrapped object per symbol;
 - ``/stream?...`` and ``/ws/...`` — the legacy paths: the handshake succeeds and nothing is ever sent.
+
+``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` on an open connection changes its streams and
+is answered ``{"result": null, "id": n}``. Binance's documented limits are enforced: more than 10 incoming
+messages in a second, or more than 1024 streams, closes the connection (1008).
 
 Faults are methods on :class:`FakeBinanceWS`, safe to call from any thread.
 """
@@ -12,6 +17,7 @@ Faults are methods on :class:`FakeBinanceWS`, safe to call from any thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -26,6 +32,8 @@ from websockets.protocol import State
 from .market import Market
 
 STREAM = "!markPrice@arr@1s"
+MAX_STREAMS = 1024
+MAX_INCOMING_PER_S = 10
 
 
 class FakeBinanceWS:
@@ -50,7 +58,10 @@ class FakeBinanceWS:
         self._garbage: list[str | bytes] = []
         # What happened, for assertions.
         self.stats: dict[str, int] = {"connections": 0, "refused": 0, "frames_sent": 0, "pings": 0,
-                                      "pongs": 0, "cuts": 0, "legacy_connections": 0}
+                                      "pongs": 0, "cuts": 0, "legacy_connections": 0, "subscribe_messages": 0,
+                                      "limit_closes": 0}
+        #: Streams of each open connection (lower-case names, as Binance wants them).
+        self.streams: dict[ServerConnection, set[str]] = {}
         self.paths: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -165,13 +176,19 @@ class FakeBinanceWS:
             self.stats["legacy_connections"] += 1
             await conn.wait_closed()  # the legacy endpoints: connection accepted, nothing ever sent
             return
-        streams = parse_qs(parts.query).get("streams", [""])[0] if parts.path == "/market/stream" else ""
         wrapped = parts.path == "/market/stream"
-        if (wrapped and "markPrice" not in streams) or (not wrapped and "markPrice" not in parts.path):
+        if wrapped:
+            names = parse_qs(parts.query).get("streams", [""])[0].split("/")
+        else:
+            names = [parts.path.removeprefix("/market/ws/")]
+        streams = {n if n.startswith("!") else n.lower() for n in names if n}
+        if not any("markprice" in n.lower() for n in streams):
             await conn.wait_closed()
             return
         self.connections.add(conn)
+        self.streams[conn] = streams
         self.stats["connections"] += 1
+        reader = asyncio.get_running_loop().create_task(self._read(conn, streams))
         opened = last_ping = time.monotonic()
         try:
             while True:
@@ -191,12 +208,57 @@ class FakeBinanceWS:
                     continue
                 while self._garbage:
                     await conn.send(self._garbage.pop(0))
-                await conn.send(self._frames[0] if wrapped else self._frames[1])
-                self.stats["frames_sent"] += 1
+                if STREAM in streams:
+                    await conn.send(self._frames[0] if wrapped else self._frames[1])
+                    self.stats["frames_sent"] += 1
+                now_ms = int(time.time() * 1000)
+                for name in sorted(streams - {STREAM}):
+                    frame = self.market.symbol_frame(self._symbol_of(name), now_ms, wrapped)
+                    if frame is not None:
+                        await conn.send(frame)
         except ConnectionClosed:
             pass
         finally:
+            reader.cancel()
             self.connections.discard(conn)
+            self.streams.pop(conn, None)
+
+    def _symbol_of(self, stream: str) -> str:
+        lower = stream.split("@")[0]
+        return next((s for s in self.market.listed() if s.lower() == lower), lower.upper())
+
+    async def _read(self, conn: ServerConnection, streams: set[str]) -> None:
+        """Requests from the client: (UN)SUBSCRIBE, within Binance's limits."""
+        window_start, in_window = time.monotonic(), 0
+        try:
+            async for message in conn:
+                now = time.monotonic()
+                if now - window_start >= 1.0:
+                    window_start, in_window = now, 0
+                in_window += 1
+                if in_window > MAX_INCOMING_PER_S:
+                    self.stats["limit_closes"] += 1
+                    await conn.close(1008, "Too many requests")
+                    return
+                try:
+                    request = json.loads(message)
+                    method, params, request_id = request["method"], request.get("params", []), request["id"]
+                except (ValueError, KeyError, TypeError):
+                    await conn.send(json.dumps({"error": {"code": 3, "msg": "Invalid JSON"}}))
+                    continue
+                self.stats["subscribe_messages"] += 1
+                names = {p if p.startswith("!") else p.lower() for p in params if isinstance(p, str)}
+                if method == "SUBSCRIBE":
+                    streams |= names
+                elif method == "UNSUBSCRIBE":
+                    streams -= names
+                if len(streams) > MAX_STREAMS:
+                    self.stats["limit_closes"] += 1
+                    await conn.close(1008, f"more than {MAX_STREAMS} streams")
+                    return
+                await conn.send(json.dumps({"result": None, "id": request_id}))
+        except ConnectionClosed:
+            pass
 
     async def _ping(self, conn: ServerConnection) -> None:
         self.stats["pings"] += 1
