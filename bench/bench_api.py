@@ -95,13 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
+    from volspike_funding.fake.rest_server import FakeBinanceRest
     from volspike_funding.fake.ws_server import FakeBinanceWS
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     state = tmp / "state.json"
     port = free_port()
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "WARNING"}
-    with FakeBinanceWS(cadence_s=0.25) as fake:
+    with FakeBinanceWS(cadence_s=0.25) as fake, FakeBinanceRest(fake.market) as rest:
+        # Reference data on, as in production: funding terms in every answer, listing checks in the daemon.
+        env["BINANCE_REST_URL"] = rest.url
         daemon = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url", fake.url,
                                    "--state-file", str(state)], env=env)
         api = subprocess.Popen([sys.executable, "-m", "bench.bench_api", "--serve", str(state), str(port)],

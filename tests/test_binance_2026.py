@@ -215,3 +215,23 @@ def test_the_list_with_every_symbol_stale_is_a_retryable_error(tmp_path: Path) -
     with ServerThread(settings, poll_s=0.05) as api:
         r = requests.get(api.url + "/fapi/v1/premiumIndex", timeout=5)
         assert r.status_code == 503 and r.json()["code"] == -1001
+
+
+def test_consumers_take_their_universe_from_the_local_exchange_info(live: Live, tmp_path: Path) -> None:
+    from volspike_funding.settings import load_settings
+    from volspike_funding.volume_alerts import VolumeAlerts
+
+    with FakeBinanceRest(live.market) as rest:
+        settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "n"), "BINANCE_REST_URL": rest.url,
+                                  "WS_FUNDING_API_URL": live.url + "/funding",
+                                  "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")})
+        alerts = VolumeAlerts(settings, dry_run=True)
+        universe = alerts.universe()
+        assert "BTCUSDT" in universe and DELIVERY_SYMBOL not in universe and "TSLAUSDT" not in universe
+        assert rest.counts["/fapi/v1/exchangeInfo"] == 0  # 0 REST weight while the local copy is fresh
+        assert alerts.source.exchange_info()["symbols"] and rest.counts["/fapi/v1/exchangeInfo"] == 0
+        rest_only = VolumeAlerts(load_settings({**{"VOLSPIKE_ENV_FILE": str(tmp_path / "n"),
+                                                   "BINANCE_REST_URL": rest.url,
+                                                   "VOLUME_ALERT_STATE_FILE": str(tmp_path / "b.json")},
+                                                "FUNDING_SOURCE_MODE": "rest"}), dry_run=True)
+        assert rest_only.universe() == universe and rest.counts["/fapi/v1/exchangeInfo"] == 1

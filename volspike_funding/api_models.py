@@ -110,7 +110,7 @@ def symbol_body(key: str, record: dict[str, Any], now: float, stale_after: float
     get = record.get
     age = age_of(record, now)
     age = None if age is None else round(age, 3)
-    terms = reference.funding_terms(key) if reference is not None else NO_TERMS
+    terms = reference.terms.get(key, NO_TERMS) if reference is not None else NO_TERMS
     return {"symbol": key, "markPrice": get("markPrice"), "fundingRate": get("fundingRate"),
             "nextFundingTime": get("nextFundingTime"), "indexPrice": get("indexPrice"),
             "updatedAt": get("updatedAt"), "ageSeconds": age, "estimatedSettlePrice": get("estimatedSettlePrice"),

@@ -36,6 +36,9 @@ TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 #: A stored event time may be this far past Binance's clock (as measured) and still outrank a newer frame's.
 FUTURE_SLACK_MS = 5_000
+#: Per-symbol frames (up to ~200 a second, spread out) are written together at most this often; an all-market
+#: frame is written at once.
+COALESCE_S = 0.25
 
 
 def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
@@ -70,6 +73,7 @@ class Daemon:
         self._rotate_retry_at = 0.0
         self._ready = False
         self._last_write = 0.0
+        self._dirty = False
         self._last_prune = time.monotonic()
         self._last_pet = 0.0
 
@@ -92,6 +96,8 @@ class Daemon:
                     self._handle(self._events.get(timeout=self._tick))
                 except queue.Empty:
                     pass
+                if self._dirty and time.monotonic() - self._last_write >= COALESCE_S:
+                    self._write()
                 self._housekeeping()
             self._shutdown()
         finally:
@@ -224,7 +230,10 @@ class Daemon:
         if self.store.unlisted_seen and self.fetcher is not None:
             self.fetcher.request_refresh(f"the stream sends symbols exchangeInfo does not list: "
                                          f"{', '.join(sorted(self.store.unlisted_seen)[:5])}")
-        self._write()
+        if parsed.all_market or not self._all_market_url:
+            self._write()
+        else:
+            self._dirty = True
         if not self._ready:
             self._ready = True
             self._notifier.notify("READY=1", self._status_line())
@@ -322,6 +331,7 @@ class Daemon:
 
     def _write(self, *, stopped: bool = False) -> bool:
         self._last_write = time.monotonic()
+        self._dirty = False
         ref = self.store.reference
         status = {**self._reference_status, "symbols": len(ref.symbols) if ref is not None else 0,
                   "perSymbolStreams": len(self.streams.wanted or ())}

@@ -1,7 +1,9 @@
 """Where the consumers get funding rates and mark prices: the local API, Binance REST, or both compared.
 
 One call per scan on each side: ``GET {WS_FUNDING_API_URL}/batch`` (all symbols) and, when needed,
-``GET /fapi/v1/premiumIndex`` without a symbol (weight 10). Modes (``FUNDING_SOURCE_MODE``):
+``GET /fapi/v1/premiumIndex`` without a symbol (weight 10). The symbol universes come from the local API's copy of
+``/fapi/v1/exchangeInfo`` while it is at most an hour old (0 REST weight), from REST otherwise.
+Modes (``FUNDING_SOURCE_MODE``):
 
 - ``validate`` — both; every symbol's funding rate and mark price are compared and logged (see
   :mod:`.comparison_log`); the local value is used when present and fresh, REST otherwise.
@@ -40,6 +42,8 @@ class Quote:
 
 
 UNKNOWN = Quote(None, None, None)
+#: The local exchangeInfo copy is used for universes while at most this old (the daemon refreshes it every 15 min).
+LOCAL_EXCHANGE_INFO_MAX_AGE_S = 3600.0
 
 
 def _decimal(raw: Any) -> float | None:
@@ -61,6 +65,7 @@ class LocalFundingClient:
     def __init__(self, base_url: str, *, timeout: float, breaker_s: float, session: requests.Session | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = base_url.rstrip("/") + "/batch"
+        self.exchange_info_url = base_url.rstrip("/").removesuffix("/funding") + "/fapi/v1/exchangeInfo"
         # Loopback connects at once or is refused; the budget is mostly for a hung or slow server's answer.
         self._timeout = (timeout * 0.25, timeout * 0.75)
         self._breaker_s = breaker_s
@@ -88,6 +93,23 @@ class LocalFundingClient:
         return items, None
 
 
+    def exchange_info(self, max_age_s: float) -> dict[str, Any] | None:
+        """The local API's copy of Binance's exchangeInfo when it is at most ``max_age_s`` old, else ``None``."""
+        if self._clock() < self._open_until:
+            return None
+        try:
+            response = self._session.get(self.exchange_info_url, timeout=self._timeout)
+            age = float(response.headers.get("X-Data-Age-Seconds", "inf"))
+            body = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            log.info("local exchangeInfo unavailable (%s); using REST", type(exc).__name__)
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("symbols"), list) or not age <= max_age_s:
+            log.info("local exchangeInfo not usable (HTTP %s, age %s s); using REST", response.status_code, age)
+            return None
+        return body
+
+
 class FundingSource:
     def __init__(self, settings: Settings, rest: BinanceRest, consumer: str, *,
                  local: LocalFundingClient | None = None) -> None:
@@ -107,6 +129,15 @@ class FundingSource:
         if self.mode == "ws":
             parts.append(f"rest_fallback={'on' if self.fallback else 'off'}")
         return " ".join(parts)
+
+    def exchange_info(self) -> dict[str, Any]:
+        """exchangeInfo for the symbol universes: the local copy when fresh (0 weight), else one REST call
+        (weight 1; raises :class:`RestError`)."""
+        if self.mode != "rest":
+            info = self.local.exchange_info(LOCAL_EXCHANGE_INFO_MAX_AGE_S)
+            if info is not None:
+                return info
+        return self.rest.exchange_info()
 
     def _rest_quotes(self) -> dict[str, dict[str, Any]] | None:
         try:

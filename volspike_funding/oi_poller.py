@@ -95,7 +95,8 @@ class OiPoller:
                                         retries=settings.binance_rest_retries)
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
-        self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None)
+        self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
+                                 exchange_info=self.source.exchange_info)
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
         self.sender = Sender(settings.oi_post_queue_max)
         self.dry_run = dry_run

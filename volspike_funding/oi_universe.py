@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from .alert_sinks import Backend
 from .binance_rest import BinanceRest, usdt_perpetuals
@@ -21,8 +21,11 @@ COLLAPSE_RATIO = 0.5
 
 class Universe:
     def __init__(self, settings: Settings, rest: BinanceRest, backend: Backend | None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 exchange_info: Callable[[], dict[str, Any]] | None = None) -> None:
         self.settings, self.rest, self.backend, self._clock = settings, rest, backend, clock
+        #: Where exchangeInfo comes from: the funding source's (local copy first), or REST.
+        self._exchange_info = exchange_info or rest.exchange_info
         self.symbols: list[str] = []
         self.source = "none"
         self._local: set[str] = set()
@@ -62,7 +65,7 @@ class Universe:
     def _computed(self) -> list[str] | None:
         s = self.settings
         try:
-            perpetuals = set(usdt_perpetuals(self.rest.exchange_info()))
+            perpetuals = set(usdt_perpetuals(self._exchange_info()))
             volumes = {t["symbol"]: float(t.get("quoteVolume") or 0) for t in self.rest.ticker_24hr_all()}
         except (RestError, KeyError, TypeError, ValueError) as exc:
             log.warning("cannot compute the universe locally: %s", exc)

@@ -76,6 +76,11 @@ class ReferenceData:
     def _funding_by_symbol(self) -> dict[str, dict[str, Any]]:
         return {e["symbol"]: e for e in self.funding_info or () if isinstance(e, dict) and isinstance(e.get("symbol"), str)}
 
+    @cached_property
+    def terms(self) -> dict[str, dict[str, Any]]:
+        """:meth:`funding_terms` of every listed symbol, computed once per copy (answers read it per symbol)."""
+        return {symbol: self.funding_terms(symbol) for symbol in self.symbols}
+
     def funding_terms(self, symbol: str) -> dict[str, Any]:
         """``fundingIntervalHours``, ``fundingRateCap``, ``fundingRateFloor``, ``contractType``; ``None`` where
         unknown. The interval is 8 h for a perpetual that fundingInfo (once fetched) does not list."""

@@ -19,7 +19,7 @@ from .alert_sinks import Backend, Telegram, backends_from
 from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
-from .funding_source import UNKNOWN, FundingSource, Quote
+from .funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from .settings import ALERTS, CONSUMER, Settings
 from .value_parsers import iso_time
 from .volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
@@ -63,10 +63,12 @@ class VolumeAlerts:
                  "; DRY RUN: nothing is sent" if self.dry_run else "")
 
     def universe(self) -> list[str]:
-        """USDT perpetuals in TRADING status, cached for an hour; the last good list survives a failed refresh."""
-        if self._clock() - self._universe_at >= UNIVERSE_TTL_S or not self._universe:
+        """USDT perpetuals in TRADING status: every scan from the local API's exchangeInfo (no weight) when it is
+        fresh, else from REST at most hourly; the last good list survives a failed refresh."""
+        local = None if self.source.mode == "rest" else self.source.local.exchange_info(LOCAL_EXCHANGE_INFO_MAX_AGE_S)
+        if local is not None or self._clock() - self._universe_at >= UNIVERSE_TTL_S or not self._universe:
             try:
-                fresh = usdt_perpetuals(self.rest.exchange_info())
+                fresh = usdt_perpetuals(local if local is not None else self.rest.exchange_info())
                 if fresh:
                     self._universe, self._universe_at = fresh, self._clock()
             except RestError as exc:

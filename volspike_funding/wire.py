@@ -83,6 +83,18 @@ def symbol_problem(symbol: Any) -> str | None:
     return None
 
 
+def is_valid_symbol(symbol: Any) -> bool:
+    """:func:`symbol_problem` is ``None``, answered from the memo of symbols already seen valid when possible."""
+    if symbol in _VALID:
+        return True
+    if symbol_problem(symbol) is not None:
+        return False
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID.add(symbol)
+    return True
+
+
 def _is_decimal_or_absent(raw: Any) -> bool:
     return raw is None or type(raw) is str
 
@@ -99,12 +111,8 @@ def parse_item(item: Any, now_ms: int | None = None, max_skew_ms: int = 0) -> Ma
     symbol = item.get("s")
     if type(symbol) is not str or not symbol:
         raise FrameError("missing_symbol", f"item without a symbol: {str(item)[:120]}")
-    if symbol not in _VALID:
-        if len(symbol) > MAX_SYMBOL_LENGTH or _SYMBOL.fullmatch(symbol) is None:
-            raise FrameError("bad_symbol", f"symbol {symbol[:60]!r}: {symbol_problem(symbol)}")
-        if len(_VALID) >= _VALID_MAX:
-            _VALID.clear()
-        _VALID.add(symbol)
+    if symbol not in _VALID and not is_valid_symbol(symbol):
+        raise FrameError("bad_symbol", f"symbol {symbol[:60]!r}: {symbol_problem(symbol)}")
     mark_str, index_str, settle_str, funding_str = item.get("p"), item.get("i"), item.get("P"), item.get("r")
     if not (type(mark_str) is str and _is_decimal_or_absent(index_str) and _is_decimal_or_absent(settle_str)
             and _is_decimal_or_absent(funding_str)):

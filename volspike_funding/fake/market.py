@@ -100,6 +100,13 @@ class Market:
             contract.mark = price
             self._pinned.add(symbol)
 
+    def list_new(self, symbol: str, price: float, *, stream_only: bool = False) -> None:
+        """A new listing: on the all-market stream, or (a TradFi perpetual) only on its own stream."""
+        with self._lock:
+            table = self.stream_only if stream_only else self.contracts
+            table[symbol] = self._perpetual(symbol, price, TRADFI if stream_only else "PERPETUAL",
+                                            "EQUITY" if stream_only else "COIN")
+
     def delist(self, symbol: str) -> None:
         """Stop sending a symbol, as Binance does for a delisted contract."""
         with self._lock:
