@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from volspike_funding.fake.rest_server import FakeBinanceRest  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
 
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
-    with FakeBinanceWS(cadence_s=1.0) as fake:
+    # Today's wire and reference data on, as in production: COIN-M rows to skip, per-symbol streams to follow.
+    with FakeBinanceWS(cadence_s=1.0) as fake, FakeBinanceRest(fake.market) as rest:
         env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "BINANCE_WS_URL": fake.url,
+               "BINANCE_REST_URL": rest.url,
                "FUNDING_STATE_FILE": str(tmp / "state.json"), "FUNDING_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)
         try:

@@ -8,7 +8,7 @@ import queue
 import pytest
 
 from volspike_funding.connection import Connection
-from volspike_funding.daemon import backoff_delay
+from volspike_funding.connection import backoff_delay
 from volspike_funding.fake.market import DELIVERY_SYMBOL, NON_ASCII_SYMBOL
 from volspike_funding.statefile import binance_strings
 

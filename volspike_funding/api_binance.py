@@ -75,7 +75,7 @@ class _Encoded:
     def update(self, view: View) -> None:
         ref = view.reference
         if ref is not None and ref is not self._source:
-            self.exchange_info = orjson.dumps(ref.exchange_info) if ref.exchange_info else b""
+            self.exchange_info = ref.exchange_info or b""
             self.funding_info = orjson.dumps(ref.funding_info) if ref.funding_info is not None else b""
             self._source = ref
 

@@ -8,6 +8,7 @@ websocket-client inside ``recv_data`` itself, so keeping the reader busy is what
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import queue
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import websocket
 
@@ -171,3 +173,16 @@ class Connection:
             if ws_final is not None:
                 ws_final.shutdown()
             self._emit(CLOSED, reason=self._abort_reason or reason, retry_after=retry_after)
+
+
+def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
+    """Full-jitter exponential backoff: ``(delay, cap)`` with the cap doubling per consecutive failure."""
+    cap = min(maximum, initial * 2.0 ** min(max(failures - 1, 0), 60))
+    return rng() * cap, cap
+
+
+def warn_legacy_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.hostname == "fstream.binance.com" and not parts.path.startswith("/market"):
+        logging.getLogger("funding.daemon").warning("BINANCE_WS_URL uses a legacy path: since 2026-04-23 Binance sends mark prices only under "
+                    "wss://fstream.binance.com/market/...; expect the no-data watchdog to fire")

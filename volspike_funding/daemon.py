@@ -14,16 +14,14 @@ import signal
 import threading
 import time
 from typing import Callable, Sequence
-from urllib.parse import urlsplit
 
 from . import reference, statefile
-from .binance_rest import BinanceRest
 from .cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
-from .connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event
+from .connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, backoff_delay, warn_legacy_url
 from .errors import FrameError, StateUnreadable
 from .extra_streams import StreamManager
 from .reference import ReferenceData
-from .reference_fetch import ReferenceFetcher
+from .reference_fetch import ReferenceFetcher, release_memory
 from .sdnotify import Notifier
 from .settings import DAEMON, Settings
 from .store import ClockSkew, FundingStore
@@ -36,15 +34,9 @@ TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 #: A stored event time may be this far past Binance's clock (as measured) and still outrank a newer frame's.
 FUTURE_SLACK_MS = 5_000
-#: Per-symbol frames (up to ~200 a second, spread out) are written together at most this often; an all-market
-#: frame is written at once.
-COALESCE_S = 0.25
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
-    """Full-jitter exponential backoff: ``(delay, cap)`` with the cap doubling per consecutive failure."""
-    cap = min(maximum, initial * 2.0 ** min(max(failures - 1, 0), 60))
-    return rng() * cap, cap
+#: An all-market frame is written at once; per-symbol frames (up to ~200 a second, spread over it) ride along with
+#: it (the next one is due within a second), or are written after this long at the latest: one write a second.
+COALESCE_S = 1.5
 
 
 class Daemon:
@@ -130,13 +122,9 @@ class Daemon:
                         rejected)
 
     def _start_reference(self) -> None:
-        s = self.settings
-        if not s.reference_enabled:
-            return
-        rest = BinanceRest(s.binance_rest_url, timeout=s.binance_rest_timeout_s, retries=1)
-        self.fetcher = ReferenceFetcher(rest, self.store.reference or ReferenceData(), self._reference_result,
-                                        refresh_s=s.reference_refresh_s, interest_refresh_s=s.interest_refresh_s)
-        self.fetcher.start()
+        if self.settings.reference_enabled:
+            self.fetcher = ReferenceFetcher.for_settings(self.settings, self.store.reference or ReferenceData(),
+                                                         self._reference_result).start()
 
     def _reference_result(self, data: ReferenceData, error: str | None) -> None:
         """Called on the fetcher's thread: hand over to the loop."""
@@ -189,6 +177,7 @@ class Daemon:
                 self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
             self.store.set_reference(data)
             self.streams.replan()
+            release_memory()
             log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest "
                      "rates", len(data.symbols), len(data.trading), len(data.funding_info or ()),
                      len(data.interest_rates))
@@ -345,13 +334,6 @@ class Daemon:
             self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
             self._ratelog.warning("write_error", f"cannot write the state file {self.settings.state_file}: {exc}")
             return False
-
-
-def warn_legacy_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.hostname == "fstream.binance.com" and not parts.path.startswith("/market"):
-        log.warning("BINANCE_WS_URL uses a legacy path: since 2026-04-23 Binance sends mark prices only under "
-                    "wss://fstream.binance.com/market/...; expect the no-data watchdog to fire")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

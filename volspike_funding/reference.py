@@ -13,6 +13,10 @@ it to re-serve ``/fapi/v1/exchangeInfo`` and ``/fapi/v1/fundingInfo``, to tell a
 
 ``fundingInfo`` lists only symbols whose interval or cap/floor Binance adjusted; every other perpetual settles every
 8 hours (Binance's documentation). Times are Unix seconds; a part never fetched has ``null`` for its time.
+
+In memory exchangeInfo stays the JSON text it arrived as (about 1 MB for 900 symbols; parsed it would be 4-5 MB
+of the daemon's 40 MB budget), plus a slim index of what decisions need: ``symbol``, ``status``, ``contractType``.
+The API re-serves the text as it is.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from .wire import symbol_problem
 SCHEMA_VERSION = 1
 DEFAULT_FUNDING_INTERVAL_HOURS = 8
 PERPETUAL_TYPES = frozenset({"PERPETUAL", "TRADIFI_PERPETUAL"})
+INDEX_FIELDS = ("symbol", "status", "contractType")
 
 
 @dataclass(frozen=True)
 class ReferenceData:
-    exchange_info: dict[str, Any] | None = None
+    #: Binance's exchangeInfo object, as JSON text.
+    exchange_info: bytes | None = None
     exchange_info_at: float | None = None
     funding_info: list[dict[str, Any]] | None = None
     funding_info_at: float | None = None
@@ -48,10 +54,15 @@ class ReferenceData:
 
     @cached_property
     def symbols(self) -> dict[str, dict[str, Any]]:
-        """exchangeInfo's entries by symbol (entries without a plausible symbol are left out)."""
-        info = self.exchange_info or {}
+        """exchangeInfo's entries by symbol, slimmed to ``symbol``, ``status``, ``contractType`` (entries without a
+        plausible symbol are left out)."""
+        try:
+            info = orjson.loads(self.exchange_info) if self.exchange_info else {}
+        except orjson.JSONDecodeError:
+            return {}
         entries = info.get("symbols") if isinstance(info, dict) else None
-        return {e["symbol"]: e for e in entries or () if isinstance(e, dict) and symbol_problem(e.get("symbol")) is None}
+        return {e["symbol"]: {k: e.get(k) for k in INDEX_FIELDS} for e in entries or ()
+                if isinstance(e, dict) and symbol_problem(e.get("symbol")) is None}
 
     @property
     def known(self) -> bool:
@@ -105,8 +116,9 @@ class ReferenceData:
                 "interestRates": age(self.interest_rates_at)}
 
     def document(self) -> dict[str, Any]:
+        info = orjson.Fragment(self.exchange_info) if self.exchange_info else None
         return {"schemaVersion": SCHEMA_VERSION, "refreshIntervalS": self.refresh_interval_s,
-                "exchangeInfo": self.exchange_info, "exchangeInfoAt": self.exchange_info_at,
+                "exchangeInfo": info, "exchangeInfoAt": self.exchange_info_at,
                 "fundingInfo": self.funding_info, "fundingInfoAt": self.funding_info_at,
                 "interestRates": self.interest_rates, "interestRatesAt": self.interest_rates_at}
 
@@ -134,7 +146,7 @@ def parse(data: bytes) -> ReferenceData:
     funding = doc.get("fundingInfo") if isinstance(doc.get("fundingInfo"), list) else None
     rates = doc.get("interestRates") if isinstance(doc.get("interestRates"), dict) else {}
     interval = doc.get("refreshIntervalS")
-    return ReferenceData(info, _time(doc.get("exchangeInfoAt")) if info else None,
+    return ReferenceData(orjson.dumps(info) if info else None, _time(doc.get("exchangeInfoAt")) if info else None,
                          funding, _time(doc.get("fundingInfoAt")) if funding is not None else None,
                          {k: v for k, v in rates.items() if isinstance(v, str)},
                          _time(doc.get("interestRatesAt")) if rates else None,

@@ -13,16 +13,21 @@ goes to ``on_result`` on the daemon's own queue, where the main loop writes the 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
 from typing import Callable
+
+import orjson
 
 from . import reference
 from .binance_rest import BinanceRest
 from .cli import RateLimitedLog
 from .errors import RateLimited, RestError
 from .reference import ReferenceData
+from .settings import Settings
 
 log = logging.getLogger("funding.reference")
 
@@ -47,6 +52,14 @@ class ReferenceFetcher:
         self._retry_at = 0.0
         self._ratelog = RateLimitedLog(log, 600.0)
         self._thread = threading.Thread(target=self._run, name="reference-fetch", daemon=True)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, current: ReferenceData,
+                     on_result: Callable[[ReferenceData, str | None], None]) -> "ReferenceFetcher":
+        """The daemon's fetcher: its own REST client (one retry: the next refresh is the real retry)."""
+        rest = BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s, retries=1)
+        return cls(rest, current, on_result, refresh_s=settings.reference_refresh_s,
+                   interest_refresh_s=settings.interest_refresh_s)
 
     def start(self) -> "ReferenceFetcher":
         self._thread.start()
@@ -118,11 +131,22 @@ class ReferenceFetcher:
             self.data = self.data.with_(**changed)
             self._on_result(self.data, None)
 
-    def _checked(self, info: object) -> dict:
+    def _checked(self, info: object) -> bytes:
+        """exchangeInfo as JSON text, once it looks like one and has not collapsed."""
         if not isinstance(info, dict) or not isinstance(info.get("symbols"), list) or not info["symbols"]:
             raise RestError("exchangeInfo without a symbols list")
-        before = len(self.data.symbols)
-        after = len(ReferenceData(info).symbols)
-        if before and after < COLLAPSE_SHARE * before:
+        text = orjson.dumps(info)
+        before, after = len(self.data.symbols), len(ReferenceData(text).symbols)
+        if not after or (before and after < COLLAPSE_SHARE * before):
             raise RestError(f"exchangeInfo collapsed from {before} to {after} symbols; not believed")
-        return info
+        return text
+
+
+def release_memory() -> None:
+    """Hand the memory of a reference refresh (~1 MB of JSON parsed into objects, then dropped) back to the OS: a few
+    times an hour, so the daemon's resident size stays that of its steady state (bench/bench_daemon_resources.py)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory is reused by the next refresh instead
