@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .api_binance import ROUTES as BINANCE_ROUTES, binance_router
-from .api_metrics import RequestCounter, build_registry
-from .api_models import (ERRORS, MAX_BATCH_SYMBOLS, BatchResponse, Health, SymbolFunding, api_error, check_symbol,
-                         symbol_answer)
+from .api_metrics import HeadAsGet, RequestCounter, build_registry
+from .api_models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,
+                         SymbolFunding, api_error, check_symbol, symbol_answer)
 from .api_state import StateCache, View
 
 log = logging.getLogger("funding.api")
@@ -120,6 +120,7 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
     registry, requests_total = build_registry(cache, stale_after_s)
     app.add_middleware(RequestCounter, counter=requests_total)
+    app.add_middleware(HeadAsGet)
 
     def usable_view() -> View:
         view = cache.view
@@ -158,8 +159,9 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
         return json_response(body, 200 if body["status"] == "healthy" else 503)
 
     @app.get("/funding/batch", response_model=BatchResponse, responses=ERRORS)
-    async def batch(symbols: str | None = Query(None, description="comma-separated; all symbols if absent",
-                                                max_length=MAX_BATCH_SYMBOLS * 48)) -> Response:
+    async def batch(symbols: str | None = Query(None, description=f"comma-separated, at most {MAX_BATCH_SYMBOLS}; "
+                                                "all symbols if absent", max_length=MAX_BATCH_CHARS,
+                                                pattern=SYMBOL_LIST_PATTERN)) -> Response:
         view, now = usable_view(), time.time()
         if symbols is None:
             names = sorted(view.symbols)
@@ -180,7 +182,9 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
         return json_response({"data": data, "found": found, "missing": len(data) - found, "total": len(data)})
 
     @app.get("/funding/{symbol}", response_model=SymbolFunding, responses=ERRORS)
-    async def funding(symbol: str) -> Response:
+    async def funding(symbol: str = Path(pattern=SYMBOL_PATTERN, description="letters, digits and '_', at most "
+                                                                    "40 characters; ASCII case-insensitive")
+                      ) -> Response:
         check_symbol(symbol)
         body, fresh = symbol_answer(usable_view(), symbol, time.time(), stale_after_s)
         if not fresh:

@@ -44,6 +44,7 @@ class BinanceError(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": BinanceError} for code in (400, 404, 503)}
+ERRORS[431] = {"description": "request head over 200 KiB, refused before routing ({\"detail\": {\"error\"}})"}
 
 
 def binance_error(status: int, code: int, msg: str) -> Response:
@@ -89,13 +90,15 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
 
     @router.get("/fapi/v1/premiumIndex", response_model=PremiumIndex | list[PremiumIndex], responses=ERRORS,
                 summary="Mark price and funding rate (fresh symbols only)")
-    async def premium_index(symbol: str | None = Query(None, max_length=MAX_SYMBOL_LENGTH)) -> Response:
+    async def premium_index(symbol: str | None = Query(None, description="Binance answers -1121 for any symbol it "
+                                                                         "does not list, however malformed")
+                            ) -> Response:
         view, now = cache.view, time.time()
         snap = view.snapshot
         if snap is None:
             return unavailable("Data")
         if symbol is not None:
-            record = snap.lookup(symbol) if symbol else None
+            record = snap.lookup(symbol) if symbol and len(symbol) <= MAX_SYMBOL_LENGTH else None
             if record is None:
                 ref = view.reference
                 if ref is not None and symbol and ref.resolve(symbol) is not None:
@@ -141,7 +144,8 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
     async def ping() -> Response:
         return _json({})
 
-    @router.api_route("/fapi/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"], include_in_schema=False)
+    # GET only: another method on a route we serve is 405, as the OpenAPI document says.
+    @router.get("/fapi/{rest:path}", include_in_schema=False)
     async def not_served(rest: str) -> Response:
         return binance_error(404, -1000, f"/fapi/{rest[:80]} is not served here; this local service answers only "
                                          f"{', '.join(ROUTES)}")

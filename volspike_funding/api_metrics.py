@@ -1,4 +1,5 @@
-"""``/metrics``: Prometheus text exposition of the daemon's state (read at scrape time) and the API's requests.
+"""``/metrics``: Prometheus text exposition of the daemon's state (read at scrape time) and the API's requests;
+the ASGI middlewares around every route (request counting, ``HEAD``).
 
 Each app gets its own registry, so nothing global happens at import and tests can run several servers.
 """
@@ -125,3 +126,23 @@ class RequestCounter:
         finally:
             if not counted:
                 count(500)
+
+
+class HeadAsGet:
+    """``HEAD`` answers exactly like ``GET`` (status, headers, ``content-length``) without the body (RFC 9110)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)

@@ -16,9 +16,14 @@ from .reference import ReferenceData
 from .statefile import age_of
 from .wire import MAX_SYMBOL_LENGTH, symbol_problem
 
+#: The parser's symbol rule (:func:`.wire.symbol_problem`) as the OpenAPI document declares it, so that what the
+#: schema allows is what the server accepts.
+SYMBOL_PATTERN = rf"^\w{{1,{MAX_SYMBOL_LENGTH}}}$"
+SYMBOL_LIST_PATTERN = rf"^[\s,]*\w{{1,{MAX_SYMBOL_LENGTH}}}(\s*,[\s,]*\w{{1,{MAX_SYMBOL_LENGTH}}})*[\s,]*$"
 NO_TERMS = {"fundingIntervalHours": None, "fundingRateCap": None, "fundingRateFloor": None, "contractType": None}
-#: Largest ``symbols=`` list accepted by ``/funding/batch`` (Binance lists ~700 USDⓈ-M contracts).
+#: Largest ``symbols=`` list accepted by ``/funding/batch`` (Binance lists ~900 USDⓈ-M contracts), and its length.
 MAX_BATCH_SYMBOLS = 1000
+MAX_BATCH_CHARS = 16_000
 
 
 class SymbolFunding(BaseModel):
@@ -88,7 +93,8 @@ class ErrorBody(BaseModel):
     detail: ErrorDetail
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 503)}
+#: 431: a request head over 200 KiB is refused before routing (see :mod:`.api_protocol`).
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 431, 503)}
 
 
 def api_error(status: int, error: str, **context: Any) -> HTTPException:

@@ -92,6 +92,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_API_PORT", "api_port", "8888", v.port, "Port of the HTTP API.", (API,)),
     Setting("FUNDING_API_ALLOW_REMOTE", "api_allow_remote", "false", v.boolean,
             "Explicit opt-in to bind a non-loopback address.", (API,)),
+    Setting("FUNDING_API_HEADER_TIMEOUT_S", "api_header_timeout_s", "5", v.number(0, strict=True),
+            "A connection must send a complete request head within this long of opening (or of its previous "
+            "response), or it is closed: idle and slowloris clients cannot pile up.", (API,)),
+    Setting("FUNDING_API_MAX_CONNECTIONS", "api_max_connections", "4096", v.count(1),
+            "Open connections at most (also capped by the descriptor limit); beyond, a new connection gets an "
+            "immediate 503.", (API,)),
     Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", v.log_level, "DEBUG, INFO, WARNING or ERROR.",
             (DAEMON, API, CONSUMER, ALERTS)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------
@@ -220,6 +226,8 @@ class Settings:
     api_host: str
     api_port: int
     api_allow_remote: bool
+    api_header_timeout_s: float
+    api_max_connections: int
     log_level: str
     ws_funding_enabled: bool
     ws_funding_api_url: str
