@@ -104,7 +104,7 @@ def test_handshake_refusal_backs_off_and_recovers(status, fake_ws, make_settings
 
 def test_retry_after_on_a_refused_handshake_is_honoured(fake_ws, make_settings, run_daemon) -> None:
     fake_ws.refuse_handshakes(429, count=1, retry_after=1)
-    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url))
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_BACKOFF_MAX_S="2"))  # Retry-After is capped
     status = wait_until(lambda: (s := d.doc()["connection_status"])["last_error"] and s)
     assert status["last_error"] == "handshake refused: HTTP 429"
     # The backoff alone (cap 0.02 s) would reconnect at once; Retry-After holds it for a second.

@@ -274,3 +274,16 @@ def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "prod-secret-key" not in proc.stderr and "key ***" in proc.stderr and "budget 2000 req/min" in proc.stderr
     assert world.prod.oi_samples and world.prod.oi_samples[0]["totalSymbols"] == 3
+
+
+def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
+           "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
+           "FUNDING_STALE_AFTER_S": "5", "FUNDING_LOG_LEVEL": "DEBUG"}
+    proc = subprocess.run([sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEBUG urllib3" in proc.stderr and world.prod.oi_samples
+    assert "prod-secret-key" not in proc.stderr and "dev-secret-key" not in proc.stderr

@@ -375,3 +375,20 @@ def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path)
     assert result["fields"]["fundingRate"]["comparisons"] == 3 * n
     assert result["fields"]["markPrice"]["matchRate"] >= 0.9
     assert result["availability"]["volume_alerts"]["scans"] == 3 and result["unparseableLines"] == 0
+
+
+def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
+    """At DEBUG urllib3 logs every request line, and Telegram's carries the bot token."""
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
+           "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "TELEGRAM_API_URL": world.telegram.url,
+           "TELEGRAM_TOKEN": world.telegram.token, "CHAT_ID": "1", "FUNDING_STALE_AFTER_S": "5",
+           "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json"), "FUNDING_LOG_LEVEL": "DEBUG"}
+    at(world, HOUR + timedelta(minutes=10, seconds=1))
+    proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once", "--now",
+                           "2026-11-24T12:10:01Z"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert world.telegram.messages and "DEBUG urllib3" in proc.stderr and "/bot***" in proc.stderr
+    for secret in ("prod-secret-key", "dev-secret-key", world.telegram.token):
+        assert secret not in proc.stderr

@@ -22,7 +22,7 @@ from .cli import build_parser, run, settings_from_args, setup_logging
 from .api_protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
                            raise_fd_limit)
 from .errors import FundingError, SettingsError
-from .settings import API, Settings
+from .settings import API, Settings, secret_values
 
 log = logging.getLogger("funding.api")
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         settings = settings_from_args(parser.parse_args(argv), API)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, secret_values(settings))
         check_bind(settings)
         sock = bind(settings.api_host, settings.api_port)
         cache = StateCache(settings.state_file, reference_path=settings.reference_path).start()

@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import __version__
 from .errors import FundingError, SettingsError
-from .settings import ENV_FILE_VAR, Settings, load_settings, settings_for
+from .settings import ENV_FILE_VAR, Settings, load_settings, masked, settings_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -34,9 +34,39 @@ def settings_from_args(args: argparse.Namespace, component: str, *extra: str) ->
     return load_settings(overrides=overrides, env_file=args.env_file, components=(component, *extra))
 
 
-def setup_logging(level: str) -> None:
+class RedactSecrets(logging.Filter):
+    """Replace every secret (tokens, API keys) in a record's final text, exception included, whoever logs it:
+    urllib3 at DEBUG logs request lines, and Telegram's URL carries the bot token (``/bot<TOKEN>/sendMessage``)."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, masked(secret))
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        redacted = self._redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        return True
+
+
+def setup_logging(level: str, secrets: Iterable[str | None] = ()) -> None:
+    """Log to stderr (the journal) at ``level``; ``secrets`` never appear, at any level, from any logger."""
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets(secrets))
 
 
 def run(prog: str, body: Callable[[], int]) -> int:

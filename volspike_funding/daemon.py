@@ -23,7 +23,7 @@ from .extra_streams import StreamManager
 from .reference import ReferenceData
 from .reference_fetch import ReferenceFetcher, release_memory
 from .sdnotify import Notifier
-from .settings import DAEMON, Settings
+from .settings import DAEMON, Settings, secret_values
 from .store import ClockSkew, FundingStore
 from .wire import parse_frame
 
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         settings = settings_from_args(parser.parse_args(argv), DAEMON)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, secret_values(settings))
         daemon = Daemon(settings)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.request_stop())

@@ -26,7 +26,7 @@ from .errors import RestError
 from .funding_source import FundingSource
 from .oi_alerts import OiAlert, OiAlertEngine, Sample
 from .oi_universe import Universe
-from .settings import CONSUMER, OI, Settings
+from .settings import CONSUMER, OI, Settings, secret_values
 from .volume_rules import iso_z
 
 log = logging.getLogger("oi.poller")
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = parser.parse_args(argv)
         settings = settings_from_args(args, CONSUMER, OI)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, secret_values(settings))
         poller = OiPoller(settings, dry_run=args.dry_run)
         poller.banner()
         stop = threading.Event()

@@ -330,6 +330,11 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     return settings
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret setting's value, for the log filter that keeps them out of the journal."""
+    return [value for s in SETTINGS if s.secret and isinstance(value := getattr(settings, s.field), str) and value]
+
+
 def masked(value: str | None) -> str:
     """How a secret appears in banners and logs."""
     return "(unset)" if not value else f"***{value[-2:]}" if len(value) > 8 else "***"

@@ -26,6 +26,7 @@ Times ending in ``_at``/``At``/``_time`` are Unix seconds, except Binance's ``ev
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .wire import MarkPrice, is_valid_symbol
 FUTURE_SLACK_S = 5.0
 
 SCHEMA_VERSION = 2
+log = logging.getLogger("funding.daemon")
 
 
 def symbol_record(update: MarkPrice, received_at: float) -> dict[str, Any]:
@@ -134,26 +136,66 @@ def encode(document: dict[str, Any]) -> bytes:
 
 
 class StateWriter:
-    """The single writer of a state file: holds an exclusive lock for its lifetime, replaces the file atomically."""
+    """The single writer of a state file: holds an exclusive lock for its lifetime, replaces the file atomically.
+
+    The lock is an ``flock`` on ``<state>.lock``, and a lock on a file that is no longer at that path locks nothing:
+    an outsider who removes the file would let a second daemon lock a new one, and both would write. So the lock's
+    identity (device, inode) is checked against the path before every write: a removed lock file is taken back
+    (re-created and locked, if nobody else did), and a lock file now held by someone else means this writer lost
+    its lock, which is fatal (:class:`StateLockedError`): at most one write of the loser follows the takeover.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = path.with_name(path.name + ".lock")
-        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._lock_fd)
-            raise StateLockedError(f"another daemon (pid {holder}) already writes {path} "
-                                   f"(lock {self._lock_path})") from None
-        os.ftruncate(self._lock_fd, 0)
-        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = self._acquire()
         remove_orphans(path)  # we hold the lock: temp files of a writer killed mid-write are nobody's
+
+    def _acquire(self) -> int:
+        for _ in range(5):  # the file may be removed between our open and our lock: lock what is at the path
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise StateLockedError(f"another daemon (pid {holder}) already writes {self.path} "
+                                       f"(lock {self._lock_path})") from None
+            if self._is_at_path(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+            os.close(fd)
+        raise StateLockedError(f"cannot hold a lock on {self._lock_path}: it keeps being replaced")
+
+    def _is_at_path(self, fd: int) -> bool:
+        try:
+            at_path = os.stat(self._lock_path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (at_path.st_dev, at_path.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def check_lock(self) -> None:
+        """Raise :class:`StateLockedError` if this writer no longer holds the state file's lock."""
+        if self._is_at_path(self._lock_fd):
+            return
+        if not self._lock_path.exists():
+            try:
+                fd = self._acquire()  # removed by an outsider: take it back, unless another daemon already did
+            except StateLockedError as exc:
+                raise StateLockedError(f"lost the lock on {self.path}: its lock file was removed and {exc}") from None
+            os.close(self._lock_fd)
+            self._lock_fd = fd
+            log.warning("the lock file %s was removed by someone; re-created and locked again", self._lock_path)
+            return
+        raise StateLockedError(f"lost the lock on {self.path}: {self._lock_path} was replaced and is held by "
+                               f"another process; this daemon stops writing")
 
     def write(self, document: dict[str, Any]) -> int:
         """Replace the file with ``document``; readers see the old or the new file, never a partial one."""
+        self.check_lock()
         data = encode(document)
         atomic_replace(self.path, data)
         return len(data)

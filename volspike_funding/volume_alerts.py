@@ -20,7 +20,7 @@ from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
 from .funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
-from .settings import ALERTS, CONSUMER, Settings
+from .settings import ALERTS, CONSUMER, Settings, secret_values
 from .value_parsers import iso_time
 from .volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
                            klines_limit, pick_candles, slot_of)
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.now and not args.once:
             raise SettingsError("--now needs --once")
         moment = parse_now(args.now) if args.now else None
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, secret_values(settings))
         alerts = VolumeAlerts(settings, dry_run=args.dry_run)
         alerts.banner()
         if args.once:
