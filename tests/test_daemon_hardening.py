@@ -3,6 +3,7 @@ lock file, records edited by an outsider, odd symbols, secrets at DEBUG and a fi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ def test_restored_state_goes_through_the_same_checks(fake_ws: FakeBinanceWS, mak
                                     "BADUSDT": {**record("BADUSDT", 0), "markPrice": "abc"},
                                     "../../etc/passwd": record("../../etc/passwd", 0)})
     d = run_daemon(settings)
-    wait_until(lambda: d.doc()["counters"]["frames"] >= 3)
+    wait_until(lambda: d.doc()["counters"].get("frames", 0) >= 3)  # the daemon's own file, not ours
     state = d.doc()["funding_state"]
     assert "BADUSDT" not in state and "../../etc/passwd" not in state
     assert state["BTCUSDT"]["eventTime"] < int(time.time() * 1000) + 60_000  # the future time was not restored
@@ -121,6 +122,20 @@ def daemon_proc(url: str, state: Path, tmp: Path) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
+def take_lock_path(lock: Path) -> int:
+    """What a second daemon does after an outsider removed the lock file: lock a new file at the path. Retried when
+    the running daemon re-created its lock first (it checks before every write)."""
+    for _ in range(200):
+        lock.unlink(missing_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            os.close(fd)
+    raise AssertionError("could not take the lock path")
+
+
 def test_removing_the_lock_file_never_allows_two_writers(fake_ws: FakeBinanceWS, tmp_path: Path) -> None:
     state = tmp_path / ".funding_state.json"
     lock = tmp_path / ".funding_state.json.lock"
@@ -128,11 +143,12 @@ def test_removing_the_lock_file_never_allows_two_writers(fake_ws: FakeBinanceWS,
     second = None
     try:
         wait_until(lambda: state.exists() and read_doc(state)["daemon_pid"] == first.pid)
-        lock.unlink()
-        second = daemon_proc(fake_ws.url, state, tmp_path)  # locks a new inode at the path
+        impostor = take_lock_path(lock)  # a new inode at the path, locked by someone else
         assert first.wait(10) == 1  # the loser stops: at most one write after the takeover
         stderr = first.stderr.read() if first.stderr else ""
         assert "lost the lock" in stderr and "Traceback" not in stderr
+        os.close(impostor)
+        second = daemon_proc(fake_ws.url, state, tmp_path)
         wait_until(lambda: read_doc(state)["daemon_pid"] == second.pid)
         pids = set()
         for _ in range(20):

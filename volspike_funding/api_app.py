@@ -23,6 +23,7 @@ from .api_metrics import HeadAsGet, RequestCounter, build_registry
 from .api_models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,
                          SymbolFunding, api_error, check_symbol, symbol_answer)
 from .api_state import StateCache, View
+from .wire import symbol_problem
 
 log = logging.getLogger("funding.api")
 
@@ -142,6 +143,15 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        where = {tuple(p["loc"]) for p in problems}
+        if ("path", "symbol") in where:  # the same answer as check_symbol's, whichever rule caught it first
+            symbol = request.path_params.get("symbol", "")
+            return json_response({"detail": {"error": "Invalid symbol", "reason": symbol_problem(symbol) or
+                                             "malformed"}}, 400)
+        if ("query", "symbols") in where:
+            return json_response({"detail": {"error": "Invalid symbols", "reason": "a comma-separated list of "
+                                             "symbols (letters, digits and '_', at most 40 characters each, at most "
+                                             f"{MAX_BATCH_CHARS} characters in all)", "problems": problems}}, 400)
         return json_response({"detail": {"error": "Invalid request", "problems": problems}}, 400)
 
     @app.exception_handler(Exception)
