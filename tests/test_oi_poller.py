@@ -15,7 +15,8 @@ import pytest
 from volspike_funding.alert_sinks import Backend
 from volspike_funding.binance_rest import BinanceRest
 from volspike_funding.oi_alerts import OiAlertEngine, Sample
-from volspike_funding.oi_poller import OiPoller, Sender, poll_interval
+from volspike_funding.alert_sinks import Outbox
+from volspike_funding.oi_poller import OiPoller, poll_interval
 
 from .conftest import ROOT, wait_until
 from .consumer_stack import World, open_world
@@ -34,7 +35,8 @@ def poller(world: World, **env: str) -> OiPoller:
 
 
 def drain(p: OiPoller) -> None:
-    p.sender.close()
+    for outbox in p.outboxes.values():
+        outbox.close()
 
 
 # -- interval and budget ----------------------------------------------------------------------------------------
@@ -49,10 +51,30 @@ def test_interval_follows_the_universe_and_keeps_the_budget() -> None:
 
 # -- universe ---------------------------------------------------------------------------------------------------
 
-def test_universe_from_the_backend_minus_exclusions(world: World) -> None:
+def test_universe_from_the_backend_includes_excluded_symbols(world: World) -> None:
+    """As the original: USDCUSDT is polled and posted like any symbol, only never alerted on."""
     p = poller(world)
-    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and p.universe.source == "backend"
+    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT"] and p.universe.source == "backend"
     drain(p)
+
+
+def test_excluded_symbol_is_posted_but_never_alerted(world: World) -> None:
+    world.prod.liquid_universe = ["USDCUSDT"]
+    p = poller(world, FUNDING_SOURCE_MODE="ws")
+    p.engine.observe("USDCUSDT", Sample(time.time() - 300, 100_000.0, 1.0), None)
+    world.rest.open_interest["USDCUSDT"] = 150_000.0
+    p.loop_once()
+    drain(p)
+    assert world.prod.oi_samples[-1]["data"][0]["symbol"] == "USDCUSDT" and world.prod.oi_alerts == []
+
+
+def test_rows_without_open_interest_are_not_posted(world: World) -> None:
+    world.prod.liquid_universe = ["BTCUSDT", "ETHUSDT"]
+    world.rest.open_interest["ETHUSDT"] = 0.0
+    p = poller(world, FUNDING_SOURCE_MODE="ws")
+    p.loop_once()
+    drain(p)
+    assert [r["symbol"] for r in world.prod.oi_samples[-1]["data"]] == ["BTCUSDT"]
 
 
 def test_universe_computed_locally_with_hysteresis(world: World) -> None:
@@ -73,10 +95,10 @@ def test_universe_refuses_to_collapse_and_keeps_the_last_good_one(world: World) 
     p = poller(world)
     p.universe.refresh()
     world.prod.liquid_universe = ["BTCUSDT"]
-    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT"]
     world.prod.liquid_universe = []
     world.rest.fail("/fapi/v1/exchangeInfo", 503, count=5)
-    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert p.universe.refresh() == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT"]
     drain(p)
 
 
@@ -97,7 +119,7 @@ def test_samples_carry_usd_notional_only_with_a_fresh_mark_price(world: World) -
     drain(p)
     for backend in (world.prod, world.dev):
         (post,) = backend.oi_samples
-        assert post["source"] == "realtime" and post["totalSymbols"] == 3 and post["timestamp"].endswith("Z")
+        assert post["source"] == "realtime" and post["totalSymbols"] == 4 and post["timestamp"].endswith("Z")
         rows = {r["symbol"]: r for r in post["data"]}
         mark = rows["BTCUSDT"]["markPrice"]
         assert rows["BTCUSDT"]["openInterestUsd"] == pytest.approx(1000.0 * mark)
@@ -134,7 +156,7 @@ def test_validate_mode_makes_one_call_per_side_per_loop(world: World) -> None:
     p.loop_once()
     drain(p)
     assert world.rest.counts["/fapi/v1/premiumIndex"] == 2 and p.source.local.calls == 2
-    assert world.rest.counts["/fapi/v1/openInterest"] == 6
+    assert world.rest.counts["/fapi/v1/openInterest"] == 8
 
 
 def test_rest_mode_uses_no_local_call(world: World) -> None:
@@ -149,8 +171,8 @@ def test_429_on_open_interest_pauses_the_loop_not_the_process(world: World) -> N
     p = poller(world, FUNDING_SOURCE_MODE="ws")
     p.loop_once()
     drain(p)
-    assert world.rest.counts["/fapi/v1/openInterest"] <= 3  # after the 429 nothing more was sent
-    assert all(len(post["data"]) < 3 for post in world.prod.oi_samples)
+    assert world.rest.counts["/fapi/v1/openInterest"] <= 4  # after the 429 nothing more was sent
+    assert all(len(post["data"]) < 4 for post in world.prod.oi_samples)
 
 
 def test_418_ban_is_logged_loudly(world: World, caplog) -> None:
@@ -192,8 +214,36 @@ def test_each_timeframe_fires_on_its_edge(world: World) -> None:
     assert all(x.direction == "DOWN" for x in alerts)
     for x in alerts:
         e.confirm(x, True)
-    again = feed(e, [(t, 1_000_000.0) for t in range(3660, 4200, 20)] + [(4220, 1_050_000.0)])
-    assert [x.timeframe.label for x in again] == ["5 min"] and again[0].direction == "UP"  # back inside, then out
+    again = feed(e, [(t, 1_000_000.0) for t in range(3660, 4200, 20)])
+    # Back to flat is -3.8 % against the pump 5 minutes earlier: DOWN has its own cooldown (the original's rule).
+    assert [(x.timeframe.label, x.direction) for x in again] == [("5 min", "DOWN")]
+
+
+def test_cooldown_is_per_direction_pump_flat_dump_alerts_both(world: World) -> None:
+    """The original's rule: +4 %, back to flat, then -4 % five minutes later alerts UP and then DOWN (cooldowns
+    are per direction; one key per symbol and timeframe sent only UP)."""
+    e = engine(world)
+    seen = []
+    points = ([(t, 1_000_000.0) for t in range(0, 320, 20)] + [(320, 1_040_000.0)]
+              + [(t, 1_000_000.0) for t in range(340, 640, 20)] + [(640, 960_000.0)])
+    for t, oi in points:
+        for alert in feed(e, [(t, oi)]):
+            e.confirm(alert, True)
+            seen.append((t, alert.timeframe.label, alert.direction))
+    assert [(label, d) for _, label, d in seen] == [("5 min", "UP"), ("5 min", "DOWN")]
+    assert seen[1][0] - seen[0][0] < 600  # inside UP's cooldown
+
+
+def test_a_ramp_dipping_under_the_min_delta_does_not_rearm(world: World) -> None:
+    e = engine(world, OI_MIN_DELTA_CONTRACTS="5000")
+    feed(e, [(t, 100_000.0) for t in range(0, 320, 20)])
+    first = feed(e, [(320, 106_000.0)])          # +6 %, +6000 contracts: alert
+    assert len(first) == 1
+    e.confirm(first[0], True)
+    # Still beyond 3 % against the moving baseline, but only +4,800 contracts: stays outside, no re-arm...
+    assert feed(e, [(t, 106_000.0 - 100 * i) for i, t in enumerate(range(340, 620, 20))]) == []
+    # ...so when the delta grows again nothing fires (the original fired only once on a ramp).
+    assert feed(e, [(640, 110_000.0)]) == []
 
 
 def test_min_delta_contracts_blocks_small_symbols(world: World) -> None:
@@ -246,22 +296,45 @@ def test_slow_backend_does_not_delay_polling_and_drops_the_oldest(world: World, 
     for _ in range(4):
         p.loop_once()
     received_while_polling = world.prod.counts["/api/market/open-interest/ingest"]
-    dropped = p.sender.dropped
+    dropped = p.outboxes["PROD"].dropped
     drain(p)
     assert received_while_polling <= 1  # four loops went by while PROD was still on its first POST
-    assert dropped >= 1 and "dropped the oldest queued POST" in caplog.text
+    assert dropped >= 1 and "PROD is slow: its queue is full" in caplog.text
 
 
-def test_sender_reports_drops_to_callbacks() -> None:
-    sender = Sender(1)
-    backend = Backend("X", "http://127.0.0.1:9", None, attempts=1)
-    outcomes: list[bool] = []
-    with sender._cv:  # hold the queue so that the sender thread takes nothing before all three are in
-        for path in ("/a", "/b", "/c"):
-            sender.put(backend, path, {}, outcomes.append)
-    assert sender.dropped == 2
-    sender.close()
-    assert outcomes == [False, False, False]  # two dropped, one refused by the closed port
+def test_a_hung_dev_costs_prod_nothing(world: World) -> None:
+    world.dev.fail("/api/market/open-interest/ingest", 200, count=1000, delay_s=30.0)  # DEV hangs
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_POST_QUEUE_MAX="3")
+    for _ in range(10):
+        p.loop_once()
+    wait_until(lambda: len(world.prod.oi_samples) == 10)  # PROD received every batch
+    assert p.outboxes["DEV"].dropped >= 6 and p.outboxes["PROD"].dropped == 0
+    p.outboxes["PROD"].close()
+
+
+def test_outbox_reports_drops_to_callbacks() -> None:
+    outbox = Outbox("X", 1)
+    ran: list[str] = []
+    dropped: list[str] = []
+    with outbox._cv:  # hold the queue so that the thread takes nothing before all three are in
+        for name in ("a", "b", "c"):
+            outbox.put(lambda name=name: ran.append(name), on_drop=lambda name=name: dropped.append(name))
+    assert outbox.drain(5) and ran == ["c"] and dropped == ["a", "b"]
+    outbox.close()
+
+
+def test_an_alert_that_timed_out_is_never_sent_again(world: World) -> None:
+    world.prod.liquid_universe = ["BTCUSDT"]
+    world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=1.5)  # answers after the timeout
+    p = poller(world, FUNDING_SOURCE_MODE="ws", VOLSPIKE_POST_TIMEOUT_S="0.5", VOLSPIKE_API_URL_DEV="")
+    p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)
+    world.rest.open_interest["BTCUSDT"] = 120_000.0
+    p.loop_once()
+    assert p.outboxes["PROD"].drain(10)
+    for _ in range(3):
+        p.loop_once()
+    drain(p)
+    assert world.prod.counts["/api/open-interest-alerts/ingest"] == 1  # once, though the client gave up
 
 
 def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
@@ -273,7 +346,7 @@ def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "prod-secret-key" not in proc.stderr and "key ***" in proc.stderr and "budget 2000 req/min" in proc.stderr
-    assert world.prod.oi_samples and world.prod.oi_samples[0]["totalSymbols"] == 3
+    assert world.prod.oi_samples and world.prod.oi_samples[0]["totalSymbols"] == 4
 
 
 def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:

@@ -8,13 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from volspike_funding.alert_sinks import Backend
+from volspike_funding.alert_sinks import ACCEPTED, REJECTED, UNCERTAIN, Backend, Telegram
 from volspike_funding.binance_rest import BinanceRest
 from volspike_funding.comparison_log import MARKER, SUMMARY_MARKER, parse_line
 from volspike_funding.errors import IpBanned, RateLimited, RequestRejected, Unavailable
@@ -22,7 +23,7 @@ from volspike_funding.fake.http_fake import HttpFake
 from volspike_funding.volume_alerts import VolumeAlerts
 from volspike_funding.volume_rules import (Candles, alert_text, fmt_volume, is_spike, pick_candles, slot_of)
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_until
 from .consumer_stack import World, open_world
 
 HOUR = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -42,8 +43,17 @@ def at(world: World, moment: datetime) -> datetime:
     return slot_of(moment)
 
 
+class DrainedAlerts(VolumeAlerts):
+    """The real app; each scan waits for its deliveries (they run on the receivers' own outbox threads)."""
+
+    def scan(self, slot: datetime) -> list:  # type: ignore[override]
+        alerts = super().scan(slot)
+        assert self.drain(30)
+        return alerts
+
+
 def alerts_app(world: World, **env: str) -> VolumeAlerts:
-    return VolumeAlerts(world.settings(**env), rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01))
+    return DrainedAlerts(world.settings(**env), rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01))
 
 
 # -- pure rules -------------------------------------------------------------------------------------------------
@@ -290,18 +300,66 @@ def test_weight_header_slows_down_near_the_limit(world: World) -> None:
 
 # -- backends ---------------------------------------------------------------------------------------------------
 
-def test_backend_rejections_and_retries_never_log_keys(world: World, caplog) -> None:
+VALID_ALERT = {"symbol": "XUSDT", "asset": "X", "currentVolume": 5e6, "previousVolume": 1e6, "volumeRatio": 5.0,
+               "message": "X hourly volume 5.00M", "timestamp": "2026-11-24T12:10:03.000Z",
+               "hourTimestamp": "2026-11-24T12:00:00.000Z"}
+
+
+def test_fake_backend_is_as_strict_as_the_real_one(world: World) -> None:
+    good = Backend("PROD", world.prod.url, "prod-secret-key", sleep=lambda s: None)
+    route = "/api/volume-alerts/ingest"
+    assert good.post(route, VALID_ALERT) == ACCEPTED
+    for drift in ({"fundingRate": "0.0001"}, {"timestamp": "2026-11-24 12:10"}, {"alertType": "SPIKY"},
+                  {"candleDirection": "up"}, {"isUpdate": "false"}, {"price": None}):
+        assert good.post(route, {**VALID_ALERT, **drift}) == REJECTED, drift
+    assert good.post(route, {k: v for k, v in VALID_ALERT.items() if k != "asset"}) == REJECTED
+    assert good.post("/api/open-interest-alerts/ingest", {"symbol": "X", "direction": "SIDEWAYS", "baseline": 1,
+                                                          "current": 2}) == REJECTED
+    assert good.post("/api/market/open-interest/ingest", {"data": [{"symbol": "X", "openInterest": "5"}]}) == REJECTED
+
+
+def test_at_most_once_only_what_surely_did_not_arrive_is_retried(world: World, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    wrong = Backend("PROD", world.prod.url, "wrong-key-123456", retry_delay_s=0.01)
-    assert wrong.post("/api/volume-alerts/ingest", {"symbol": "X"}) is False
-    assert world.prod.counts["/api/volume-alerts/ingest"] == 1  # 401: not retried
-    good = Backend("PROD", world.prod.url, "prod-secret-key", retry_delay_s=0.01)
-    assert good.post("/api/volume-alerts/ingest", {"symbol": "X", "fundingRate": None}) is False  # 400 on null
-    world.prod.fail("/api/volume-alerts/ingest", 503, count=2)
-    assert good.post("/api/volume-alerts/ingest", {"symbol": "X"}) is True
-    assert world.prod.counts["/api/volume-alerts/ingest"] == 5
+    route, count = "/api/volume-alerts/ingest", lambda: world.prod.counts["/api/volume-alerts/ingest"]
+    no_wait = {"sleep": lambda s: None}
+    wrong = Backend("PROD", world.prod.url, "wrong-key-123456", **no_wait)
+    assert wrong.post(route, {"symbol": "X"}) == REJECTED and count() == 1  # 401: never retried
+    good = Backend("PROD", world.prod.url, "prod-secret-key", timeout=0.5, **no_wait)
+    assert good.post(route, {**VALID_ALERT, "fundingRate": None}) == REJECTED and count() == 2  # 400 on null
+    world.prod.fail(route, 500)
+    assert good.post(route, VALID_ALERT) == UNCERTAIN and count() == 3  # 5xx after the body: not re-sent
+    world.prod.fail(route, 200, delay_s=1.5)
+    assert good.post(route, VALID_ALERT) == UNCERTAIN and count() == 4  # answered after our timeout: not re-sent
+    world.prod.fail(route, 503, count=2, headers={"Retry-After": "1"})
+    assert good.post(route, VALID_ALERT) == ACCEPTED and count() == 7  # "not now, retry": it did not arrive
+    refused = Backend("PROD", "http://127.0.0.1:9", "prod-secret-key", **no_wait)
+    assert refused.post(route, VALID_ALERT) == REJECTED  # refused 3 times: nothing was ever sent
+    assert good.post(route, VALID_ALERT, what="volume SPIKE XUSDT") == ACCEPTED
+    assert "posted to PROD: volume SPIKE XUSDT" in caplog.text  # the line operators' runbooks grep for
     for secret in ("wrong-key-123456", "prod-secret-key", world.telegram.token):
         assert secret not in caplog.text
+
+
+def test_telegram_honours_retry_after_and_never_resends_a_timed_out_message(world: World) -> None:
+    tg = Telegram(world.telegram.url, world.telegram.token, "42", timeout=0.5, sleep=lambda s: None)
+    path = f"/bot{world.telegram.token}/sendMessage"
+    world.telegram.fail(path, 429, body={"ok": False, "error_code": 429, "description": "Too Many Requests: retry "
+                                         "after 3", "parameters": {"retry_after": 3}})
+    assert tg.send("hello") == ACCEPTED and world.telegram.counts[path] == 2
+    world.telegram.fail(path, 200, delay_s=1.5)
+    assert tg.send("slow") == UNCERTAIN and world.telegram.counts[path] == 3
+
+
+def test_a_hung_backend_or_telegram_never_stretches_a_scan(world: World) -> None:
+    world.dev.fail("/api/volume-alerts/ingest", 200, count=10, delay_s=20.0)
+    world.telegram.fail(f"/bot{world.telegram.token}/sendMessage", 200, count=10, delay_s=20.0)
+    app = VolumeAlerts(world.settings(), rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01))
+    started = time.monotonic()
+    app.scan(at(world, HOUR + timedelta(minutes=10, seconds=1)))
+    scan_took = time.monotonic() - started
+    wait_until(lambda: len(world.prod.volume_alerts) == 1)  # PROD got it while DEV and Telegram hang
+    assert scan_took < 20 and app.outboxes["DEV"].pending == 1 and app.outboxes["Telegram"].pending == 1
+    app.close()
 
 
 def test_cli_once_with_now_against_the_fakes(world: World, tmp_path: Path) -> None:
@@ -335,7 +393,7 @@ def test_an_overrun_catches_up_top_and_half_hour_slots_and_says_what_it_skipped(
     start = (HOUR + timedelta(minutes=54, seconds=59, microseconds=900_000)).timestamp()
     clock = {"now": start}
     stop = threading.Event()
-    app = VolumeAlerts(world.settings(), rest=BinanceRest(world.rest.url), clock=lambda: clock["now"])
+    app = DrainedAlerts(world.settings(), rest=BinanceRest(world.rest.url), clock=lambda: clock["now"])
     real_scan, scanned = app.scan, []
 
     def scan(slot: datetime) -> list:

@@ -1,11 +1,13 @@
 """Open-interest spike/dump alerts: sample history, baselines, edge triggering and cooldowns per backend.
 
 Three timeframes (5 min, 15 min, 1 hour). A timeframe's baseline is the sample closest to ``now - lookback``
-within ``±clamp(lookback / 10, 30, 120)`` s; without one, nothing is judged. A symbol is *outside* when
-``|pct| >= threshold`` and ``|abs| >= OI_MIN_DELTA_CONTRACTS``. An alert fires when a symbol goes from inside to
-outside (or flips direction) and its cooldown has passed. Per backend, the "outside" state and the cooldown are
-recorded only after that backend accepted the POST, so a failed alert is tried again at the next loop, and
-persisted atomically, so a restart neither repeats nor forgets them.
+within ``±clamp(lookback / 10, 30, 120)`` s; without one, nothing is judged. The original scripts' rule: a symbol
+is *outside* while ``|pct| >= threshold``; an alert fires when it goes from inside to outside with
+``|abs| >= OI_MIN_DELTA_CONTRACTS`` and the cooldown of that (symbol, **direction**, timeframe) has passed — so a
++4 % pump, back to flat, then −4 % alerts UP and then DOWN, and a move that stays beyond the percentage but dips
+under the minimum delta does not re-arm. Per backend, the "outside" state and the cooldown are recorded once that
+backend accepted the POST or may have (a timeout: never sent twice); a POST that surely did not arrive is tried
+again at the next loop. Persisted atomically, so a restart neither repeats nor forgets them.
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ def timeframes(settings: Settings) -> list[Timeframe]:
 
 
 def alert_key(backend: str, symbol: str, timeframe: Timeframe) -> str:
-    """The key of one (backend, symbol, timeframe) in the persisted edge states and cooldowns."""
+    """The key of one (backend, symbol, timeframe) in the persisted edge states."""
     return f"{backend}|{symbol}|{timeframe.label}"
+
+
+def cooldown_key(backend: str, symbol: str, direction: str, timeframe: Timeframe) -> str:
+    """The key of one (backend, symbol, direction, timeframe) in the persisted cooldowns."""
+    return f"{backend}|{symbol}|{direction}|{timeframe.label}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,10 @@ class OiAlert:
     @property
     def key(self) -> str:
         return alert_key(self.backend, self.symbol, self.timeframe)
+
+    @property
+    def cooldown_key(self) -> str:
+        return cooldown_key(self.backend, self.symbol, self.direction, self.timeframe)
 
 
 class OiAlertEngine:
@@ -105,15 +116,14 @@ class OiAlertEngine:
                     continue
                 delta = sample.oi - base.oi
                 pct = delta / base.oi
-                outside = abs(pct) >= tf.threshold and abs(delta) >= self.min_delta
                 direction = "UP" if delta > 0 else "DOWN"
                 for backend in self.backends:
                     key = alert_key(backend, symbol, tf)
-                    if not outside:
-                        self._set_inside(key)
+                    if abs(pct) < tf.threshold:
+                        self._set_inside(key)  # only a return inside the percentage re-arms
                         continue
-                    if (self._outside.get(key) == direction or key in self._pending
-                            or sample.t < self._cooldown_until.get(key, 0.0)):
+                    if (abs(delta) < self.min_delta or key in self._outside or key in self._pending
+                            or sample.t < self._cooldown_until.get(cooldown_key(backend, symbol, direction, tf), 0.0)):
                         continue
                     self._pending.add(key)
                     due.append(OiAlert(backend, symbol, tf, direction,
@@ -139,13 +149,14 @@ class OiAlertEngine:
             self._save()
 
     def confirm(self, alert: OiAlert, accepted: bool) -> None:
-        """Called once the backend answered: only an accepted alert moves the state and starts the cooldown."""
+        """Called once the backend answered: an alert accepted (or maybe stored) moves the state and starts the
+        cooldown; one that surely did not arrive (or was dropped unsent) is due again at the next loop."""
         with self._lock:
             self._pending.discard(alert.key)
             if accepted:
                 self._outside[alert.key] = alert.direction
                 sample_t = datetime.fromisoformat(alert.payload["timestamp"].replace("Z", "+00:00")).timestamp()
-                self._cooldown_until[alert.key] = sample_t + alert.timeframe.cooldown_s
+                self._cooldown_until[alert.cooldown_key] = sample_t + alert.timeframe.cooldown_s
                 self._save()
 
     def _save(self) -> None:

@@ -2,8 +2,9 @@
 
 Each loop: one local ``/funding/batch`` (plus one bulk REST premiumIndex in ``validate`` mode), then
 ``openInterest`` for every symbol through the shared rate-limited client, then samples and alerts are queued for
-the backends. Posting runs on its own thread from a bounded queue (oldest dropped, logged), so a slow backend
-never delays the next poll. ``openInterestUsd = openInterest × markPrice`` only with a known, fresh mark price.
+the backends. Each backend has its own outbox (queue and thread, oldest dropped when full), so a slow backend
+delays neither the next poll nor the other backend. ``openInterestUsd = openInterest × markPrice`` only with a
+known, fresh mark price; rows with open interest <= 0 are not posted.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import math
 import signal
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from .alert_sinks import Backend, backends_from
+from .alert_sinks import REJECTED, Backend, Outbox, backends_from
 from .binance_rest import BinanceRest
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RestError
@@ -42,51 +42,6 @@ def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[flo
     return (float(math.ceil(needed)), True) if needed > interval else (float(interval), False)
 
 
-class Sender:
-    """Posts from a bounded queue on its own thread; ``on_done(accepted)`` reports each job's outcome."""
-
-    def __init__(self, maxlen: int) -> None:
-        self._jobs: deque[tuple[Backend, str, dict[str, Any], Callable[[bool], None] | None]] = deque()
-        self._maxlen = maxlen
-        self._cv = threading.Condition()
-        self._stop = False
-        self.posted = self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="oi-sender", daemon=True)
-        self._thread.start()
-
-    def put(self, backend: Backend, path: str, payload: dict[str, Any],
-            on_done: Callable[[bool], None] | None = None) -> None:
-        with self._cv:
-            if len(self._jobs) >= self._maxlen:
-                old_backend, old_path, _, old_done = self._jobs.popleft()
-                self.dropped += 1
-                log.warning("%s is slow: dropped the oldest queued POST %s", old_backend.name, old_path)
-                if old_done is not None:
-                    old_done(False)
-            self._jobs.append((backend, path, payload, on_done))
-            self._cv.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._jobs and not self._stop:
-                    self._cv.wait()
-                if not self._jobs:
-                    return
-                backend, path, payload, on_done = self._jobs.popleft()
-            accepted = backend.post(path, payload)
-            self.posted += accepted
-            if on_done is not None:
-                on_done(accepted)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to ``timeout``), then stop."""
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        self._thread.join(timeout)
-
-
 class OiPoller:
     def __init__(self, settings: Settings, *, rest: BinanceRest | None = None,
                  backends: list[Backend] | None = None, dry_run: bool = False) -> None:
@@ -98,7 +53,7 @@ class OiPoller:
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
                                  exchange_info=self.source.exchange_info)
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
-        self.sender = Sender(settings.oi_post_queue_max)
+        self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
         self.loops = 0
         self._warned_budget = False
@@ -141,21 +96,24 @@ class OiPoller:
         with ThreadPoolExecutor(s.oi_fetch_concurrency, thread_name_prefix="oi") as pool:
             fetched = list(pool.map(self._fetch, symbols))
         rows, alerts = [], []
+        excluded = set(s.oi_excluded_symbols)
         for symbol, oi, at in fetched:
-            if oi is None:
+            if oi is None or oi <= 0:
                 continue
             quote = quotes[symbol]
             row: dict[str, Any] = {"symbol": symbol, "openInterest": oi}
             if quote.mark_price is not None:
                 row.update(openInterestUsd=oi * quote.mark_price, markPrice=quote.mark_price)
             rows.append(row)
-            alerts += self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
+            found = self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
+            alerts += [] if symbol in excluded else found
         self._queue(rows, alerts)
         self.loops += 1
         if self.loops % STATUS_EVERY == 1:
             log.info("loop %d: %d/%d symbols in %.2f s, %d priced in USD, %d alerts, %d posted, %d dropped; "
                      "interval %.0f s", self.loops, len(rows), len(symbols), time.monotonic() - started,
-                     sum("markPrice" in r for r in rows), len(alerts), self.sender.posted, self.sender.dropped,
+                     sum("markPrice" in r for r in rows), len(alerts), sum(o.done for o in self.outboxes.values()),
+                     sum(o.dropped for o in self.outboxes.values()),
                      interval)
         return interval
 
@@ -169,14 +127,27 @@ class OiPoller:
                 self.engine.confirm(alert, False)
             return
         for backend in self.backends:
-            for i in range(0, len(rows), CHUNK):
-                self.sender.put(backend, "/api/market/open-interest/ingest",
-                                {"data": rows[i:i + CHUNK], "timestamp": stamp, "totalSymbols": len(rows),
-                                 "source": "realtime"})
+            self.outboxes[backend.name].put(functools.partial(self._post_samples, backend, rows, stamp))
         by_name = {b.name: b for b in self.backends}
         for alert in alerts:
-            self.sender.put(by_name[alert.backend], "/api/open-interest-alerts/ingest", alert.payload,
-                            functools.partial(self.engine.confirm, alert))
+            self.outboxes[alert.backend].put(functools.partial(self._post_alert, by_name[alert.backend], alert),
+                                             on_drop=functools.partial(self.engine.confirm, alert, False))
+
+    def _post_samples(self, backend: Backend, rows: list[dict[str, Any]], stamp: str) -> None:
+        """One loop's samples, in chunks; each chunk is sent at most once (a timed-out chunk is not re-sent)."""
+        accepted = 0
+        for i in range(0, len(rows), CHUNK):
+            chunk = {"data": rows[i:i + CHUNK], "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
+            outcome = backend.post("/api/market/open-interest/ingest", chunk, timeout=backend.batch_timeout)
+            accepted += len(chunk["data"]) if outcome != REJECTED else 0
+        if accepted:
+            log.info("posted to %s: OI samples, %d of %d rows", backend.name, accepted, len(rows))
+
+    def _post_alert(self, backend: Backend, alert: OiAlert) -> None:
+        outcome = backend.post("/api/open-interest-alerts/ingest", alert.payload,
+                               what=f"OI alert {alert.symbol} {alert.direction} [{alert.timeframe.label}]")
+        # Uncertain counts as delivered: it may be stored, and an alert is never sent twice.
+        self.engine.confirm(alert, outcome != REJECTED)
 
     def run(self, stop: threading.Event, once: bool = False) -> None:
         try:
@@ -187,7 +158,8 @@ class OiPoller:
                     break
                 stop.wait(max(0.0, started + interval - time.monotonic()))
         finally:
-            self.sender.close()
+            for outbox in self.outboxes.values():
+                outbox.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,8 +39,7 @@ class Universe:
         fresh, source = self._from_backend(), "backend"
         if fresh is None:
             fresh, source = self._computed(), "computed locally"
-        excluded = set(self.settings.oi_excluded_symbols)
-        fresh = sorted(s for s in fresh or [] if s not in excluded)
+        fresh = sorted(fresh or [])
         if not fresh:
             log.warning("universe refresh gave nothing; keeping %d symbols", len(self.symbols))
         elif self.symbols and len(fresh) < COLLAPSE_RATIO * len(self.symbols):

@@ -148,6 +148,11 @@ SETTINGS: tuple[Setting, ...] = (
             "DEV VolSpike backend; empty disables it.", (ALERTS, OI)),
     Setting("VOLSPIKE_API_KEY_DEV", "volspike_api_key_dev", "", v.text, "DEV backend key (X-API-Key).", (ALERTS, OI),
             secret=True),
+    Setting("VOLSPIKE_POST_TIMEOUT_S", "volspike_post_timeout_s", "10", v.number(0, strict=True),
+            "Read timeout of an alert POST to a backend (volume and OI alerts); a POST that timed out is never "
+            "sent again (it may have been stored).", (ALERTS, OI)),
+    Setting("TELEGRAM_TIMEOUT_S", "telegram_timeout_s", "10", v.number(0, strict=True),
+            "Read timeout of a Telegram sendMessage; a message that timed out is never sent again.", (ALERTS,)),
     # -- oi_realtime_poller.py ---------------------------------------------------------------------------------
     Setting("OI_MAX_REQ_PER_MIN", "oi_max_req_per_min", "2000", v.number(0, strict=True),
             "openInterest requests per minute at most; sets the loop interval with the universe size.", (OI,)),
@@ -178,12 +183,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OI_MIN_DELTA_CONTRACTS", "oi_min_delta_contracts", "5000", v.number(0),
             "Smallest absolute OI change (contracts) that may alert.", (OI,)),
     Setting("OI_EXCLUDED_SYMBOLS", "oi_excluded_symbols", "USDCUSDT", v.symbols,
-            "Comma-separated symbols never polled.", (OI,)),
+            "Comma-separated symbols polled and posted like any other but never alerted on (as the original: a "
+            "stablecoin's open interest swings are noise).", (OI,)),
     Setting("OI_STATE_FILE", "oi_state_file", ".oi_alert_state.json", v.path,
             "Alert cooldowns and edge states per backend, persisted atomically across restarts.", (OI,)),
     Setting("OI_POST_QUEUE_MAX", "oi_post_queue_max", "50", v.count(1),
-            "Pending backend POSTs kept while a backend is slow; the oldest is dropped (logged) beyond this.",
-            (OI,)),
+            "Pending POSTs kept per backend while it is slow (each backend has its own queue and thread); the "
+            "oldest is dropped (logged, never sent, so retried later) beyond this.", (OI,)),
+    Setting("OI_BATCH_TIMEOUT_S", "oi_batch_timeout_s", "60", v.number(0, strict=True),
+            "Read timeout of one OI sample batch POST (the original raised it to 60 s after real 10 s timeouts); "
+            "a POST that timed out is never sent again.", (OI,)),
     # -- validate_funding_comparison.py: when is it SAFE TO SWITCH ----------------------------------------------
     Setting("REPORT_MIN_HOURS", "report_min_hours", "24", v.number(0),
             "Coverage needed between the first and the last comparison.", (REPORT,)),
@@ -251,6 +260,8 @@ class Settings:
     volspike_api_key: str | None
     volspike_api_url_dev: str | None
     volspike_api_key_dev: str | None
+    volspike_post_timeout_s: float
+    telegram_timeout_s: float
     oi_max_req_per_min: float
     oi_min_interval_sec: float
     oi_max_interval_sec: float
@@ -268,6 +279,7 @@ class Settings:
     oi_excluded_symbols: tuple[str, ...]
     oi_state_file: Path
     oi_post_queue_max: int
+    oi_batch_timeout_s: float
     report_min_hours: float
     report_max_gap_minutes: float
     report_min_comparisons: int

@@ -6,6 +6,7 @@ The rules live in :mod:`.volume_rules`; this module fetches, decides, sends and 
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from .alert_sinks import Backend, Telegram, backends_from
+from .alert_sinks import Backend, Outbox, Telegram, backends_from
 from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
@@ -27,6 +28,10 @@ from .volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of
 
 log = logging.getLogger("volume_alerts")
 UNIVERSE_TTL_S = 3600.0
+#: Deliveries queued per receiver before the oldest is dropped (a scan sends a handful; this is a hung receiver).
+OUTBOX_MAX = 200
+#: ``--once`` waits this long for its deliveries before exiting.
+ONCE_DRAIN_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,10 @@ class VolumeAlerts:
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
-                                             settings.telegram_chat_id)
+                                             settings.telegram_chat_id, timeout=settings.telegram_timeout_s)
+        # One outbox per receiver: a hung backend or Telegram delays only its own deliveries, never a scan.
+        self.outboxes = {name: Outbox(name, OUTBOX_MAX) for name in
+                         ([b.name for b in self.backends] + (["Telegram"] if self.telegram.enabled else []))}
         self.book = AlertBook(settings.volume_alert_state_file)
         self.dry_run = dry_run
         self._clock = clock
@@ -142,22 +150,35 @@ class VolumeAlerts:
             log.info("DRY RUN: would send %s to Telegram and %d backend(s): %s", alert.kind, len(self.backends),
                      payload)
             return
-        if self.telegram.enabled:
-            self.telegram.send(alert.text)
-        current_oi = None
-        if self.backends:
-            try:
-                current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
-            except (RestError, KeyError, TypeError, ValueError) as exc:
-                log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
-        for backend in self.backends:
-            body = dict(payload)
-            oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
-            if oi_change is not None:
-                body["oiChange"] = round(oi_change, 6)
-            backend.post("/api/volume-alerts/ingest", body)
-        # Recorded whatever the sinks said: their retries are bounded, and a restart must never re-send.
+        # Recorded before anything is sent: whatever happens next (a crash, a hung receiver), this alert is never
+        # sent twice. Each receiver then gets it at most once, from its own outbox.
         self.book.record(alert.symbol, alert.candles, slot, alert.kind)
+        if self.telegram.enabled:
+            self.outboxes["Telegram"].put(functools.partial(self.telegram.send, alert.text))
+        for backend in self.backends:
+            self.outboxes[backend.name].put(functools.partial(self._deliver, backend, alert, payload))
+
+    def _deliver(self, backend: Backend, alert: Alert, payload: dict[str, Any]) -> None:
+        """On ``backend``'s own outbox thread: its oiChange (a GET to it) and the POST, at most once."""
+        body = dict(payload)
+        current_oi = None
+        try:
+            current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
+        except (RestError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
+        oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
+        if oi_change is not None:
+            body["oiChange"] = round(oi_change, 6)
+        backend.post("/api/volume-alerts/ingest", body, what=f"volume {alert.kind} {alert.symbol}")
+
+    def drain(self, timeout: float) -> bool:
+        """Wait for every queued delivery (``--once`` exits after this); ``False`` if a receiver is still busy."""
+        deadline = time.monotonic() + timeout
+        return all(o.drain(max(0.0, deadline - time.monotonic())) for o in self.outboxes.values())
+
+    def close(self) -> None:
+        for outbox in self.outboxes.values():
+            outbox.close(timeout=1.0)
 
     def run_forever(self, stop: threading.Event) -> None:
         slot = slot_of(datetime.fromtimestamp(self._clock(), timezone.utc)) + SLOT
@@ -203,11 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts.banner()
         if args.once:
             alerts.scan(slot_of(moment or datetime.now(timezone.utc)))
+            if not alerts.drain(ONCE_DRAIN_S):
+                log.warning("some deliveries were still in progress after %.0f s; exiting anyway", ONCE_DRAIN_S)
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        alerts.run_forever(stop)
+        try:
+            alerts.run_forever(stop)
+        finally:
+            alerts.close()
         return 0
 
     return run("hourly_volume_alert_dual_env", body)
