@@ -67,7 +67,8 @@ class World:
             "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": self.dev.url,
             "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "TELEGRAM_API_URL": self.telegram.url,
             "TELEGRAM_TOKEN": self.telegram.token, "TELEGRAM_CHAT_ID": "4242",
-            "VOLUME_ALERT_STATE_FILE": str(self.tmp / "alerts.json"), "FUNDING_STALE_AFTER_S": "5"}
+            "VOLUME_ALERT_STATE_FILE": str(self.tmp / "alerts.json"), "FUNDING_STALE_AFTER_S": "5",
+            "OI_UNIVERSE_PUBLISH_S": "0"}  # publishing replaces the fake backend's universe: tested on its own
         base.update(env)
         return load_settings(base)
 

@@ -360,3 +360,42 @@ def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "DEBUG urllib3" in proc.stderr and world.prod.oi_samples
     assert "prod-secret-key" not in proc.stderr and "dev-secret-key" not in proc.stderr
+
+
+# -- publishing the liquid universe ------------------------------------------------------------------------------
+
+def publishing_world(world: World) -> None:
+    world.prod.liquid_universe = ["BTCUSDT", "SOLUSDT"]
+    for name in world.stack.market.contracts:
+        world.rest.quote_volume_24h[name] = 1e6
+    # BTC stays (in the universe, above exit); SOL stays at 3 M (in it, above 2 M exit); ETH enters at 4.5 M;
+    # DOGE at 3 M does not enter (not in it, under 4 M).
+    world.rest.quote_volume_24h.update({"BTCUSDT": 9e6, "SOLUSDT": 3e6, "ETHUSDT": 4.5e6, "DOGEUSDT": 3e6})
+
+
+def test_the_poller_publishes_the_liquid_universe_to_every_backend(world: World) -> None:
+    publishing_world(world)
+    p = poller(world, OI_UNIVERSE_PUBLISH_S="300")
+    p.loop_once()
+    drain(p)
+    for backend in (world.prod, world.dev):
+        body = backend.universe_updates[-1]
+        by_symbol = {s["symbol"]: s for s in body["symbols"]}
+        assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+        assert by_symbol["ETHUSDT"]["enteredAt"] and by_symbol["BTCUSDT"]["enteredAt"] is None
+        assert by_symbol["SOLUSDT"]["quoteVolume24h"] == 3e6 and body["updatedAt"].endswith("Z")
+    assert world.prod.liquid_universe == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert not p.universe.publish_due()  # next one in 5 minutes
+
+
+def test_an_empty_or_collapsed_universe_is_never_published(world: World, caplog) -> None:
+    publishing_world(world)
+    world.rest.fail("/fapi/v1/ticker/24hr", 400)  # nothing can be computed
+    p = poller(world, OI_UNIVERSE_PUBLISH_S="300")
+    p.publish_universe()
+    world.prod.liquid_universe = [f"SYN{i:03d}USDT" for i in range(8)] + ["BTCUSDT"]
+    p.universe._published = float("-inf")
+    p.publish_universe()  # 2 symbols would replace 9: collapsed
+    drain(p)
+    assert world.prod.universe_updates == [] and world.dev.universe_updates == []
+    assert "not published: nothing could be computed" in caplog.text and "is under half of 9" in caplog.text

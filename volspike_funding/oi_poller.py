@@ -31,6 +31,7 @@ from .volume_rules import iso_z
 
 log = logging.getLogger("oi.poller")
 CHUNK = 100
+UNIVERSE_UPDATE = "/api/market/open-interest/liquid-universe/update"
 STATUS_EVERY = 10
 EMPTY_RETRY_S = 30.0
 
@@ -76,8 +77,22 @@ class OiPoller:
             log.debug("%s openInterest failed: %s", symbol, exc)
             return symbol, None, time.time()
 
+    def publish_universe(self) -> None:
+        """Compute the liquid universe and send it to every backend (each from its own outbox)."""
+        body = self.universe.publication(iso_z(datetime.now(timezone.utc)))
+        if body is None or self.dry_run:
+            if body is not None:
+                log.info("DRY RUN: would publish a liquid universe of %d symbols", len(body["symbols"]))
+            return
+        for backend in self.backends:
+            self.outboxes[backend.name].put(functools.partial(
+                backend.post, UNIVERSE_UPDATE, body, what=f"liquid universe, {len(body['symbols'])} symbols"))
+        self.universe.refresh_after_publish()
+
     def loop_once(self) -> float:
         """One poll; returns the interval to keep until the next one starts."""
+        if self.universe.publish_due():
+            self.publish_universe()
         if self.universe.due():
             self.universe.refresh()
         symbols = self.universe.symbols

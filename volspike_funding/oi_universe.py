@@ -1,7 +1,14 @@
-"""Which symbols the OI poller polls: the backend's liquid universe, or one computed locally with hysteresis.
+"""Which symbols the OI poller polls: the backend's liquid universe, or one computed locally with hysteresis; and
+the publication of that universe to the backends, which only this job writes.
 
 The last good universe is kept when a refresh fails, comes back empty, or collapses to under half its size
-(a broken upstream answer is likelier than half the market delisting at once).
+(a broken upstream answer is likelier than half the market delisting at once). The same rule guards publishing:
+``POST /api/market/open-interest/liquid-universe/update`` deletes every symbol not in the update, so an empty or
+collapsed universe is logged and never sent.
+
+The rules (the original ``oi_liquid_universe_job.py``): USDT perpetuals in TRADING status; a symbol enters at
+``OI_LIQUID_ENTER_QUOTE_24H`` of 24 h quote volume and stays while at least ``OI_LIQUID_EXIT_QUOTE_24H``,
+hysteresis against the backend's current universe.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ class Universe:
         self.source = "none"
         self._local: set[str] = set()
         self._refreshed = float("-inf")
+        self._published = float("-inf")
+        #: Size of the last universe sent to the backends (the collapse guard's reference).
+        self.last_published = 0
+        #: 24 h quote volume of the last local computation, for the published body.
+        self.volumes: dict[str, float] = {}
 
     def due(self) -> bool:
         return not self.symbols or self._clock() - self._refreshed >= self.settings.oi_universe_refresh_s
@@ -61,6 +73,34 @@ class Universe:
             return None
         return symbols or None
 
+    def refresh_after_publish(self) -> None:
+        """The backend's universe changes with our update: read it again at the next loop."""
+        self._refreshed = float("-inf")
+
+    def publish_due(self) -> bool:
+        interval = self.settings.oi_universe_publish_s
+        return bool(interval) and self.backend is not None and self._clock() - self._published >= interval
+
+    def publication(self, now_iso: str) -> dict[str, Any] | None:
+        """The update body (hysteresis against the backend's current universe), or ``None`` when it must not be
+        sent (nothing computed, empty, or collapsed to under half of the last one sent or of the current one)."""
+        self._published = self._clock()
+        current = set(self._from_backend() or ())
+        self._local |= current  # "stay" applies to what the backend already lists
+        fresh = self._computed()
+        if not fresh:
+            log.warning("liquid universe not published: nothing could be computed (Binance unavailable?)")
+            return None
+        reference = max(self.last_published, len(current))
+        if len(fresh) < COLLAPSE_RATIO * reference:
+            log.warning("liquid universe not published: %d symbols is under half of %d (a broken upstream answer "
+                        "is likelier than half the market leaving)", len(fresh), reference)
+            return None
+        self.last_published = len(fresh)
+        return {"symbols": [{"symbol": sym, "quoteVolume24h": self.volumes.get(sym, 0.0),
+                             "enteredAt": None if sym in current else now_iso, "lastSeenAt": now_iso}
+                            for sym in fresh], "updatedAt": now_iso}
+
     def _computed(self) -> list[str] | None:
         s = self.settings
         try:
@@ -72,4 +112,5 @@ class Universe:
         self._local = {sym for sym in perpetuals
                        if volumes.get(sym, 0.0) >= s.oi_liquid_enter_quote_24h
                        or (sym in self._local and volumes.get(sym, 0.0) >= s.oi_liquid_exit_quote_24h)}
+        self.volumes = {sym: volumes.get(sym, 0.0) for sym in self._local}
         return sorted(self._local)

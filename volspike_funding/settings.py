@@ -164,6 +164,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Parallel openInterest requests (through the shared rate-limited client).", (OI,)),
     Setting("OI_UNIVERSE_REFRESH_S", "oi_universe_refresh_s", "300", v.number(0, strict=True),
             "How often the liquid universe is refreshed.", (OI,)),
+    Setting("OI_UNIVERSE_PUBLISH_S", "oi_universe_publish_s", "300", v.number(0),
+            "How often the poller computes the liquid universe (exchangeInfo + ticker/24hr, weight 41) and "
+            "publishes it to the backends (PROD, and DEV when configured); never an empty one nor one under half "
+            "of the last. 0: another job publishes it.", (OI,)),
     Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", v.number(0),
             "Locally computed universe: a symbol enters at this 24 h quote volume (USDT)...", (OI,)),
     Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", v.number(0),
@@ -267,6 +271,7 @@ class Settings:
     oi_max_interval_sec: float
     oi_fetch_concurrency: int
     oi_universe_refresh_s: float
+    oi_universe_publish_s: float
     oi_liquid_enter_quote_24h: float
     oi_liquid_exit_quote_24h: float
     oi_spike_threshold_pct_5min: float
