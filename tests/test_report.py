@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from volspike_funding.comparison_log import FUNDING, MARK, ComparisonLog
+from volspike_funding.comparison_log import FUNDING, MARK, MARKER, SUMMARY_MARKER, ComparisonLog
 from volspike_funding.funding_report import Report, feed_all, parse_when, prefix_time
 from volspike_funding.settings import load_settings
 
@@ -35,10 +35,18 @@ class Capture(logging.Handler):
         self.lines.append(self.prefix + record.getMessage())
 
 
+def old_format(c, consumer: str) -> str:
+    """This service's earlier line per comparison (still read: logs of past validations)."""
+    return MARKER + json.dumps({"ts": c.ts, "consumer": consumer, "symbol": c.symbol, "field": c.field,
+                                "rest": c.rest, "ws": c.ws, "absDiff": c.abs_diff, "relDiff": c.rel_diff,
+                                "wsAge": c.ws_age, "match": c.match})
+
+
 def generate(hours: float = 25, every_min: float = 5, mark_noise: float = 0.0, funding_error_every: int = 0,
              skip_hours: tuple[float, float] | None = None, consumer: str = "volume_alerts",
-             ws_down_every: int = 0, prefix: str = "") -> list[str]:
-    """A consumer's validate-mode log, written by the real ComparisonLog with a simulated clock."""
+             ws_down_every: int = 0, prefix: str = "", old: list[str] | None = None) -> list[str]:
+    """A consumer's validate-mode log, written by the real ComparisonLog with a simulated clock; with ``old``, the
+    same comparisons in the earlier one-line-per-comparison format are appended there."""
     clock = {"t": START}
     logger = logging.getLogger(f"gen.{id(clock)}")
     logger.propagate = False
@@ -55,6 +63,10 @@ def generate(hours: float = 25, every_min: float = 5, mark_noise: float = 0.0, f
             continue
         if ws_down_every and n % ws_down_every == 0:
             log.summary("validate", [], ws_available=False, rest_available=True, rest_fallbacks=len(SYMBOLS))
+            if old is not None:
+                old.append(SUMMARY_MARKER + json.dumps({"ts": clock["t"], "consumer": consumer, "comparisons": 0,
+                                                        "matches": 0, "wsAvailable": False, "restAvailable": True,
+                                                        "restFallbacks": len(SYMBOLS)}))
             continue
         done = []
         for i, symbol in enumerate(SYMBOLS):
@@ -64,6 +76,12 @@ def generate(hours: float = 25, every_min: float = 5, mark_noise: float = 0.0, f
             price = 100.0 + i
             done.append(log.compare(symbol, MARK, price, price * (1 + mark_noise), 0.7))
         log.summary("validate", done, ws_available=True, rest_available=True)
+        if old is not None:
+            old.extend(old_format(c, consumer) for c in done)
+            old.append(SUMMARY_MARKER + json.dumps({"ts": clock["t"], "consumer": consumer, "comparisons": len(done),
+                                                    "matches": sum(c.match for c in done), "wsAvailable": True,
+                                                    "restAvailable": True}))
+    log.flush()  # as the consumer does when it stops
     return handler.lines
 
 
@@ -195,3 +213,21 @@ def test_cli_files_gz_stdin_json_and_exit_codes(tmp_path: Path) -> None:
     missing = run_cli(str(tmp_path / "nope.log"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     assert run_cli("--since", "last tuesday").returncode == 2
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"funding_error_every": 50}, {"mark_noise": 0.0005}, {"mark_noise": 0.002},
+                                    {"ws_down_every": 10}, {"hours": 10}, {"skip_hours": (5, 7)},
+                                    {"every_min": 0.1, "hours": 2}])
+def test_window_lines_give_the_same_verdicts_as_per_comparison_lines(kwargs: dict) -> None:
+    old: list[str] = []
+    new = generate(old=old, **kwargs)
+    a, b = report_of(new), report_of(old)
+    assert (a["verdict"], a["exitCode"]) == (b["verdict"], b["exitCode"]), (a["reasons"], b["reasons"])
+    for name in (FUNDING, MARK):
+        fa, fb = a["fields"][name], b["fields"][name]
+        assert (fa["comparisons"], fa["matches"]) == (fb["comparisons"], fb["matches"])
+        for q in ("median", "p99", "max"):
+            x, y = fa["relDiff"][q], fb["relDiff"][q]
+            assert (x is None and y is None) or abs(x - y) <= 0.07 * max(abs(y), 1e-12), (name, q, x, y)
+    if not kwargs:  # healthy data: the point is far fewer bytes (bench/bench_log_volume.py measures the budget)
+        assert len("".join(new)) * 5 < len("".join(old))

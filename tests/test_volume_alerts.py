@@ -17,7 +17,7 @@ import pytest
 
 from volspike_funding.alert_sinks import ACCEPTED, REJECTED, UNCERTAIN, Backend, Telegram
 from volspike_funding.binance_rest import BinanceRest
-from volspike_funding.comparison_log import MARKER, SUMMARY_MARKER, parse_line
+from volspike_funding.comparison_log import Window, parse_line
 from volspike_funding.errors import IpBanned, RateLimited, RequestRejected, Unavailable
 from volspike_funding.fake.http_fake import HttpFake
 from volspike_funding.volume_alerts import VolumeAlerts
@@ -158,8 +158,7 @@ def test_dry_run_sends_and_records_nothing(world: World) -> None:
 # -- funding modes ----------------------------------------------------------------------------------------------
 
 def comparison_records(caplog) -> list:
-    return [parse_line(r.getMessage()) for r in caplog.records if MARKER in r.getMessage()
-            or SUMMARY_MARKER in r.getMessage()]
+    return [record for r in caplog.records if (record := parse_line(r.getMessage())) is not None]
 
 
 def test_validate_mode_compares_every_symbol_with_one_call_per_side(world: World, caplog) -> None:
@@ -168,12 +167,13 @@ def test_validate_mode_compares_every_symbol_with_one_call_per_side(world: World
     app.scan(at(world, HOUR + timedelta(minutes=10)))
     app.scan(at(world, HOUR + timedelta(minutes=15)))
     assert world.rest.counts["/fapi/v1/premiumIndex"] == 2 and app.source.local.calls == 2
-    records = comparison_records(caplog)
-    pairs = [r for r in records if hasattr(r, "field")]
-    summaries = [r for r in records if hasattr(r, "comparisons")]
-    assert len(summaries) == 2 and summaries[0].comparisons == len(pairs) // 2 > 40
-    assert {p.field for p in pairs} == {"fundingRate", "markPrice"}
-    assert sum(p.match for p in pairs) >= 0.9 * len(pairs)  # same simulated market on both sides
+    app.source.comparisons.flush()  # as at a stop: the second scan came within the first's minute (wall clock)
+    windows = [r for r in comparison_records(caplog) if isinstance(r, Window)]
+    assert [w.scans for w in windows] == [1, 1]  # one line per scan or per minute: never one per symbol
+    for window in windows:
+        funding, mark = window.fields["fundingRate"], window.fields["markPrice"]
+        assert funding["n"] == mark["n"] >= 25
+        assert mark["m"] >= 0.9 * mark["n"]  # same simulated market on both sides
     assert world.prod.volume_alerts[0]["fundingRate"] == pytest.approx(
         world.stack.market.contracts["ETHUSDT"].funding, abs=1e-4)
 

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, Any, Iterable, Iterator, Sequence
 
 from .cli import build_parser, run, settings_from_args
-from .comparison_log import FUNDING, MARK, Comparison, LegacyMismatch, ScanSummary, iso_utc, parse_line
+from .comparison_log import (FUNDING, MARK, Comparison, LegacyMismatch, Mismatch, ScanSummary, Window, bucket_value,
+                             iso_utc, parse_line)
 from .errors import SettingsError
 from .report_stats import Availability, Coverage, FieldStats, SymbolStats
 from .settings import REPORT, Settings
@@ -122,6 +123,27 @@ class Report:
                 stats.legacy_rel_diff.add(record.diff_pct / 100)
                 if ts is not None:
                     self.coverage.add(ts)
+        elif isinstance(record, Window):
+            if self._in_window(record.ts):
+                self.coverage.add(record.since)
+                self.coverage.add(record.ts)
+                for name, f in record.fields.items():
+                    for stats in (self.fields[name],
+                                  self.by_consumer.setdefault((record.consumer, name), FieldStats())):
+                        stats.add_window(f, record.ws_age if name == MARK else None, bucket_value)
+                av, a = record.availability, self.availability.setdefault(record.consumer, Availability())
+                a.scans += record.scans
+                a.ws_unavailable += av["wsUnavailable"]
+                a.rest_unavailable += av["restUnavailable"]
+                a.ws_missing_symbols += av["wsMissing"]
+                a.ws_stale_symbols += av["wsStale"]
+                a.rest_fallbacks += av["restFallbacks"]
+        elif isinstance(record, Mismatch):
+            if self._in_window(record.ts):
+                sym = self.symbols.setdefault(record.symbol, SymbolStats())
+                sym.mismatches += 1
+                if record.rel_diff is not None and record.rel_diff > sym.worst_rel_diff:
+                    sym.worst_rel_diff, sym.worst_field = record.rel_diff, record.field
         elif isinstance(record, ScanSummary):
             if self._in_window(record.ts):
                 a = self.availability.setdefault(record.consumer, Availability())
@@ -202,7 +224,7 @@ class Report:
             "availability": {c: a.as_dict() for c, a in sorted(self.availability.items())},
             "worstSymbols": [{"symbol": name, "comparisons": s.comparisons, "mismatches": s.mismatches,
                               "worstRelDiff": s.worst_rel_diff, "worstField": s.worst_field or None}
-                             for name, s in worst if s.comparisons],
+                             for name, s in worst if s.comparisons or s.mismatches],
             "thresholds": {k: v for k, v in self.settings.__dict__.items() if k.startswith("report_")},
         }
 

@@ -173,6 +173,7 @@ class OiPoller:
                     break
                 stop.wait(max(0.0, started + interval - time.monotonic()))
         finally:
+            self.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
             for outbox in self.outboxes.values():
                 outbox.close()
 

@@ -33,6 +33,25 @@ class LogHistogram:
         index = math.floor(math.log10(value / self.FLOOR) * self.PER_DECADE)
         self._buckets[index] = self._buckets.get(index, 0) + 1
 
+    def add_count(self, value: float, count: int) -> None:
+        """``count`` values of ``value`` at once (a window line's bucket); the maximum is the caller's to set."""
+        if count <= 0:
+            return
+        self.count += count
+        if value < self.FLOOR:
+            self.zeros += count
+            return
+        index = math.floor(math.log10(value / self.FLOOR) * self.PER_DECADE)
+        self._buckets[index] = self._buckets.get(index, 0) + count
+
+    def add_sparse(self, hist: dict[str, Any], maximum: float | None, bucket_value: Any) -> None:
+        """Merge a window line's sparse histogram (``{"z": zeros, "b": {index: count}}``)."""
+        self.add_count(0.0, int(hist.get("z", 0)))
+        for index, count in (hist.get("b") or {}).items():
+            self.add_count(bucket_value(int(index)), int(count))
+        if maximum is not None:
+            self.maximum = max(self.maximum, float(maximum))
+
     def quantile(self, q: float) -> float | None:
         if self.count == 0:
             return None
@@ -72,6 +91,15 @@ class FieldStats:
             self.rel_diff.add(rel_diff)
         if ws_age is not None:
             self.ws_age.add(ws_age)
+
+    def add_window(self, f: dict[str, Any], ws_age: dict[str, Any] | None, bucket_value: Any) -> None:
+        """One field of a window line: counts, matches and the distributions of the differences."""
+        self.comparisons += int(f["n"])
+        self.matches += int(f["m"])
+        self.abs_diff.add_sparse(f["abs"], f.get("maxAbs"), bucket_value)
+        self.rel_diff.add_sparse(f["rel"], f.get("maxRel"), bucket_value)
+        if ws_age:
+            self.ws_age.add_sparse(ws_age, None, bucket_value)
 
     @property
     def match_rate(self) -> float | None:

@@ -177,6 +177,7 @@ class VolumeAlerts:
         return all(o.drain(max(0.0, deadline - time.monotonic())) for o in self.outboxes.values())
 
     def close(self) -> None:
+        self.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
         for outbox in self.outboxes.values():
             outbox.close(timeout=1.0)
 
@@ -226,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             alerts.scan(slot_of(moment or datetime.now(timezone.utc)))
             if not alerts.drain(ONCE_DRAIN_S):
                 log.warning("some deliveries were still in progress after %.0f s; exiting anyway", ONCE_DRAIN_S)
+            alerts.source.comparisons.flush()
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
