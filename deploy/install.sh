@@ -2,12 +2,15 @@
 # Install (idempotently), render-only or uninstall the VolSpike funding services on a Debian/Ubuntu host.
 #
 #   sudo deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--no-start]
-#                          [--python PY] [--pip-args "ARGS"]
+#                          [--python PY] [--pip-args "ARGS"] [--replace-legacy]
 #   deploy/install.sh --render-only DIR [--prefix DIR] ...     write the rendered units to DIR, change nothing else
 #   sudo deploy/install.sh --uninstall [--purge]                stop, disable and remove (--purge: state + env file)
 #
 # Defaults: prefix /opt/volspike-funding, user volspike, env file /etc/volspike/volspike.env. Paths may contain
-# spaces. See DEPLOYMENT.md.
+# spaces. The original scripts' units (volspike, oi-realtime-poller, oi-liquid-universe, funding-health-check, and
+# binance-funding-* running from /home/trader/volume-spike-bot) must not run beside ours: if any is active or
+# enabled, install refuses unless --replace-legacy (stop and disable them; their unit files are kept, and the ones
+# ours overwrite are copied to /etc/volspike/legacy-units, for a rollback). See DEPLOYMENT.md.
 set -euo pipefail
 
 PREFIX=/opt/volspike-funding
@@ -24,6 +27,11 @@ RENDER_DIR=""
 START=yes
 CONSUMERS=no
 PURGE=no
+REPLACE_LEGACY=no
+LEGACY_UNITS=(volspike.service oi-realtime-poller.service oi-liquid-universe.timer oi-liquid-universe.service
+              funding-health-check.timer funding-health-check.service)
+LEGACY_PATH=/home/trader/volume-spike-bot
+LEGACY_BACKUP=/etc/volspike/legacy-units
 FUNDING_UNITS=(binance-funding-ws.service binance-funding-api.service)
 CONSUMER_UNITS=(volspike-volume-alerts.service volspike-oi-poller.service)
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,7 +51,8 @@ while [ $# -gt 0 ]; do
         --purge) PURGE=yes; shift ;;
         --no-start) START=no; shift ;;
         --with-consumers) CONSUMERS=yes; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --replace-legacy) REPLACE_LEGACY=yes; shift ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -110,6 +119,32 @@ esac
 if [ -x "$PREFIX/.venv/bin/python" ]; then
     venv_real="$(readlink -f "$PREFIX/.venv/bin/python")"
     case "$venv_real" in /root/*|/home/*) rm -rf -- "$PREFIX/.venv" ;; esac
+fi
+
+# 0. The original scripts' units: never both generations at once (every alert would be sent twice, and the old
+#    OI poller would read a state file nothing writes any more).
+legacy_running=()
+for unit in "${LEGACY_UNITS[@]}" "${FUNDING_UNITS[@]}"; do
+    file="$UNIT_DIR/$unit"
+    case " ${FUNDING_UNITS[*]} " in
+        *" $unit "*) grep -qs "$LEGACY_PATH" "$file" || continue ;;  # same name as ours: legacy only if it runs from there
+    esac
+    if systemctl is-active --quiet "$unit" 2>/dev/null || systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+        legacy_running+=("$unit")
+    fi
+done
+if [ "${#legacy_running[@]}" -gt 0 ]; then
+    if [ "$REPLACE_LEGACY" != yes ]; then
+        die "the original scripts' units are active or enabled: ${legacy_running[*]}. Running both generations sends
+every alert twice. Re-run with --replace-legacy to stop and disable them (their unit files are kept for a rollback;
+see DEPLOYMENT.md, 'Moving from the original scripts')"
+    fi
+    install -d -m 0755 "$LEGACY_BACKUP"
+    for unit in "${legacy_running[@]}"; do
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        [ -f "$UNIT_DIR/$unit" ] && cp -p "$UNIT_DIR/$unit" "$LEGACY_BACKUP/$unit"
+        say "stopped and disabled the original $unit (unit file copied to $LEGACY_BACKUP)"
+    done
 fi
 
 # 1. The unprivileged service user.

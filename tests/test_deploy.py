@@ -170,3 +170,27 @@ def test_installed_under_real_systemd_with_watchdog_restart_and_clean_stop(conta
                       "/opt/volspike funding")
         assert show(container, FUNDING[0], "LoadState") == "not-found"
         assert container.run("test", "-e", "/opt/volspike funding", check=False).returncode == 1
+
+
+def test_install_refuses_to_run_beside_the_original_scripts(container: Container) -> None:
+    """Both generations at once would send every alert twice: install refuses, or replaces them when told to."""
+    legacy = "oi-realtime-poller.service"
+    container.run("sh", "-c", f"printf '[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\n"
+                              f"WantedBy=multi-user.target\\n' > /etc/systemd/system/{legacy} && "
+                              f"systemctl daemon-reload && systemctl enable --now {legacy}")
+    install = ("bash", "/srv/volspike-src/deploy/install.sh", "--prefix", "/opt/volspike funding", "--python",
+               "/usr/bin/python3", "--no-start")
+    try:
+        refused = container.run(*install, check=False, timeout=120)
+        assert refused.returncode == 2 and legacy in refused.stderr and "--replace-legacy" in refused.stderr
+        assert show(container, legacy, "ActiveState") == "active"  # nothing was touched
+        replaced = container.run(*install, "--replace-legacy", timeout=600)
+        assert f"stopped and disabled the original {legacy}" in replaced.stdout
+        assert show(container, legacy, "ActiveState") == "inactive"
+        assert show(container, legacy, "UnitFileState") == "disabled"
+        assert container.run("test", "-f", f"/etc/volspike/legacy-units/{legacy}", check=False).returncode == 0
+    finally:
+        container.run("bash", "/srv/volspike-src/deploy/install.sh", "--uninstall", "--prefix",
+                      "/opt/volspike funding", check=False)
+        container.run("sh", "-c", f"systemctl disable --now {legacy}; rm -f /etc/systemd/system/{legacy}; "
+                                  "systemctl daemon-reload", check=False)

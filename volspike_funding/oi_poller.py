@@ -37,10 +37,13 @@ EMPTY_RETRY_S = 30.0
 
 
 def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[float, bool]:
-    """``clamp(round(60·n / max_per_min), lo, hi)``, stretched past ``hi`` when the budget needs it (flagged)."""
-    interval = min(max(round(60 * n / max_per_min), lo), hi)
+    """``clamp(round(60·n / max_per_min), lo, hi)``, rounded up where rounding would break the request budget, and
+    stretched past ``hi`` when the budget needs it (then flagged)."""
     needed = 60 * n / max_per_min
-    return (float(math.ceil(needed)), True) if needed > interval else (float(interval), False)
+    interval = float(min(max(round(needed), lo), hi))
+    if needed > interval:
+        interval = float(math.ceil(needed))
+    return interval, interval > hi
 
 
 class OiPoller:

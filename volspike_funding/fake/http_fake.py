@@ -48,6 +48,8 @@ class HttpFake:
         self.counts: Counter[str] = Counter()
         self.requests: list[Request] = []
         self._faults: dict[str, list[Fault]] = {}
+        #: Seconds every answer on a path takes (a droplet's REST round trip is 150-300 ms), for benchmarks.
+        self.latency_s: dict[str, float] = {}
         self._lock = threading.Lock()
         fake = self
 
@@ -123,6 +125,9 @@ class HttpFake:
         with self._lock:
             self.counts[parts.path] += 1
             self.requests.append(request)
+        delay = self.latency_s.get(parts.path, self.latency_s.get("*", 0.0))
+        if delay:
+            time.sleep(delay)
         fault = self._take_fault(parts.path)
         if fault is not None:
             time.sleep(fault.delay_s)
