@@ -341,7 +341,7 @@ def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
-           "FUNDING_STALE_AFTER_S": "5"}
+           "FUNDING_STALE_AFTER_S": "5", "OI_UNIVERSE_PUBLISH_S": "0"}
     proc = subprocess.run([sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -354,7 +354,7 @@ def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
            "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
-           "FUNDING_STALE_AFTER_S": "5", "FUNDING_LOG_LEVEL": "DEBUG"}
+           "FUNDING_STALE_AFTER_S": "5", "FUNDING_LOG_LEVEL": "DEBUG", "OI_UNIVERSE_PUBLISH_S": "0"}
     proc = subprocess.run([sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
