@@ -103,6 +103,7 @@ class Backend:
         self.key_hint = masked(api_key)
         self._session = session or requests.Session()
         self.timeout, self.batch_timeout, self._sleep = timeout, batch_timeout, sleep
+        self.outcomes: dict[str, int] = {ACCEPTED: 0, REJECTED: 0, UNCERTAIN: 0}
 
     def __repr__(self) -> str:
         return f"{self.name} {self.url} (key {self.key_hint})"
@@ -111,6 +112,7 @@ class Backend:
         """POST JSON once (see :func:`deliver`); logs ``posted to NAME: ...`` when accepted."""
         outcome = deliver(self._session, self.name, self.url + path, what or path, json=payload,
                           headers=self._headers, timeout_s=timeout or self.timeout, sleep=self._sleep)
+        self.outcomes[outcome] += 1
         if outcome == ACCEPTED and what:
             log.info("posted to %s: %s", self.name, what)
         return outcome
@@ -152,12 +154,14 @@ class Telegram:
         self._chat_id = chat_id
         self._session = session or requests.Session()
         self._timeout, self._sleep = timeout, sleep
+        self.outcomes: dict[str, int] = {ACCEPTED: 0, REJECTED: 0, UNCERTAIN: 0}
 
     def send(self, text: str) -> str:
         if not self.enabled:
             return REJECTED
         outcome = deliver(self._session, "Telegram", self._url, "sendMessage", json={"chat_id": self._chat_id,
                           "text": text}, headers={}, timeout_s=self._timeout, sleep=self._sleep)
+        self.outcomes[outcome] += 1
         if outcome == ACCEPTED:
             log.info("posted to Telegram: %s", text.splitlines()[0][:80] if text else "")
         return outcome
@@ -232,3 +236,12 @@ class Outbox:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout)
+
+
+def delivery_counts(receivers: list[Any], outboxes: list[Outbox]) -> dict[str, int]:
+    """Outcomes of every receiver's POSTs, and the jobs dropped unsent: for the consumer status file."""
+    counts = {"accepted": 0, "rejected": 0, "uncertain": 0, "dropped": sum(o.dropped for o in outboxes)}
+    for receiver in receivers:
+        for outcome, n in getattr(receiver, "outcomes", {}).items():
+            counts[outcome] += n
+    return counts

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from .api_metrics import HeadAsGet, RequestCounter, build_registry
 from .api_models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,
                          SymbolFunding, api_error, check_symbol, symbol_answer)
 from .api_state import StateCache, View
+from .api_status_page import PAGE, wants_html
 from .wire import symbol_problem
 
 log = logging.getLogger("funding.api")
@@ -40,6 +42,8 @@ class HealthLimits:
     stale_after_s: float
     clock_skew_warn_s: float = 5.0
     max_stale_share: float = 0.25
+    #: Where the consumers' status files are (exported at /metrics); ``None``: not exported.
+    consumer_status_dir: Path | None = None
 
 
 def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
@@ -119,7 +123,7 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
     limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
-    registry, requests_total = build_registry(cache, stale_after_s)
+    registry, requests_total = build_registry(cache, stale_after_s, limits.consumer_status_dir)
     app.add_middleware(RequestCounter, counter=requests_total)
     app.add_middleware(HeadAsGet)
 
@@ -159,8 +163,13 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
         log.exception("unexpected error on %s", request.url.path)
         return json_response({"detail": {"error": "Internal error"}}, 500)
 
-    @app.get("/", summary="Service name, version and endpoints")
-    async def root() -> Response:
+    @app.get("/", summary="Service name, version and endpoints (JSON); a browser gets the live status page",
+             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
+    async def root(request: Request) -> Response:
+        if wants_html(request.headers.get("accept")):
+            return Response(PAGE, media_type="text/html; charset=utf-8",
+                            headers={"Cache-Control": "no-store", "Content-Security-Policy":
+                                     "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"})
         return json_response({"service": "volspike-funding-api", "version": __version__, "endpoints": ENDPOINTS})
 
     @app.get("/funding/health", response_model=Health, responses={503: {"model": Health}})

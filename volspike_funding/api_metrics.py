@@ -7,11 +7,13 @@ Each app gets its own registry, so nothing global happens at import and tests ca
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from . import consumer_status
 from .api_state import StateCache
 
 Scope = dict[str, Any]
@@ -20,10 +22,11 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 
 class StateCollector:
-    """Gauges and counters derived from the current state snapshot at every scrape."""
+    """Gauges and counters derived from the current state snapshot (and the consumers' status files) at every
+    scrape."""
 
-    def __init__(self, cache: StateCache, stale_after_s: float) -> None:
-        self._cache, self._stale_after = cache, stale_after_s
+    def __init__(self, cache: StateCache, stale_after_s: float, consumer_status_dir: Path | None = None) -> None:
+        self._cache, self._stale_after, self._consumers = cache, stale_after_s, consumer_status_dir
 
     def collect(self) -> Iterator[Metric]:
         view, now = self._cache.view, time.time()
@@ -83,6 +86,7 @@ class StateCollector:
         for kind, count in sorted((counters.get("malformed") or {}).items()):
             malformed.add_metric([kind], count)
         yield malformed
+        yield from self._consumer_metrics(now)
         other = CounterMetricFamily("funding_daemon_other_product_rows", "Rows of other products on the stream "
                                     "(e.g. COIN-M), counted and not stored", labels=["kind"])
         for kind, count in sorted((counters.get("other_kinds") or {}).items()):
@@ -90,9 +94,30 @@ class StateCollector:
         yield other
 
 
-def build_registry(cache: StateCache, stale_after_s: float) -> tuple[CollectorRegistry, Counter]:
+    def _consumer_metrics(self, now: float) -> Iterator[Metric]:
+        statuses = consumer_status.read_all(self._consumers) if self._consumers is not None else []
+        rest = CounterMetricFamily("funding_consumer_rest_responses", "Binance REST answers of the consumers that "
+                                   "paused every call: 429 (rate limited) and 418 (IP banned)",
+                                   labels=["consumer", "status"])
+        deliveries = CounterMetricFamily("funding_consumer_deliveries", "POSTs to backends and Telegram by "
+                                         "outcome (accepted, rejected, uncertain: may have arrived; dropped: "
+                                         "never sent)", labels=["consumer", "outcome"])
+        age = GaugeMetricFamily("funding_consumer_status_age_seconds", "Seconds since a consumer last reported "
+                                "(after every scan or loop)", labels=["consumer"])
+        for st in statuses:
+            rest.add_metric([st["consumer"], "429"], st["rest"]["rateLimited"])
+            rest.add_metric([st["consumer"], "418"], st["rest"]["banned"])
+            for outcome, n in st["deliveries"].items():
+                deliveries.add_metric([st["consumer"], outcome], n)
+            if st["updatedAt"] is not None:
+                age.add_metric([st["consumer"]], max(0.0, now - st["updatedAt"]))
+        yield from (rest, deliveries, age)
+
+
+def build_registry(cache: StateCache, stale_after_s: float,
+                   consumer_status_dir: Path | None = None) -> tuple[CollectorRegistry, Counter]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(cache, stale_after_s))  # type: ignore[arg-type]
+    registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))  # type: ignore[arg-type]
     requests = Counter("funding_api_requests", "API requests by route template and status",
                        ["route", "status"], registry=registry)
     return registry, requests

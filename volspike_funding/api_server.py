@@ -47,7 +47,8 @@ def check_bind(settings: Settings) -> None:
 
 
 def limits(settings: Settings) -> HealthLimits:
-    return HealthLimits(settings.stale_after_s, settings.clock_skew_warn_s, settings.max_stale_share)
+    return HealthLimits(settings.stale_after_s, settings.clock_skew_warn_s, settings.max_stale_share,
+                        settings.consumer_status_dir)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -44,6 +44,8 @@ class BinanceRest:
         self.used_weight = 0
         self._weight_minute = 0
         self.requests_sent = 0
+        #: HTTP 429 and 418 answers received (exported through the consumer status file).
+        self.rate_limited = self.banned = 0
 
     # -- pacing ------------------------------------------------------------------------------------------
     def _check_pause(self) -> None:
@@ -117,6 +119,11 @@ class BinanceRest:
             retry_after = float(response.headers.get("Retry-After", DEFAULT_PAUSE_S))
         except ValueError:
             retry_after = DEFAULT_PAUSE_S
+        with self._lock:
+            if response.status_code == 418:
+                self.banned += 1
+            else:
+                self.rate_limited += 1
         if response.status_code == 418:
             self._pause(IpBanned, retry_after)
             log.error("BINANCE IP BAN (HTTP 418) on %s: every REST call paused for %.0f s. Something is sending "

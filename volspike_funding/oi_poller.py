@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from .alert_sinks import REJECTED, Backend, Outbox, backends_from
+from . import consumer_status
+from .alert_sinks import REJECTED, Backend, Outbox, backends_from, delivery_counts
 from .binance_rest import BinanceRest
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RestError
@@ -59,6 +60,7 @@ class OiPoller:
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
+        self.status_path = consumer_status.status_path(settings.oi_state_file, "oi_poller")
         self.loops = 0
         self._warned_budget = False
 
@@ -127,6 +129,10 @@ class OiPoller:
             alerts += [] if symbol in excluded else found
         self._queue(rows, alerts)
         self.loops += 1
+        consumer_status.write(self.status_path, "oi_poller",
+                              {"requests": self.rest.requests_sent, "rateLimited": self.rest.rate_limited,
+                               "banned": self.rest.banned},
+                              delivery_counts(self.backends, list(self.outboxes.values())))
         if self.loops % STATUS_EVERY == 1:
             log.info("loop %d: %d/%d symbols in %.2f s, %d priced in USD, %d alerts, %d posted, %d dropped; "
                      "interval %.0f s", self.loops, len(rows), len(symbols), time.monotonic() - started,

@@ -77,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(median of recent frames, network latency included).", (API,)),
     Setting("FUNDING_MAX_STALE_SHARE", "max_stale_share", "0.25", v.number(0),
             "Health turns unhealthy when more than this fraction of the stored symbols is stale.", (API,)),
+    Setting("FUNDING_CONSUMER_STATUS_DIR", "consumer_status_dir", "", v.optional_path,
+            "Directory of the consumers' status files (REST 429/418, deliveries), exported at /metrics; empty: "
+            "none. The units set it to the consumers' state directory.", (API,)),
     Setting("FUNDING_REFERENCE_ENABLED", "reference_enabled", "true", v.boolean,
             "Keep Binance's reference data (exchangeInfo, fundingInfo, interestRate) over REST, on a thread of "
             "its own; off: no listing checks, no per-symbol streams, no /fapi/v1/exchangeInfo.", (DAEMON,)),
@@ -234,6 +237,7 @@ class Settings:
     max_event_skew_s: float
     clock_skew_warn_s: float
     max_stale_share: float
+    consumer_status_dir: Path | None
     reference_enabled: bool
     reference_file: Path | None
     reference_refresh_s: float

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from .alert_sinks import Backend, Outbox, Telegram, backends_from
+from . import consumer_status
+from .alert_sinks import Backend, Outbox, Telegram, backends_from, delivery_counts
 from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
@@ -118,6 +119,10 @@ class VolumeAlerts:
         missing = sum(c is None for c in candles.values())
         log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
                  self._clock() - started, len(symbols), missing, len(alerts))
+        consumer_status.write(consumer_status.status_path(self.settings.volume_alert_state_file, "volume_alerts"),
+                              "volume_alerts", {"requests": self.rest.requests_sent,
+                                                "rateLimited": self.rest.rate_limited, "banned": self.rest.banned},
+                              delivery_counts([*self.backends, self.telegram], list(self.outboxes.values())))
         return alerts
 
     def _payload(self, alert: Alert, slot: datetime, started: float) -> dict[str, Any]:
