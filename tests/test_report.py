@@ -231,3 +231,27 @@ def test_window_lines_give_the_same_verdicts_as_per_comparison_lines(kwargs: dic
             assert (x is None and y is None) or abs(x - y) <= 0.07 * max(abs(y), 1e-12), (name, q, x, y)
     if not kwargs:  # healthy data: the point is far fewer bytes (bench/bench_log_volume.py measures the budget)
         assert len("".join(new)) * 5 < len("".join(old))
+
+
+def test_html_report_of_a_recorded_day_is_self_contained(tmp_path: Path) -> None:
+    """24 h from both consumers, rendered by the CLI: verdict first, every figure, one chart per section, offline."""
+    pytest.importorskip("matplotlib")
+    log = tmp_path / "day.log"
+    lines = generate(hours=25, consumer="volume_alerts", funding_error_every=400, skip_hours=(5.0, 6.5))
+    lines += generate(hours=25, every_min=1, consumer="oi_poller", skip_hours=(5.0, 6.5))
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report.html"
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")}
+    proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(log), "--html", str(out),
+                           "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and proc.returncode == 2, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    page = out.read_text(encoding="utf-8")
+    assert result["verdict"] == "INSUFFICIENT DATA" and page.index(result["verdict"]) < page.index("<svg")
+    for check in result["checks"]:  # every threshold, met or missed, with its figure
+        assert check["check"] in page
+    assert "<td>largest gap (min)</td><td>90</td><td>&lt;= 60</td><td>NO</td>" in page  # the figure beside it
+    assert page.count("<section>") == 5 and page.count("<svg") == 4  # a chart for each section after the verdict
+    for external in ("<script", "<link", "@import", "url(http", 'src="http', 'href="http'):
+        assert external not in page
+    assert len(page.encode()) < 3_000_000, len(page.encode())

@@ -12,6 +12,7 @@ import gzip
 import json
 import re
 import sys
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any, Iterable, Iterator, Sequence
 
@@ -19,7 +20,7 @@ from .cli import build_parser, run, settings_from_args
 from .comparison_log import (FUNDING, MARK, Comparison, LegacyMismatch, Mismatch, ScanSummary, Window, bucket_value,
                              iso_utc, parse_line)
 from .errors import SettingsError
-from .report_stats import Availability, Coverage, FieldStats, SymbolStats
+from .report_stats import Availability, Coverage, FieldStats, Hourly, SymbolStats
 from .settings import REPORT, Settings
 from .value_parsers import iso_time
 
@@ -89,6 +90,7 @@ class Report:
         self.symbols: dict[str, SymbolStats] = {}
         self.availability: dict[str, Availability] = {}
         self.coverage = Coverage()
+        self.hourly = Hourly()
         self.lines = self.unparseable = self.filtered = self.untimed = 0
 
     def _in_window(self, ts: float | None) -> bool:
@@ -131,7 +133,10 @@ class Report:
                     for stats in (self.fields[name],
                                   self.by_consumer.setdefault((record.consumer, name), FieldStats())):
                         stats.add_window(f, record.ws_age if name == MARK else None, bucket_value)
+                    self.hourly.add(record.ts, **{f"{name}.n": int(f["n"]), f"{name}.m": int(f["m"])})
                 av, a = record.availability, self.availability.setdefault(record.consumer, Availability())
+                self.hourly.add(record.ts, scans=record.scans, wsUnavailable=av["wsUnavailable"],
+                                wsStale=av["wsStale"], wsMissing=av["wsMissing"])
                 a.scans += record.scans
                 a.ws_unavailable += av["wsUnavailable"]
                 a.rest_unavailable += av["restUnavailable"]
@@ -153,11 +158,14 @@ class Report:
                 a.ws_missing_symbols += record.ws_missing
                 a.ws_stale_symbols += record.ws_stale
                 a.rest_fallbacks += record.rest_fallbacks
+                self.hourly.add(record.ts, scans=1, wsUnavailable=int(not record.ws_available),
+                                wsStale=record.ws_stale, wsMissing=record.ws_missing)
         elif self._in_window(record.ts):
             self._add(record)
 
     def _add(self, c: Comparison) -> None:
         self.coverage.add(c.ts)
+        self.hourly.add(c.ts, **{f"{c.field}.n": 1, f"{c.field}.m": int(c.match)})
         for stats in (self.fields[c.field], self.by_consumer.setdefault((c.consumer, c.field), FieldStats())):
             stats.add(c.match, c.abs_diff, c.rel_diff, c.ws_age)
         sym = self.symbols.setdefault(c.symbol, SymbolStats())
@@ -207,6 +215,31 @@ class Report:
             return INSUFFICIENT, insufficient
         return SAFE, [f"{total} comparisons over {self.coverage.hours:.1f} h met every threshold"]
 
+    def checks(self) -> list[dict[str, Any]]:
+        """Every threshold of the verdict with its figure: ``{"check", "figure", "threshold", "met"}``."""
+        s, rows = self.settings, []
+        total = sum(f.comparisons for f in self.fields.values())
+        gap, _ = self.coverage.largest_gap()
+        rows.append(("coverage (h)", round(self.coverage.hours, 2), f">= {s.report_min_hours:g}",
+                     self.coverage.hours >= s.report_min_hours))
+        rows.append(("largest gap (min)", round(gap / 60, 1), f"<= {s.report_max_gap_minutes:g}",
+                     gap <= s.report_max_gap_minutes * 60))
+        rows.append(("comparisons", total, f">= {s.report_min_comparisons}", total >= s.report_min_comparisons))
+        limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
+        for name, stats in self.fields.items():
+            rate = None if stats.match_rate is None else round(100 * stats.match_rate, 3)
+            rows.append((f"{name} match rate (%)", rate, f">= {s.report_min_match_rate_pct:g}",
+                         rate is not None and rate >= s.report_min_match_rate_pct))
+            p99 = stats.rel_diff.quantile(0.99)
+            rows.append((f"{name} p99 relative difference", p99, f"<= {limits[name]:g}",
+                         p99 is not None and p99 <= limits[name]))
+        for consumer, a in sorted(self.availability.items()):
+            pct = round(100 * a.ws_unavailable / a.scans, 2) if a.scans else None
+            rows.append((f"{consumer}: scans with the local API unavailable (%)", pct,
+                         f"<= {s.report_max_ws_unavailable_pct:g}",
+                         pct is not None and pct <= s.report_max_ws_unavailable_pct))
+        return [{"check": c, "figure": f, "threshold": t, "met": m} for c, f, t, m in rows]
+
     def as_dict(self) -> dict[str, Any]:
         verdict, reasons = self.verdict()
         gap, gap_start = self.coverage.largest_gap()
@@ -226,6 +259,11 @@ class Report:
                               "worstRelDiff": s.worst_rel_diff, "worstField": s.worst_field or None}
                              for name, s in worst if s.comparisons or s.mismatches],
             "thresholds": {k: v for k, v in self.settings.__dict__.items() if k.startswith("report_")},
+            "checks": self.checks(),
+            "hourly": self.hourly.rows(),
+            "gaps": [{"from": iso_utc(start), "fromTs": start, "minutes": round(sec / 60, 1)}
+                     for start, sec in self.coverage.gaps(self.settings.report_max_gap_minutes * 60)],
+            "distributions": {name: stats.rel_diff.distribution() for name, stats in self.fields.items()},
         }
 
 
@@ -258,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--since", help="ignore lines before this ISO time or span (e.g. 24h, 7d)")
     parser.add_argument("--until", help="ignore lines after this ISO time or span")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML file "
+                                                       "(charts inline, opens offline)")
 
     def body() -> int:
         from .report_text import render
@@ -269,6 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         until = parse_when(args.until, now) if args.until else None
         report = feed_all(Report(settings, since, until, now), read_lines(args.inputs, sys.stdin))
         result = report.as_dict()
+        if args.html:
+            from .report_html import render as render_html
+
+            try:
+                Path(args.html).write_text(render_html(result), encoding="utf-8")
+            except OSError as exc:
+                raise SettingsError(f"--html: cannot write {args.html}: {exc.strerror or exc}") from None
         print(json.dumps(result, indent=2) if args.json else render(result))
         return result["exitCode"]
 

@@ -66,6 +66,15 @@ class LogHistogram:
                 return min(midpoint, self.maximum)
         return self.maximum
 
+    def distribution(self, per_decade: int = 10) -> list[list[float]]:
+        """``[[value, count], ...]`` coarsened to ``per_decade`` bins a decade (for a chart), zeros first."""
+        out: dict[int, int] = {}
+        for index, count in self._buckets.items():
+            coarse = index * per_decade // self.PER_DECADE
+            out[coarse] = out.get(coarse, 0) + count
+        rows = [[0.0, float(self.zeros)]] if self.zeros else []
+        return rows + [[self.FLOOR * 10 ** ((k + 0.5) / per_decade), float(c)] for k, c in sorted(out.items())]
+
     def summary(self) -> dict[str, float | None]:
         return {"median": self.quantile(0.5), "p99": self.quantile(0.99),
                 "max": self.maximum if self.count else None}
@@ -135,6 +144,24 @@ class Availability:
         return dict(self.__dict__)
 
 
+class Hourly:
+    """Per UTC hour: comparisons and matches per field, and the scans' availability (bounded by the hours seen)."""
+
+    def __init__(self) -> None:
+        self.hours: dict[int, dict[str, int]] = {}
+
+    def _hour(self, ts: float) -> dict[str, int]:
+        return self.hours.setdefault(int(ts // 3600), {})
+
+    def add(self, ts: float, **counts: int) -> None:
+        hour = self._hour(ts)
+        for key, n in counts.items():
+            hour[key] = hour.get(key, 0) + n
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"hourStart": h * 3600.0, **counts} for h, counts in sorted(self.hours.items())]
+
+
 class Coverage:
     """Which minutes have data: the time covered and its largest gap, in memory bounded by the span."""
 
@@ -151,6 +178,12 @@ class Coverage:
     @property
     def hours(self) -> float:
         return 0.0 if self.first is None or self.last is None else (self.last - self.first) / 3600
+
+    def gaps(self, longer_than_s: float) -> list[tuple[float, float]]:
+        """``(start, seconds)`` of every stretch without data longer than ``longer_than_s`` (minute resolution)."""
+        minutes = sorted(self._minutes)
+        return [((before + 1) * 60.0, (after - before - 1) * 60.0) for before, after in zip(minutes, minutes[1:])
+                if (after - before - 1) * 60.0 > longer_than_s]
 
     def largest_gap(self) -> tuple[float, float | None]:
         """Seconds of the longest stretch without data and where it started (minute resolution)."""
