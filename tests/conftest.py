@@ -105,3 +105,32 @@ def stack(tmp_path_factory):
     s = start_stack(tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 700 KiB tmpfs (root only): room for one 700-symbol state file and its replacement, then full."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def fill(disk: Path) -> Path:
+    """Fill what is left of ``disk``; returns the filler (unlink it to free the space)."""
+    filler = disk / "filler"
+    with filler.open("wb") as stream:
+        try:
+            stream.write(b"\0" * 700_000)
+        except OSError:
+            pass
+    return filler

@@ -21,7 +21,7 @@ from volspike_funding.api_server import ServerThread
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.settings import Settings
 
-from .conftest import ROOT, DaemonThread, read_doc, wait_until
+from .conftest import ROOT, DaemonThread, fill, read_doc, wait_until
 from .test_api import put_state, record
 
 HOUR_MS = 3_600_000
@@ -238,23 +238,12 @@ def test_daemon_and_api_debug_logs_keep_secrets(fake_ws: FakeBinanceWS, tmp_path
     assert "DEBUG" in logs[0] and all(s not in log for log in logs for s in secrets.values())
 
 
-def test_a_failed_final_write_is_not_reported_as_written(fake_ws: FakeBinanceWS, tmp_path: Path,
+def test_a_failed_final_write_is_not_reported_as_written(fake_ws: FakeBinanceWS, tiny_disk: Path,
                                                          make_settings: Callable[..., Settings],
                                                          run_daemon: Callable[[Settings], DaemonThread],
                                                          caplog: Any) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STATE_FILE=str(disk / "state.json")))
-        wait_until(lambda: len(read_doc(d.state_file)["funding_state"]) == 700)
-        with (disk / "filler").open("wb") as stream:
-            try:
-                stream.write(b"\0" * 700_000)
-            except OSError:
-                pass
-        assert d.stop() == 0
-        assert "final state could NOT be written" in caplog.text and "final state written" not in caplog.text
-    finally:
-        subprocess.run(["umount", "-l", str(disk)])
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STATE_FILE=str(tiny_disk / "state.json")))
+    wait_until(lambda: len(read_doc(d.state_file)["funding_state"]) == 700)
+    fill(tiny_disk)
+    assert d.stop() == 0
+    assert "final state could NOT be written" in caplog.text and "final state written" not in caplog.text

@@ -18,7 +18,7 @@ import pytest
 from volspike_funding import statefile
 from volspike_funding.errors import StateLockedError, StateUnreadable
 
-from .conftest import ROOT, read_doc, wait_until
+from .conftest import ROOT, fill, read_doc, wait_until
 
 
 def doc(n: int) -> dict:
@@ -167,27 +167,14 @@ def test_a_second_daemon_on_the_same_file_refuses_to_start(fake_ws, tmp_path: Pa
         first.wait(10)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs needs root")
-def test_full_disk_is_survived_and_reported(fake_ws, make_settings, run_daemon, tmp_path: Path, caplog) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STATE_FILE=str(disk / "state.json")))
-        wait_until(lambda: len(read_doc(d.state_file)["funding_state"]) == 700)
-        filler = disk / "filler"
-        with filler.open("wb") as stream:  # fill what is left
-            try:
-                stream.write(b"\0" * 700_000)
-            except OSError:
-                pass
-        wait_until(lambda: "No space left on device" in caplog.text)
-        assert d.thread.is_alive() and len(read_doc(d.state_file)["funding_state"]) == 700  # old file intact
-        filler.unlink()
-        before = read_doc(d.state_file)["heartbeat_at"]
-        wait_until(lambda: read_doc(d.state_file)["heartbeat_at"] > before)  # writing again once space is back
-        assert read_doc(d.state_file)["counters"]["write_errors"] >= 1
-        d.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)])
+def test_full_disk_is_survived_and_reported(fake_ws, make_settings, run_daemon, tiny_disk: Path, caplog) -> None:
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STATE_FILE=str(tiny_disk / "state.json")))
+    wait_until(lambda: len(read_doc(d.state_file)["funding_state"]) == 700)
+    filler = fill(tiny_disk)
+    wait_until(lambda: "No space left on device" in caplog.text)
+    assert d.thread.is_alive() and len(read_doc(d.state_file)["funding_state"]) == 700  # old file intact
+    filler.unlink()
+    before = read_doc(d.state_file)["heartbeat_at"]
+    wait_until(lambda: read_doc(d.state_file)["heartbeat_at"] > before)  # writing again once space is back
+    assert read_doc(d.state_file)["counters"]["write_errors"] >= 1
+    d.stop()
