@@ -3,13 +3,14 @@ and driving listings: a new symbol is subscribed on the open connection, a delis
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
 from volspike_funding import reference
-from volspike_funding.fake.market import Market
+from volspike_funding.fake.market import Contract, Market
 from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.settings import Settings
@@ -107,3 +108,23 @@ def test_delisted_symbol_is_dropped_at_once_and_unsubscribed(run_daemon: Callabl
     wait_until(lambda: not {"SOLUSDT", "NVDAUSDT"} & set(d.doc()["funding_state"]))
     wait_until(lambda: not any("nvdausdt@markprice@1s" in s for s in ws.streams.values()))
     assert d.doc()["counters"]["dropped_symbols"] >= 2
+
+
+def test_a_premium_index_without_interest_rates_is_not_fetched_in_a_loop() -> None:
+    """The hourly weight-10 call must stay hourly whatever it returns."""
+    from volspike_funding.binance_rest import BinanceRest
+    from volspike_funding.reference import ReferenceData
+    from volspike_funding.reference_fetch import ReferenceFetcher
+
+    with FakeBinanceRest(Market(30)) as rest:
+        rest.market.contracts.clear()  # premiumIndex answers [] (and exchangeInfo still lists the others)
+        rest.market.stream_only.clear()
+        rest.extra_symbols.append(rest.market.exchange_symbol(Contract("XUSDT", 1.0, 0.0, 1.0)))
+        results: list[ReferenceData] = []
+        fetcher = ReferenceFetcher(BinanceRest(rest.url, retries=0), ReferenceData(),
+                                   lambda data, error: results.append(data), refresh_s=900, interest_refresh_s=3600)
+        fetcher.start()
+        wait_until(lambda: results)
+        time.sleep(0.5)  # time enough for a loop to show
+        fetcher.stop()
+        assert rest.counts["/fapi/v1/premiumIndex"] == 1 and results[-1].interest_rates_at is not None

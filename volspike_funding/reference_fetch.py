@@ -112,8 +112,12 @@ class ReferenceFetcher:
                 changed.update(funding_info=funding, funding_info_at=self._clock())
             if self._due(d.interest_rates_at, self._interest_s, now):
                 rates = reference.interest_rates(self._rest.premium_index_all())
-                if rates:
-                    changed.update(interest_rates=rates, interest_rates_at=self._clock())
+                # The attempt is recorded even if no rate came back: otherwise it would be due again at once,
+                # and this weight-10 call would run in a loop.
+                changed.update(interest_rates=rates or d.interest_rates, interest_rates_at=self._clock())
+                if not rates:
+                    self._ratelog.warning("interest_rates", "premiumIndex carried no interestRate; keeping the "
+                                                            "last known rates until the next hourly refresh")
         except RestError as exc:
             self._failures += 1
             delay = min(self._refresh_s, self._retry_initial * 2 ** (self._failures - 1))
