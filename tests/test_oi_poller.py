@@ -12,7 +12,6 @@ from typing import Iterator
 
 import pytest
 
-from volspike_funding.alert_sinks import Backend
 from volspike_funding.binance_rest import BinanceRest
 from volspike_funding.oi_alerts import OiAlertEngine, Sample
 from volspike_funding.alert_sinks import Outbox

@@ -4,7 +4,6 @@ and driving listings: a new symbol is subscribed on the open connection, a delis
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest

@@ -6,9 +6,9 @@ Handlers never touch the file system: the cache's watcher thread does. Bodies ar
 from __future__ import annotations
 
 import logging
+import pathlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -43,7 +43,7 @@ class HealthLimits:
     clock_skew_warn_s: float = 5.0
     max_stale_share: float = 0.25
     #: Where the consumers' status files are (exported at /metrics); ``None``: not exported.
-    consumer_status_dir: Path | None = None
+    consumer_status_dir: pathlib.Path | None = None
 
 
 def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
@@ -94,6 +94,7 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
     if ref is not None and ref_age is not None and ref_age > 3 * ref.refresh_interval_s:
         warnings.append(f"reference data is {ref_age:.0f} s old (refreshed every {ref.refresh_interval_s:g} s)")
     started = snap.document.get("started_at") if snap else None
+    daemons = snap.document.get("daemons") if snap else None  # the shared store: one entry per daemon
     return {
         "status": "unhealthy" if reasons else "healthy",
         "websocketConnected": alive and bool(connection.get("connected")),
@@ -114,6 +115,8 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
         "referenceDataAgeSeconds": None if ref_age is None else round(ref_age, 3),
         "referenceSymbols": len(ref.symbols) if ref is not None else 0,
         "perSymbolStreams": ref_status.get("perSymbolStreams", 0),
+        "daemonsAlive": sum(d["alive"] for d in daemons) if daemons is not None else None,
+        "daemonsConnected": sum(d["alive"] and d["connected"] for d in daemons) if daemons is not None else None,
         "reasons": reasons,
         "warnings": warnings,
     }

@@ -80,6 +80,9 @@ class Health(BaseModel):
     referenceDataAgeSeconds: float | None = Field(description="age of the exchangeInfo copy; null before the first")
     referenceSymbols: int = Field(description="symbols exchangeInfo lists")
     perSymbolStreams: int = Field(description="listed symbols the all-market stream lacks, subscribed one by one")
+    daemonsAlive: int | None = Field(description="with the shared store: daemons with a live status; null with the "
+                                                 "state file (one daemon)")
+    daemonsConnected: int | None = Field(description="with the shared store: live daemons connected to Binance")
     reasons: list[str] = Field(description="why the service is unhealthy; empty when healthy")
     warnings: list[str] = Field(description="worth a look, but the data served is still right")
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import uvicorn
 
 from .api_app import HealthLimits, create_app
-from .api_state import StateCache
+from .redis_store import open_cache
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .api_protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
                            raise_fd_limit)
@@ -93,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log_level, secret_values(settings))
         check_bind(settings)
         sock = bind(settings.api_host, settings.api_port)
-        cache = StateCache(settings.state_file, reference_path=settings.reference_path).start()
-        log.info("serving %s on http://%s:%d (stale after %g s)", settings.state_file, settings.api_host,
+        cache = open_cache(settings).start()
+        log.info("serving %s on http://%s:%d (stale after %g s)", cache.path, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         try:
             app = create_app(cache, settings.stale_after_s, limits(settings))
@@ -112,7 +112,7 @@ class ServerThread:
     """The real app under real uvicorn on an ephemeral loopback port, in a thread: for tests and benchmarks."""
 
     def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
-        self.cache = StateCache(settings.state_file, poll_s=poll_s, reference_path=settings.reference_path)
+        self.cache = open_cache(settings, poll_s)
         self.sock = bind("127.0.0.1", 0)
         self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings)),
                                            settings, "warning"))

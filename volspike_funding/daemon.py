@@ -15,12 +15,15 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from . import reference, statefile
+import orjson
+
+from . import reference
 from .cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
 from .connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, backoff_delay, warn_legacy_url
-from .errors import FrameError, StateUnreadable
+from .errors import FrameError
 from .extra_streams import StreamManager
 from .reference import ReferenceData
+from .redis_store import RedisStateWriter, open_writer
 from .reference_fetch import ReferenceFetcher, release_memory
 from .sdnotify import Notifier
 from .settings import DAEMON, Settings, secret_values
@@ -65,6 +68,7 @@ class Daemon:
         self._rotate_retry_at = 0.0
         self._ready = False
         self._last_write = 0.0
+        self._last_write_ok = time.monotonic()
         self._dirty = False
         self._last_prune = time.monotonic()
         self._last_pet = 0.0
@@ -75,12 +79,12 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
-        writer = statefile.StateWriter(self.settings.state_file)
+        writer = open_writer(self.settings)
         self._writer = writer
         try:
             self._restore()
             self._start_reference()
-            log.info("starting: %s -> %s", self.settings.ws_url, self.settings.state_file)
+            log.info("starting: %s -> %s", self.settings.ws_url, writer.path)
             warn_legacy_url(self.settings.ws_url)
             self._write()
             while not self._stop.is_set():
@@ -100,26 +104,9 @@ class Daemon:
         return EXIT_OK
 
     def _restore(self) -> None:
-        try:
-            self.store.set_reference(reference.read(self.settings.reference_path))
-        except StateUnreadable as exc:
-            if exc.reason != "missing":
-                log.warning("previous reference data not reused: %s", exc)
-        try:
-            previous = statefile.read_state(self.settings.state_file)
-        except StateUnreadable as exc:
-            if exc.reason != "missing":
-                log.warning("previous state not reused: %s", exc)
-            return
-        now = time.time()
-        kept, rejected = self.store.restore(previous, now, int((now + self.settings.max_event_skew_s) * 1000))
-        if self.store.reference is not None:
-            self.store.set_reference(self.store.reference)  # drop what the listing no longer has
-        if kept:
-            log.info("restored %d symbols from the previous run (they keep their true age)", len(self.store.symbols))
-        if rejected:
-            log.warning("%d records of the previous state were not restored (malformed, or times in the future)",
-                        rejected)
+        s = self.settings
+        # With the shared store, every daemon's data stays there: only the reference data is carried over.
+        self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file, s.max_event_skew_s)
 
     def _start_reference(self) -> None:
         if self.settings.reference_enabled:
@@ -175,6 +162,8 @@ class Daemon:
                 reference.write(self.settings.reference_path, data)
             except OSError as exc:
                 self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
+            if isinstance(self._writer, RedisStateWriter):
+                self._writer.write_reference(orjson.dumps(data.document()))
             self.store.set_reference(data)
             self.streams.replan()
             release_memory()
@@ -315,6 +304,8 @@ class Daemon:
     def _status_line(self) -> str:
         age = self.store.data_age(time.time())
         state = "connected" if self.store.connection["connected"] else "disconnected"
+        if time.monotonic() - self._last_write_ok > 2 * self.settings.heartbeat_s:
+            state += f", cannot write {self._writer.path}"  # a full disk, or the shared store unreachable
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
         return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
 
@@ -327,6 +318,7 @@ class Daemon:
         try:
             self._writer.write(self.store.document(time.time(), stopped=stopped, clock=self.clock.status(),
                                                    reference=status))
+            self._last_write_ok = time.monotonic()
             return True
         except OSError as exc:
             # A full or read-only disk: keep the data in memory and try again at the next frame; readers see

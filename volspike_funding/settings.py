@@ -48,6 +48,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_STATE_FILE", "state_file", ".funding_state.json", v.path,
             "Shared state file written by the daemon and read by the API; relative paths resolve against the "
             "working directory.", (DAEMON, API)),
+    Setting("FUNDING_STORE_URL", "store_url", "", v.optional_url("redis", "rediss"),
+            "Empty: the state file (one host). redis://[:password@]host:port/db or rediss:// (TLS): Redis or "
+            "Valkey as the shared store, for several daemons (no leader) and API instances on other hosts.",
+            (DAEMON, API), secret=True),
     Setting("FUNDING_STALE_AFTER_S", "stale_after_s", "60", v.number(0, strict=True),
             "A symbol older than this is stale: the API answers 503 for it and the daemon stops petting the "
             "systemd watchdog when all data is this old.", (DAEMON, API)),
@@ -226,6 +230,7 @@ class Settings:
 
     ws_url: str
     state_file: Path
+    store_url: str | None
     stale_after_s: float
     no_data_timeout_s: float
     connect_timeout_s: float
@@ -354,8 +359,12 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret setting's value, for the log filter that keeps them out of the journal."""
-    return [value for s in SETTINGS if s.secret and isinstance(value := getattr(settings, s.field), str) and value]
+    """Every secret setting's value, and the password inside a URL one, for the log filter that keeps them out of
+    the journal."""
+    from urllib.parse import urlsplit
+
+    values = [value for s in SETTINGS if s.secret and isinstance(value := getattr(settings, s.field), str) and value]
+    return values + [p for value in values if "://" in value and (p := urlsplit(value).password)]
 
 
 def masked(value: str | None) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Iterable
 
-from . import statefile
+from . import reference, statefile
+from .errors import StateUnreadable
 from .reference import ReferenceData
 from .wire import MarkPrice
 
@@ -61,6 +64,31 @@ class FundingStore:
             else:
                 rejected += 1
         return len(self.symbols), rejected
+
+    def restore_previous(self, reference_path: Path, state_file: Path | None, max_event_skew_s: float) -> None:
+        """At start: the reference data, then (from the state file) the symbols, with the reader's checks."""
+        try:
+            self.set_reference(reference.read(reference_path))
+        except StateUnreadable as exc:
+            if exc.reason != "missing":
+                log.warning("previous reference data not reused: %s", exc)
+        if state_file is None:
+            return
+        try:
+            previous = statefile.read_state(state_file)
+        except StateUnreadable as exc:
+            if exc.reason != "missing":
+                log.warning("previous state not reused: %s", exc)
+            return
+        now = time.time()
+        kept, rejected = self.restore(previous, now, int((now + max_event_skew_s) * 1000))
+        if self.reference is not None:
+            self.set_reference(self.reference)  # drop what the listing no longer has
+        if kept:
+            log.info("restored %d symbols from the previous run (they keep their true age)", len(self.symbols))
+        if rejected:
+            log.warning("%d records of the previous state were not restored (malformed, or times in the future)",
+                        rejected)
 
     def apply(self, updates: Iterable[MarkPrice], received_at: float, future_after_ms: int | None = None) -> int:
         """Store updates. An update older (by Binance event time) than the stored one is skipped — unless the

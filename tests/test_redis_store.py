@@ -1,0 +1,165 @@
+"""The shared store against a real redis-server: two daemons without a gap (kill -9 at random), a stale or poisoned
+writer that cannot overwrite newer data, a Redis restart survived by daemons and APIs, two APIs alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from volspike_funding.api_server import ServerThread
+from volspike_funding.fake.ws_server import FakeBinanceWS
+from volspike_funding.settings import Settings, load_settings
+
+from .conftest import FAST, ROOT, wait_until
+
+REDIS = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (Debian's redis-server; "
+                                                      "scripts/test.sh installs it as root)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, tmp: Path, password: str = "s3cret-redis-pass") -> None:
+        self.port, self.password, self.tmp = free_port(), password, tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        assert REDIS is not None
+        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--requirepass", self.password, "--dir", str(self.tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        wait_until(lambda: self._ping(redis), 10)
+        return self
+
+    def _ping(self, redis: Any) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    pytest.importorskip("redis")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def settings_for(tmp: Path, ws: FakeBinanceWS, store: RedisServer, name: str) -> Settings:
+    return load_settings({"VOLSPIKE_ENV_FILE": str(tmp / "none"), **FAST, "FUNDING_STALE_AFTER_S": "5",
+                          "FUNDING_STATE_FILE": str(tmp / name / "state.json"), "BINANCE_WS_URL": ws.url,
+                          "FUNDING_STORE_URL": store.url})
+
+
+def daemon_proc(settings: Settings, tmp: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false",
+           "FUNDING_STORE_URL": settings.store_url or "", "FUNDING_HEARTBEAT_S": "0.2"}
+    return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url",
+                             settings.ws_url, "--state-file", str(settings.state_file), "--no-data-timeout-s", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_daemons_killed_at_random_never_leave_a_gap(redis_server: RedisServer, tmp_path: Path) -> None:
+    with FakeBinanceWS(cadence_s=0.1) as ws:
+        settings = [settings_for(tmp_path, ws, redis_server, f"d{i}") for i in range(2)]
+        procs = [daemon_proc(s, tmp_path) for s in settings]
+        try:
+            with ServerThread(settings[0], poll_s=0.05) as api:
+                wait_until(lambda: requests.get(api.url + "/funding/health", timeout=2).status_code == 200, 20)
+                rng, worst_age, last_event = random.Random(3), 0.0, 0
+                for _ in range(20):
+                    victim = rng.randrange(2)
+                    procs[victim].kill()  # kill -9 at a random moment
+                    procs[victim].wait(5)
+                    deadline = time.monotonic() + rng.uniform(0.1, 0.6)
+                    while time.monotonic() < deadline:
+                        body = requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()
+                        worst_age = max(worst_age, body["ageSeconds"])
+                        assert body["eventTime"] >= last_event  # never backwards in event time
+                        last_event = body["eventTime"]
+                        time.sleep(0.02)
+                    procs[victim] = daemon_proc(settings[victim], tmp_path)
+                assert worst_age <= 2.0, worst_age
+                wait_until(lambda: requests.get(api.url + "/funding/health", timeout=2).json()["daemonsAlive"] >= 2,
+                           20)
+                assert requests.get(api.url + "/funding/health", timeout=2).json()["status"] == "healthy"
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait(5)
+    assert all(redis_server.password not in (p.stderr.read() if p.stderr else "") for p in procs)
+
+
+def test_a_stale_or_poisoned_writer_cannot_overwrite_newer_data(redis_server: RedisServer) -> None:
+    from volspike_funding.redis_store import RedisStateWriter
+
+    writer = RedisStateWriter(redis_server.url, max_future_ms=300_000, daemon_id="test")
+    now = int(time.time() * 1000)
+
+    def doc(event: int, price: float) -> dict[str, Any]:
+        return {"funding_state": {"BTCUSDT": {"symbol": "BTCUSDT", "eventTime": event, "markPrice": price}},
+                "heartbeat_interval_s": 5}
+
+    assert writer.write(doc(now, 100.0)) == 1
+    stale = RedisStateWriter(redis_server.url, max_future_ms=300_000, daemon_id="stale")
+    stale.write(doc(now - 5_000, 1.23))  # older: ignored
+    poisoned = RedisStateWriter(redis_server.url, max_future_ms=300_000, daemon_id="poisoned")
+    poisoned.write(doc(now + 3_600_000, 1.23))  # an hour ahead of Redis's clock: refused
+    import redis
+
+    stored = json.loads(redis.Redis.from_url(redis_server.url).hget("volspike:funding:records", "BTCUSDT"))
+    assert stored["markPrice"] == 100.0 and stored["eventTime"] == now
+
+
+def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:
+    with FakeBinanceWS(cadence_s=0.1) as ws:
+        settings = settings_for(tmp_path, ws, redis_server, "d")
+        proc = daemon_proc(settings, tmp_path)
+        try:
+            with ServerThread(settings, poll_s=0.05) as one, ServerThread(settings, poll_s=0.05) as two:
+                fresh = lambda api: requests.get(api.url + "/funding/health", timeout=2).status_code == 200  # noqa
+                wait_until(lambda: fresh(one) and fresh(two), 20)
+                a = requests.get(one.url + "/funding/batch", timeout=2).json()
+                b = requests.get(two.url + "/funding/batch", timeout=2).json()
+                assert a["total"] == b["total"] == 700
+                redis_server.stop()  # Redis restarts, empty
+                health = wait_until(lambda: (h := requests.get(one.url + "/funding/health", timeout=2).json())
+                                    ["stateReadError"] and h, 10)
+                assert redis_server.password not in json.dumps(health)
+                assert requests.get(one.url + "/funding/BTCUSDT", timeout=2).status_code in (200, 503)  # no crash
+                redis_server.start()
+                wait_until(lambda: fresh(one) and fresh(two), 20)  # no restart of the daemon or the APIs
+                assert proc.poll() is None
+                assert requests.get(two.url + "/funding/batch", timeout=2).json()["found"] == 700
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
