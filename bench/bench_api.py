@@ -25,12 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def serve(state_file: str, port: int) -> None:
-    """Server mode: the real app plus one constant-returning route, under uvicorn."""
-    import uvicorn
-
+    """Server mode: the real app, plus one constant-returning route, under the production server configuration
+    (the API's own socket, protocol and limits: what ships is what is measured)."""
     from volspike_funding.api_app import create_app
+    from volspike_funding.api_server import Server, bind, server_config
     from volspike_funding.api_state import StateCache
+    from volspike_funding.settings import load_settings
 
+    settings = load_settings({"VOLSPIKE_ENV_FILE": "/nonexistent", "FUNDING_STATE_FILE": state_file})
     cache = StateCache(Path(state_file)).start()
     app = create_app(cache, 60.0)
 
@@ -38,7 +40,7 @@ def serve(state_file: str, port: int) -> None:
     async def constant() -> dict[str, str]:
         return {"status": "ok"}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    Server(server_config(app, settings, "warning")).run(sockets=[bind("127.0.0.1", port)])
 
 
 def watch_renames(state: Path, out: list[float]) -> None:

@@ -37,7 +37,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], float]:
+def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], list[float], float]:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)  # the API's file watcher needs the directory to exist
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "WARNING",
@@ -59,12 +59,14 @@ def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], flo
                     pass
                 time.sleep(0.1)
             cpu0, frames0 = cpu_seconds(daemon.pid), fake.stats["frames_sent"]
-            lags, seen, end = [], 0, time.monotonic() + seconds
+            lags, store_lags, seen, end = [], [], 0, time.monotonic() + seconds
             while time.monotonic() < end:
                 body = session.get(url, timeout=1).json()
                 if body.get("eventTime", 0) > seen:
                     if seen:  # the first one may be old
-                        lags.append((time.time() - body["eventTime"] / 1000) * 1000)
+                        now = time.time()
+                        lags.append((now - body["eventTime"] / 1000) * 1000)
+                        store_lags.append((now - body["updatedAt"]) * 1000)  # from the daemon's receive
                     seen = body["eventTime"]
                 time.sleep(0.003)  # this process also runs the fake exchange: leave it the GIL
             per_frame = (cpu_seconds(daemon.pid) - cpu0) / max(1, fake.stats["frames_sent"] - frames0) * 1000
@@ -72,7 +74,7 @@ def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], flo
             for proc in (api, daemon):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(15)
-    return lags, per_frame
+    return lags, store_lags, per_frame
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         time.sleep(0.5)
         for label, url in (("state file", ""), ("redis", f"redis://127.0.0.1:{port}/0")):
-            lags, per_frame = measure(url, tmp / label.replace(" ", "-"), args.seconds)
+            lags, store_lags, per_frame = measure(url, tmp / label.replace(" ", "-"), args.seconds)
             lags.sort()
             print(f"{label:10s}: frame -> API p50 {statistics.median(lags):6.2f} ms, p99 "
-                  f"{lags[int(0.99 * (len(lags) - 1))]:6.2f} ms ({len(lags)} frames); daemon CPU "
-                  f"{per_frame:.2f} ms per frame")
+                  f"{lags[int(0.99 * (len(lags) - 1))]:6.2f} ms; daemon receive -> API p50 "
+                  f"{statistics.median(store_lags):6.2f} ms ({len(lags)} frames); daemon CPU {per_frame:.2f} ms "
+                  "per frame")
     finally:
         redis.kill()
     return 0

@@ -185,3 +185,20 @@ def test_port_taken_and_bracketed_ipv6_exit_with_documented_codes(tmp_path: Path
     finally:
         server.terminate()
         server.wait(15)
+
+
+def test_accepted_connections_have_tcp_nodelay(make_settings) -> None:
+    """h11 writes a response's head and body separately; without TCP_NODELAY every keep-alive request waits for the
+    client's delayed ACK (40 ms; asyncio does not set it on a socket bound with protocol 0, as ours was)."""
+    from volspike_funding.api_server import ServerThread
+
+    settings = make_settings()
+    put_state(settings.state_file, {"BTCUSDT": record("BTCUSDT", 0)})
+    with ServerThread(settings, poll_s=0.05) as api:
+        with requests.Session() as session:
+            assert session.get(api.url + "/funding/BTCUSDT", timeout=5).status_code == 200
+            connections = list(api.server.server_state.connections)
+            assert connections
+            for protocol in connections:
+                sock = protocol.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -136,8 +136,11 @@ def test_a_stale_or_poisoned_writer_cannot_overwrite_newer_data(redis_server: Re
     poisoned.write(doc(now + 3_600_000, 1.23))  # an hour ahead of Redis's clock: refused
     import redis
 
-    stored = json.loads(redis.Redis.from_url(redis_server.url).hget("volspike:funding:records", "BTCUSDT"))
+    client = redis.Redis.from_url(redis_server.url)
+    stored = json.loads(client.hget("volspike:funding:records", "BTCUSDT"))
     assert stored["markPrice"] == 100.0 and stored["eventTime"] == now
+    writer.write({"funding_state": {}, "heartbeat_interval_s": 5})  # the writer dropped it (delisted)
+    assert client.hget("volspike:funding:records", "BTCUSDT") is None
 
 
 def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from typing import Any
 
 import h11
@@ -56,6 +57,11 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # h11 writes a response's head and body separately: without TCP_NODELAY, Nagle's algorithm holds the
+            # body until the client's delayed ACK, 40 ms later on every keep-alive request (measured: 44 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if len(self.connections) > self.max_connections:
             _overload_log.warning("overloaded", f"more than {self.max_connections} open connections: new ones "
                                                 f"get 503 (FUNDING_API_MAX_CONNECTIONS)")

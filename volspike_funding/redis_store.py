@@ -104,6 +104,9 @@ class RedisStateWriter:
             if sent.get(symbol) != event:
                 args += [symbol, event, orjson.dumps(record)]
                 changed.append((symbol, event))
+        # What this daemon dropped (delisted, no longer listed) leaves the store too; a daemon that still has it
+        # writes it back, until it drops it as well.
+        gone = [symbol for symbol in sent if symbol not in records]
         status = {k: v for k, v in document.items() if k != "funding_state"}
         status["daemon_id"] = self.daemon_id
         ttl_ms = int(max(3 * float(document.get("heartbeat_interval_s") or 5.0), 15.0) * 1000)
@@ -111,6 +114,9 @@ class RedisStateWriter:
             pipe = self._redis.pipeline(transaction=False)
             if changed:
                 self._script(keys=[RECORDS, EVENTS], args=args, client=pipe)
+            if gone:
+                pipe.hdel(RECORDS, *gone)
+                pipe.hdel(EVENTS, *gone)
             pipe.set(DAEMON + self.daemon_id, orjson.dumps(status), px=ttl_ms)
             if not changed:
                 pipe.publish(CHANNEL, 0)  # the heartbeat: readers refresh the daemons' status too
@@ -124,6 +130,8 @@ class RedisStateWriter:
             log.info("redis %s reachable again; writing", self.where)
         self._delay = 0.5
         sent.update(changed)
+        for symbol in gone:
+            del sent[symbol]
         return len(changed)
 
     def write_reference(self, document: bytes) -> None:
