@@ -11,7 +11,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,11 +60,6 @@ def watch_renames(state: Path, out: list[float]) -> None:
             out.append(now)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def get(conn: http.client.HTTPConnection, path: str) -> bytes:
     conn.request("GET", path)
@@ -97,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
+    from volspike_funding.fake.http_fake import free_port
     from volspike_funding.fake.rest_server import FakeBinanceRest
     from volspike_funding.fake.ws_server import FakeBinanceWS
 

@@ -28,13 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.test_api import put_state, record  # noqa: E402
+from volspike_funding.fake.http_fake import free_port  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def latencies(url: str, n: int = 40) -> tuple[int, list[float]]:

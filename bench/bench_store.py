@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
+from volspike_funding.fake.http_fake import free_port  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], list[float], float]:

@@ -17,17 +17,13 @@ import pytest
 import requests
 
 from volspike_funding.api_protocol import MAX_HEAD_BYTES
+from volspike_funding.fake.http_fake import free_port
 
 from .conftest import ROOT, wait_until
 from .test_api import put_state, record
 
 IDLE, SLOW = 2000, 300
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ApiProcess:

@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import requests
 
 from volspike_funding.api_server import ServerThread
+from volspike_funding.fake.http_fake import free_port
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.settings import Settings, load_settings
 
@@ -28,11 +28,6 @@ REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (Debian's redis-server; "
                                                       "scripts/test.sh installs it as root)")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,13 @@ class Reply:
 
 
 Handler = Callable[[Request], Reply]
+
+
+def free_port() -> int:
+    """An ephemeral loopback port nobody listens on (for a server started as another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
