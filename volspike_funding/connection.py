@@ -24,6 +24,8 @@ from . import __version__
 
 from .extra_streams import Subscriptions
 
+log = logging.getLogger("funding.daemon")
+
 OPEN, FRAME, CLOSED, REFERENCE = "open", "frame", "closed", "reference"
 _ids = itertools.count(1)
 
@@ -38,8 +40,6 @@ class Event:
     data: bytes = b""
     reason: str = ""
     retry_after: float | None = None
-    #: The server's ``Retry-After`` as sent, when it was not a usable number (for the log).
-    retry_after_raw: str | None = None
     payload: Any = field(default=None, compare=False)
 
 
@@ -184,5 +184,5 @@ def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[
 def warn_legacy_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.hostname == "fstream.binance.com" and not parts.path.startswith("/market"):
-        logging.getLogger("funding.daemon").warning("BINANCE_WS_URL uses a legacy path: since 2026-04-23 Binance sends mark prices only under "
+        log.warning("BINANCE_WS_URL uses a legacy path: since 2026-04-23 Binance sends mark prices only under "
                     "wss://fstream.binance.com/market/...; expect the no-data watchdog to fire")

@@ -28,7 +28,7 @@ from .reference_fetch import ReferenceFetcher, release_memory
 from .sdnotify import Notifier
 from .settings import DAEMON, Settings, secret_values
 from .store import ClockSkew, FundingStore
-from .wire import parse_frame
+from .wire import ALL_MARKET_PREFIX, parse_frame
 
 log = logging.getLogger("funding.daemon")
 
@@ -60,7 +60,7 @@ class Daemon:
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
         # arriving must not hide an all-market stream gone silent.
-        self._all_market_url = "!markprice@arr" in settings.ws_url.lower()
+        self._all_market_url = ALL_MARKET_PREFIX.lower() in settings.ws_url.lower()
         self.active: Connection | None = None
         self.candidate: Connection | None = None
         self.failures = 0

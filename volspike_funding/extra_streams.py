@@ -50,8 +50,8 @@ class ExtraStreams:
         seen = self._seen
         wanted = sorted(s for s in trading if seen.get(s, float("-inf")) < cutoff)
         limit = MAX_STREAMS_PER_CONNECTION - 1
-        self.capped = max(0, len(wanted) - limit)
-        if self.capped:
+        capped, self.capped = self.capped, max(0, len(wanted) - limit)
+        if self.capped and self.capped != capped:  # once per change, not every plan (every 5 s)
             log.warning("%d symbols need their own stream, more than one connection carries; %d left out",
                         len(wanted), self.capped)
         return set(wanted[:limit])

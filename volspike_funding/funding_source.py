@@ -29,6 +29,7 @@ from .binance_rest import BinanceRest
 from .comparison_log import FUNDING, MARK, Comparison, ComparisonLog
 from .errors import RestError
 from .settings import Settings
+from .value_parsers import binance_decimal
 
 log = logging.getLogger("funding.source")
 
@@ -44,16 +45,6 @@ class Quote:
 UNKNOWN = Quote(None, None, None)
 #: The local exchangeInfo copy is used for universes while at most this old (the daemon refreshes it every 15 min).
 LOCAL_EXCHANGE_INFO_MAX_AGE_S = 3600.0
-
-
-def _decimal(raw: Any) -> float | None:
-    """A Binance decimal string, or ``None`` for ``""``/absent/garbage: unknown is never 0."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
 
 
 def _number(raw: Any) -> float | None:
@@ -176,7 +167,8 @@ class FundingSource:
                                      _number(ws.get("ageSeconds")))
             elif rest is not None:
                 fallbacks += self.mode != "rest"
-                result[name] = Quote(_decimal(rest.get("lastFundingRate")), _decimal(rest.get("markPrice")), "rest")
+                result[name] = Quote(binance_decimal(rest.get("lastFundingRate")),
+                                     binance_decimal(rest.get("markPrice")), "rest")
             else:
                 result[name] = UNKNOWN
         if self.mode != "rest":
@@ -190,8 +182,8 @@ class FundingSource:
         out = []
         age = _number(ws.get("ageSeconds"))
         for field_name, ws_value, rest_value in (
-                (FUNDING, _number(ws.get("fundingRate")), _decimal(rest.get("lastFundingRate"))),
-                (MARK, _number(ws.get("markPrice")), _decimal(rest.get("markPrice")))):
+                (FUNDING, _number(ws.get("fundingRate")), binance_decimal(rest.get("lastFundingRate"))),
+                (MARK, _number(ws.get("markPrice")), binance_decimal(rest.get("markPrice")))):
             if ws_value is not None and rest_value is not None:
                 out.append(self.comparisons.compare(name, field_name, rest_value, ws_value, age))
         return out

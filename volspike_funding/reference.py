@@ -30,6 +30,7 @@ import orjson
 
 from .errors import StateUnreadable
 from .persist import atomic_replace
+from .value_parsers import binance_decimal
 from .wire import symbol_problem
 
 SCHEMA_VERSION = 1
@@ -102,8 +103,10 @@ class ReferenceData:
         if not isinstance(interval, int) or isinstance(interval, bool) or interval <= 0:
             known_default = self.funding_info is not None and contract_type in PERPETUAL_TYPES
             interval = DEFAULT_FUNDING_INTERVAL_HOURS if known_default else None
-        return {"fundingIntervalHours": interval, "fundingRateCap": _decimal(adjusted.get("adjustedFundingRateCap")),
-                "fundingRateFloor": _decimal(adjusted.get("adjustedFundingRateFloor")), "contractType": contract_type}
+        return {"fundingIntervalHours": interval,
+                "fundingRateCap": binance_decimal(adjusted.get("adjustedFundingRateCap")),
+                "fundingRateFloor": binance_decimal(adjusted.get("adjustedFundingRateFloor")),
+                "contractType": contract_type}
 
     def age(self, now: float) -> float | None:
         """Age of the exchangeInfo copy (what listing decisions rest on); ``None`` before the first fetch."""
@@ -121,13 +124,6 @@ class ReferenceData:
                 "exchangeInfo": info, "exchangeInfoAt": self.exchange_info_at,
                 "fundingInfo": self.funding_info, "fundingInfoAt": self.funding_info_at,
                 "interestRates": self.interest_rates, "interestRatesAt": self.interest_rates_at}
-
-
-def _decimal(raw: Any) -> float | None:
-    try:
-        return float(raw) if isinstance(raw, str) and raw else None
-    except ValueError:
-        return None
 
 
 def _time(raw: Any) -> float | None:

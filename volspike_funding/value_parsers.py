@@ -10,7 +10,7 @@ import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 
@@ -86,6 +86,16 @@ def path(raw: str) -> Path:
         raise ValueError(f"{raw!r} is not a file path")
     # Resolved once here so every log line and every process names the same absolute file.
     return Path(os.path.abspath(os.path.expanduser(raw.strip())))
+
+
+def binance_decimal(raw: Any) -> float | None:
+    """A Binance decimal string, or ``None`` for ``""``/absent/garbage: unknown is never 0."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
 
 
 def optional_path(raw: str) -> Path | None:

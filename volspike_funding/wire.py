@@ -31,7 +31,8 @@ import orjson
 from .errors import FrameError
 
 MARK_PRICE_EVENT = "markPriceUpdate"
-ALL_MARKET_STREAM = "!markPrice@arr@1s"
+#: The all-market array stream's name starts so (``!markPrice@arr``, ``!markPrice@arr@1s``).
+ALL_MARKET_PREFIX = "!markPrice@arr"
 MAX_SYMBOL_LENGTH = 40
 #: Symbol types (``st``) that are not USDⓈ-M, by the name they are counted under.
 SYMBOL_KINDS = {2: "coin_m"}
@@ -164,7 +165,7 @@ def parse_frame(raw: str | bytes, now_ms: int | None = None, max_skew_ms: int = 
         if not is_mark_price_stream(stream):
             return ParsedFrame([], [], 1, {}, False)
         data = message.get("data")
-    all_market = isinstance(data, list) and (stream is None or str(stream).startswith("!markPrice@arr"))
+    all_market = isinstance(data, list) and (stream is None or str(stream).startswith(ALL_MARKET_PREFIX))
     if isinstance(data, dict):
         if "e" not in data and "s" not in data:
             return ParsedFrame([], [], 1, {}, False)
