@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from . import consumer_status
-from .alert_sinks import REJECTED, Backend, Outbox, backends_from, delivery_counts
+from .alert_sinks import REJECTED, Backend, Outbox, backends_from
 from .binance_rest import BinanceRest
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RestError
@@ -60,7 +60,6 @@ class OiPoller:
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
-        self.status_path = consumer_status.status_path(settings.oi_state_file, "oi_poller")
         self.loops = 0
         self._warned_budget = False
 
@@ -125,14 +124,12 @@ class OiPoller:
             if quote.mark_price is not None:
                 row.update(openInterestUsd=oi * quote.mark_price, markPrice=quote.mark_price)
             rows.append(row)
-            found = self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
-            alerts += [] if symbol in excluded else found
+            if symbol not in excluded:  # posted like any symbol, never alerted on: no alert history needed
+                alerts += self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
         self._queue(rows, alerts)
         self.loops += 1
-        consumer_status.write(self.status_path, "oi_poller",
-                              {"requests": self.rest.requests_sent, "rateLimited": self.rest.rate_limited,
-                               "banned": self.rest.banned},
-                              delivery_counts(self.backends, list(self.outboxes.values())))
+        consumer_status.report(self.settings.oi_state_file, "oi_poller", self.rest, self.backends,
+                               self.outboxes.values())
         if self.loops % STATUS_EVERY == 1:
             log.info("loop %d: %d/%d symbols in %.2f s, %d priced in USD, %d alerts, %d posted, %d dropped; "
                      "interval %.0f s", self.loops, len(rows), len(symbols), time.monotonic() - started,

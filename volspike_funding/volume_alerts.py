@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from . import consumer_status
-from .alert_sinks import Backend, Outbox, Telegram, backends_from, delivery_counts
+from .alert_sinks import Backend, Outbox, Telegram, backends_from
 from .binance_rest import BinanceRest, usdt_perpetuals
 from .cli import build_parser, run, settings_from_args, setup_logging
 from .errors import RateLimited, RestError, SettingsError
@@ -119,10 +119,8 @@ class VolumeAlerts:
         missing = sum(c is None for c in candles.values())
         log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
                  self._clock() - started, len(symbols), missing, len(alerts))
-        consumer_status.write(consumer_status.status_path(self.settings.volume_alert_state_file, "volume_alerts"),
-                              "volume_alerts", {"requests": self.rest.requests_sent,
-                                                "rateLimited": self.rest.rate_limited, "banned": self.rest.banned},
-                              delivery_counts([*self.backends, self.telegram], list(self.outboxes.values())))
+        consumer_status.report(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
+                               [*self.backends, self.telegram], self.outboxes.values())
         return alerts
 
     def _payload(self, alert: Alert, slot: datetime, started: float) -> dict[str, Any]:
@@ -160,17 +158,18 @@ class VolumeAlerts:
         self.book.record(alert.symbol, alert.candles, slot, alert.kind)
         if self.telegram.enabled:
             self.outboxes["Telegram"].put(functools.partial(self.telegram.send, alert.text))
+        current_oi = None
+        if self.backends:  # one Binance call per alert, whatever the number of backends (through the paced client)
+            try:
+                current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
+            except (RestError, KeyError, TypeError, ValueError) as exc:
+                log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
         for backend in self.backends:
-            self.outboxes[backend.name].put(functools.partial(self._deliver, backend, alert, payload))
+            self.outboxes[backend.name].put(functools.partial(self._deliver, backend, alert, payload, current_oi))
 
-    def _deliver(self, backend: Backend, alert: Alert, payload: dict[str, Any]) -> None:
+    def _deliver(self, backend: Backend, alert: Alert, payload: dict[str, Any], current_oi: float | None) -> None:
         """On ``backend``'s own outbox thread: its oiChange (a GET to it) and the POST, at most once."""
         body = dict(payload)
-        current_oi = None
-        try:
-            current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
-        except (RestError, KeyError, TypeError, ValueError) as exc:
-            log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
         oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
         if oi_change is not None:
             body["oiChange"] = round(oi_change, 6)
