@@ -161,3 +161,23 @@ def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer,
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
+
+
+def test_reference_data_reaches_an_api_that_reads_only_the_store(redis_server: RedisServer, tmp_path: Path) -> None:
+    """An API on another host has no reference file: exchangeInfo and funding terms come through Redis."""
+    import orjson
+
+    from volspike_funding.fake.market import Market
+    from volspike_funding.redis_store import RedisStateWriter
+    from volspike_funding.reference import ReferenceData
+
+    market = Market(30)
+    info = {"symbols": [market.exchange_symbol(c) for c in market.listed().values()]}
+    data = ReferenceData(orjson.dumps(info), time.time(), [], time.time())
+    writer = RedisStateWriter(redis_server.url, max_future_ms=300_000, daemon_id="ref")
+    writer.write_reference(orjson.dumps(data.document()))
+    settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STORE_URL": redis_server.url,
+                              "FUNDING_STATE_FILE": str(tmp_path / "elsewhere" / "state.json")})
+    with ServerThread(settings, poll_s=0.05) as api:
+        r = requests.get(api.url + "/fapi/v1/exchangeInfo", timeout=5)
+        assert r.status_code == 200 and len(r.json()["symbols"]) == len(market.listed())

@@ -12,7 +12,7 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,16 @@ class View:
         """Every symbol's ``updatedAt``, sorted (to count stale symbols with one bisection); computed at the first
         health or metrics request, not between the daemon's write and the first answer showing it."""
         return sorted(u for r in self.symbols.values() if isinstance(u := r.get("updatedAt"), (int, float)))
+
+    def failed(self, error: StateUnreadable, counted: bool = True) -> "View":
+        """After a failed read: the last good snapshot keeps being served; the problem and when it began are kept."""
+        since = self.error_since if self.error is not None else time.time()
+        return View(self.snapshot, error, since, self.read_errors + counted, self.reference)
+
+    def read(self, snapshot: statefile.StateSnapshot, reference: ReferenceData | None = None) -> "View":
+        """After a good read: the new snapshot (and reference data, if new), the problem over."""
+        return View(snapshot, read_errors=self.read_errors,
+                    reference=self.reference if reference is None else reference)
 
     def stale_count(self, now: float, stale_after: float) -> int:
         return bisect.bisect_left(self.updated_sorted, now - stale_after)
@@ -112,7 +122,7 @@ class StateCache:
         except StateUnreadable as exc:
             log.warning("reference file problem (%s); keeping the last good copy", exc)
             return False
-        self.view = View(self.view.snapshot, self.view.error, self.view.error_since, self.view.read_errors, data)
+        self.view = replace(self.view, reference=data)
         return True
 
     def refresh(self) -> bool:
@@ -131,15 +141,13 @@ class StateCache:
                 log.warning("state file problem (%s); %s", exc,
                             "serving the last good state with its true age" if previous.snapshot else
                             "nothing to serve yet")
-            since = previous.error_since if previous.error is not None else time.time()
-            self.view = View(previous.snapshot, exc, since, previous.read_errors + (exc.reason != "missing"),
-                             previous.reference)
+            self.view = previous.failed(exc, counted=exc.reason != "missing")
             self._identity = current
             return True
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
         self._identity = current
-        self.view = View(snapshot, read_errors=previous.read_errors, reference=previous.reference)
+        self.view = previous.read(snapshot)
         return True
 
     @property

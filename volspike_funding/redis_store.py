@@ -205,35 +205,31 @@ class RedisStateCache:
     def refresh(self) -> bool:
         import redis
 
-        from .api_state import View
-
         from . import reference
 
         previous = self.view
-        ref = previous.reference
         try:
             raw = self._redis.hgetall(RECORDS)
             ref_bytes = self._redis.get(REFERENCE)
-            if ref_bytes is not None and ref_bytes != self._ref_bytes:
-                try:
-                    ref, self._ref_bytes = reference.parse(ref_bytes), ref_bytes
-                except StateUnreadable as exc:
-                    log.warning("reference data in the store not usable: %s", exc)
             keys = list(self._redis.scan_iter(DAEMON + "*", count=100))[:64]
             statuses = [orjson.loads(v) for v in (self._redis.mget(keys) if keys else []) if v]
         except (redis.RedisError, orjson.JSONDecodeError) as exc:
             error = StateUnreadable("unreadable", f"redis {self.where}: {type(exc).__name__}: {exc}")
             if previous.error is None:
                 log.warning("store problem (%s); serving the last good state with its true age", error)
-            since = previous.error_since if previous.error is not None else time.time()
-            self.view = View(previous.snapshot, error, since, previous.read_errors + 1, previous.reference)
+            self.view = previous.failed(error)
             return True
+        ref = None
+        if ref_bytes is not None and ref_bytes != self._ref_bytes:  # remembered only once the whole read succeeded
+            try:
+                ref, self._ref_bytes = reference.parse(ref_bytes), ref_bytes
+            except StateUnreadable as exc:
+                log.warning("reference data in the store not usable: %s", exc)
         records = {k.decode(): orjson.loads(v) for k, v in raw.items()}
         document = snapshot_document(records, statuses, time.time())
         if previous.error is not None:
             log.info("store readable again")
-        self.view = View(StateSnapshot(document, records, time.time()), read_errors=previous.read_errors,
-                         reference=ref)
+        self.view = previous.read(StateSnapshot(document, records, time.time()), ref)
         return True
 
 
