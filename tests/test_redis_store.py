@@ -96,8 +96,8 @@ def connected(store: RedisServer, proc: subprocess.Popen[str]) -> bool:
 
 
 def test_two_daemons_killed_at_random_never_leave_a_gap(redis_server: RedisServer, tmp_path: Path) -> None:
-    # The promise is "one daemon down never makes the data stale", so each kill waits until the other daemon is
-    # connected (a restarted one takes a moment on a busy machine); the API must then answer fresh data throughout.
+    # The promise holds while one daemon is up, so each kill waits until the other daemon is connected (a restarted
+    # one takes a moment on a busy machine: CI once killed both within 2 s); the API must then answer fresh data.
     with FakeBinanceWS(cadence_s=0.1) as ws:
         settings = [settings_for(tmp_path, ws, redis_server, f"d{i}") for i in range(2)]
         procs = [daemon_proc(s, tmp_path) for s in settings]
@@ -122,6 +122,7 @@ def test_two_daemons_killed_at_random_never_leave_a_gap(redis_server: RedisServe
                         time.sleep(0.02)
                     procs[victim] = daemon_proc(settings[victim], tmp_path)
                 print(f"worst data age while one daemon was down: {worst_age:.3f} s")
+                assert worst_age <= 2.0, worst_age  # the bound; ~0.15 s here with the fake's 0.1 s cadence
                 wait_until(lambda: requests.get(api.url + "/funding/health", timeout=2).json()["daemonsAlive"] >= 2,
                            20)
                 assert requests.get(api.url + "/funding/health", timeout=2).json()["status"] == "healthy"
