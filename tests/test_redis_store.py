@@ -32,17 +32,31 @@ pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not insta
 
 
 class RedisServer:
-    def __init__(self, tmp: Path, password: str = "s3cret-redis-pass") -> None:
-        self.port, self.password, self.tmp = free_port(), password, tmp
+    """A real redis-server on an ephemeral port; with ``tls``, TLS only (a self-signed certificate for 127.0.0.1,
+    which is also the CA clients are told to trust through the URL's ``ssl_ca_certs``)."""
+
+    def __init__(self, tmp: Path, password: str = "s3cret-redis-pass", tls: bool = False) -> None:
+        self.port, self.password, self.tmp, self.tls = free_port(), password, tmp, tls
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cert, self.key = tmp / "redis-cert.pem", tmp / "redis-key.pem"
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         assert REDIS is not None
-        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            if not self.cert.exists():
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                                "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.key),
+                                "-out", str(self.cert)], check=True, capture_output=True, timeout=60)
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
+                      "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
+        self.proc = subprocess.Popen([REDIS, *listen, "--bind", "127.0.0.1", "--save", "",
                                       "--appendonly", "no", "--requirepass", self.password, "--dir", str(self.tmp)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
@@ -200,3 +214,33 @@ def test_reference_data_reaches_an_api_that_reads_only_the_store(redis_server: R
     with ServerThread(settings, poll_s=0.05) as api:
         r = requests.get(api.url + "/fapi/v1/exchangeInfo", timeout=5)
         assert r.status_code == 200 and len(r.json()["symbols"]) == len(market.listed())
+
+
+def test_rediss_with_a_private_ca_carries_the_data_and_a_wrong_ca_is_reported(tmp_path: Path) -> None:
+    """TLS end to end (``rediss://`` with ``?ssl_ca_certs=``): a daemon and an API through a TLS-only Redis; an
+    API that does not trust the certificate reports the store error in health (no password) and never crashes."""
+    pytest.importorskip("redis")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (Debian's openssl; scripts/test.sh installs it as root)")
+    server = RedisServer(tmp_path, tls=True).start()
+    try:
+        with FakeBinanceWS(cadence_s=0.1) as ws:
+            settings = settings_for(tmp_path, ws, server, "d")
+            proc = daemon_proc(settings, tmp_path)
+            untrusting = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+                                        "FUNDING_STORE_URL": server.url.split("?")[0],  # the system's CAs only
+                                        "FUNDING_STATE_FILE": str(tmp_path / "other" / "state.json")})
+            try:
+                with ServerThread(settings, poll_s=0.05) as api, ServerThread(untrusting, poll_s=0.05) as wrong:
+                    wait_until(lambda: requests.get(api.url + "/funding/health", timeout=2).status_code == 200, 20)
+                    assert requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()["markPrice"] is not None
+                    health = requests.get(wrong.url + "/funding/health", timeout=2)
+                    assert health.status_code == 503 and "certificate" in health.text.lower(), health.text
+                    assert server.password not in health.text
+                    assert requests.get(wrong.url + "/funding/BTCUSDT", timeout=2).status_code == 503
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(10) == 0
+                assert proc.stderr is not None and server.password not in proc.stderr.read()
+    finally:
+        server.stop()

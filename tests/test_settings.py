@@ -54,10 +54,28 @@ def test_relative_state_file_resolves_against_the_working_directory(tmp_path: Pa
     ({"FUNDING_API_PORT": "70000"}, "FUNDING_API_PORT"),
     ({"FUNDING_API_ALLOW_REMOTE": "maybe"}, "FUNDING_API_ALLOW_REMOTE"),
     ({"FUNDING_BACKOFF_INITIAL_S": "9", "FUNDING_BACKOFF_MAX_S": "2"}, "FUNDING_BACKOFF_INITIAL_S"),
+    ({"BINANCE_WS_URL": "wss://fstream.binance.com:44x/market/stream"}, "BINANCE_WS_URL: .* has a port"),
+    ({"FUNDING_STORE_URL": "redis://:pw-123456@127.0.0.1:notaport/0"}, "FUNDING_STORE_URL: the port"),
+    ({"FUNDING_STORE_URL": "redis://127.0.0.1:6379/cache"}, "FUNDING_STORE_URL: the database 'cache'"),
+    ({"FUNDING_STORE_URL": "redis://127.0.0.1:6379/0?db=x"}, "FUNDING_STORE_URL: Invalid value for 'db'"),
+    ({"FUNDING_STORE_URL": "https://:pw-123456@redis.internal/0"}, "FUNDING_STORE_URL: not a redis"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, env: dict, needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):
         load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), **env})
+
+
+@pytest.mark.parametrize("url", ["redis://:pw-123456@127.0.0.1:99999/0", "http://:pw-123456@redis.internal/0",
+                                 "redis://:pw-123456@127.0.0.1:6379/0?socket_timeout=pw-123456"])
+def test_a_bad_store_url_never_repeats_its_password(tmp_path: Path, url: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STORE_URL": url})
+    assert "pw-123456" not in str(raised.value) and str(raised.value).startswith("FUNDING_STORE_URL: ")
+
+
+def test_a_store_url_with_tls_options_is_accepted(tmp_path: Path) -> None:
+    url = "rediss://:pw-123456@10.0.0.5:6380/2?ssl_ca_certs=/etc/ssl/redis-ca.pem"
+    assert load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STORE_URL": url}).store_url == url
 
 
 #: Per entry point: a numeric setting it reads (env name and flag).

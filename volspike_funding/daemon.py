@@ -324,7 +324,7 @@ class Daemon:
             # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
             # the heartbeat age and say so. Crashing would only lose the in-memory state too.
             self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
-            self._ratelog.warning("write_error", f"cannot write the state file {self.settings.state_file}: {exc}")
+            self._ratelog.warning("write_error", f"cannot write {self._writer.path}: {exc}")
             return False
 
 

@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -88,13 +87,13 @@ class RedisStateWriter:
         self._script = self._redis.register_script(NEWEST_WINS)
         self._sent: dict[str, int] = {}
         self._retry_at, self._delay = 0.0, 0.5
-        self.path = Path(self.where)
+        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
 
     def write(self, document: dict[str, Any]) -> int:
         import redis
 
         if time.monotonic() < self._retry_at:
-            raise OSError(f"redis {self.where} unavailable; next try in {self._retry_at - time.monotonic():.1f} s")
+            raise OSError(f"unavailable; next try in {self._retry_at - time.monotonic():.1f} s")  # the daemon names it
         records = document["funding_state"]
         args: list[Any] = [self._max_future, self._slack, CHANNEL]
         sent = self._sent
@@ -125,7 +124,7 @@ class RedisStateWriter:
             self._sent.clear()  # Redis may have restarted empty: send everything once it is back
             self._retry_at = time.monotonic() + self._delay
             self._delay = min(self._delay * 2, 10.0)
-            raise OSError(f"redis {self.where}: {type(exc).__name__}: {exc}") from None
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
         if self._delay > 0.5:
             log.info("redis %s reachable again; writing", self.where)
         self._delay = 0.5
@@ -168,7 +167,7 @@ class RedisStateCache:
         from .api_state import View
 
         self.url, self.where, self.poll_s = url, describe(url), poll_s
-        self.path = Path(self.where)
+        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
         self.view = View()
         self._redis = _client(url)
         self._ref_bytes: bytes | None = None

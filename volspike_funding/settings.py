@@ -153,7 +153,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
             if components is not None and not set(components) & set(setting.used_by):
                 values[setting.field] = setting.parse(setting.default)
                 continue
-            raise SettingsError(f"{source}: {exc}") from None
+            message = str(exc).replace(str(raw), "***") if setting.secret and str(raw).strip() else str(exc)
+            raise SettingsError(f"{source}: {message}") from None
     settings = Settings(**values)
     if settings.backoff_initial_s > settings.backoff_max_s:
         raise SettingsError("FUNDING_BACKOFF_INITIAL_S must not exceed FUNDING_BACKOFF_MAX_S")

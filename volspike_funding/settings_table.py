@@ -39,9 +39,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_STATE_FILE", "state_file", ".funding_state.json", v.path,
             "Shared state file written by the daemon and read by the API; relative paths resolve against the "
             "working directory.", (DAEMON, API)),
-    Setting("FUNDING_STORE_URL", "store_url", "", v.optional_url("redis", "rediss"),
-            "Empty: the state file (one host). redis://[:password@]host:port/db or rediss:// (TLS): Redis or "
-            "Valkey as the shared store, for several daemons (no leader) and API instances on other hosts.",
+    Setting("FUNDING_STORE_URL", "store_url", "", v.store_url,
+            "Empty: the state file (one host). redis://[:password@]host:port/db or rediss:// (TLS; a private CA "
+            "with ?ssl_ca_certs=/path/ca.pem): Redis or Valkey as the shared store, for several daemons (no "
+            "leader) and API instances on other hosts.",
             (DAEMON, API), secret=True),
     Setting("FUNDING_STALE_AFTER_S", "stale_after_s", "60", v.number(0, strict=True),
             "A symbol older than this is stale: the API answers 503 for it and the daemon stops petting the "

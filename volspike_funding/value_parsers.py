@@ -47,6 +47,10 @@ def url(*schemes: str) -> Callable[[str], str]:
         parts = urlsplit(raw.strip())
         if parts.scheme not in schemes or not parts.hostname:
             raise ValueError(f"{raw!r} is not a {'/'.join(schemes)} URL")
+        try:
+            parts.port  # a bad port would otherwise surface as a traceback when the URL is first used
+        except ValueError:
+            raise ValueError(f"{raw!r} has a port that is not a number from 1 to 65535") from None
         return raw.strip()
     return parse
 
@@ -54,6 +58,34 @@ def url(*schemes: str) -> Callable[[str], str]:
 def optional_url(*schemes: str) -> Callable[[str], str | None]:
     required = url(*schemes)
     return lambda raw: required(raw).rstrip("/") if raw.strip() else None
+
+
+def store_url(raw: str) -> str | None:
+    """Empty (the state file), or a Redis URL the client library accepts: ``redis[s]://[:password@]host[:port][/db]``
+    with its query options (e.g. ``?ssl_ca_certs=/etc/ssl/redis-ca.pem``). The messages never repeat the value: it
+    carries the password."""
+    if not raw.strip():
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("not a redis:// or rediss:// URL with a host (the value is not shown: it may hold a password)")
+    try:
+        if parts.port == 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError("the port is not a number from 1 to 65535") from None
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database {db!r} is not a number (e.g. /0)")
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # the store's own start-up says the library is missing
+        return raw.strip()
+    try:
+        parse_url(raw.strip())
+    except ValueError as exc:  # e.g. "Invalid value for 'db' in connection URL."
+        raise ValueError(str(exc)) from None
+    return raw.strip()
 
 
 def text(raw: str) -> str | None:
