@@ -171,6 +171,34 @@ def test_a_stale_or_poisoned_writer_cannot_overwrite_newer_data(redis_server: Re
     assert client.hget("volspike:funding:records", "BTCUSDT") is None
 
 
+def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_server: RedisServer,
+                                                                           tmp_path: Path) -> None:
+    """An outsider's edit (or a bug) leaves a record and a daemon status that are not JSON: the API keeps serving
+    the other symbols, counts the bad record as invalid, and keeps following the store."""
+    import redis
+
+    from volspike_funding.redis_store import DAEMON, RECORDS, RedisStateWriter
+
+    def record(symbol: str, price: float) -> dict[str, Any]:
+        now = time.time()
+        return {"symbol": symbol, "eventTime": int(now * 1000), "markPrice": price, "updatedAt": now}
+
+    writer = RedisStateWriter(redis_server.url, max_future_ms=300_000, daemon_id="test")
+    writer.write({"funding_state": {"BTCUSDT": record("BTCUSDT", 100.0)}, "heartbeat_interval_s": 5})
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(RECORDS, "ETHUSDT", b"\x00not json")
+    client.set(DAEMON + "intruder", b"{broken")
+    settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STORE_URL": redis_server.url,
+                              "FUNDING_STATE_FILE": str(tmp_path / "elsewhere" / "state.json")})
+    with ServerThread(settings, poll_s=0.05) as api:
+        assert requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()["markPrice"] == 100.0
+        assert requests.get(api.url + "/funding/ETHUSDT", timeout=2).status_code == 404
+        health = requests.get(api.url + "/funding/health", timeout=2).json()
+        assert health["invalidRecords"] == 1 and health["stateReadError"] is None
+        writer.write({"funding_state": {"BTCUSDT": record("BTCUSDT", 101.0)}, "heartbeat_interval_s": 5})
+        wait_until(lambda: requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()["markPrice"] == 101.0, 10)
+
+
 def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:
     with FakeBinanceWS(cadence_s=0.1) as ws:
         settings = settings_for(tmp_path, ws, redis_server, "d")

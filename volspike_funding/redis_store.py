@@ -66,6 +66,13 @@ def _client(url: str) -> Any:
     return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10)
 
 
+def _loads_or_none(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def describe(url: str) -> str:
     """The store for logs and health: scheme, host and port, never the password."""
     from urllib.parse import urlsplit
@@ -199,7 +206,10 @@ class RedisStateCache:
             except (redis.RedisError, OSError):
                 pubsub = None
                 self._stop.wait(self.poll_s)
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # as the file's watcher: it must outlive any surprise; the next change retries
+                log.exception("store refresh failed")
 
     def refresh(self) -> bool:
         import redis
@@ -211,8 +221,8 @@ class RedisStateCache:
             raw = self._redis.hgetall(RECORDS)
             ref_bytes = self._redis.get(REFERENCE)
             keys = list(self._redis.scan_iter(DAEMON + "*", count=100))[:64]
-            statuses = [orjson.loads(v) for v in (self._redis.mget(keys) if keys else []) if v]
-        except (redis.RedisError, orjson.JSONDecodeError) as exc:
+            raw_statuses = self._redis.mget(keys) if keys else []
+        except redis.RedisError as exc:
             error = StateUnreadable("unreadable", f"redis {self.where}: {type(exc).__name__}: {exc}")
             if previous.error is None:
                 log.warning("store problem (%s); serving the last good state with its true age", error)
@@ -224,7 +234,10 @@ class RedisStateCache:
                 ref, self._ref_bytes = reference.parse(ref_bytes), ref_bytes
             except StateUnreadable as exc:
                 log.warning("reference data in the store not usable: %s", exc)
-        records = {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        # A value that is not JSON (an outsider's edit, a bug) costs its own symbol or status, never the read: a
+        # record becomes None, which the readers' record check counts as invalid, like a bad record in the file.
+        records = {k.decode(errors="replace"): _loads_or_none(v) for k, v in raw.items()}
+        statuses = [s for v in raw_statuses if v and isinstance(s := _loads_or_none(v), dict)]
         document = snapshot_document(records, statuses, time.time())
         if previous.error is not None:
             log.info("store readable again")
