@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
-    from volspike_funding.fake.http_fake import free_port
+    from volspike_funding.fake.http_fake import free_port, wait_until_serving
     from volspike_funding.fake.rest_server import FakeBinanceRest
     from volspike_funding.fake.ws_server import FakeBinanceWS
 
@@ -107,17 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         api = subprocess.Popen([sys.executable, "-m", "bench.bench_api", "--serve", str(state), str(port)],
                                env=env, cwd=ROOT)
         try:
+            wait_until_serving(f"http://127.0.0.1:{port}/funding/health",
+                               ready=lambda status, body: json.loads(body)["status"] == "healthy")
             conn = http.client.HTTPConnection("127.0.0.1", port)
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if json.loads(get(conn, "/funding/health"))["status"] == "healthy":
-                        break
-                except (OSError, http.client.HTTPException, ValueError):
-                    conn = http.client.HTTPConnection("127.0.0.1", port)
-                if time.monotonic() > deadline:
-                    raise SystemExit("bench: API never became healthy")
-                time.sleep(0.1)
             renames: list[float] = []
             watcher = threading.Thread(target=watch_renames, args=(state, renames), daemon=True)
             watcher.start()

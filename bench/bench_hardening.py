@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.test_api import put_state, record  # noqa: E402
-from volspike_funding.fake.http_fake import free_port  # noqa: E402
+from volspike_funding.fake.http_fake import free_port, wait_until_serving  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
 
@@ -57,13 +57,7 @@ def idle_survival(tmp: Path, nofile: str, idle: int, slow: int) -> str:
     url = f"http://127.0.0.1:{port}/funding/BTCUSDT"
     held: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_serving(url, 15)
         base_ok, base = latencies(url)
         held += [socket.create_connection(("127.0.0.1", port)) for _ in range(idle)]
         for _ in range(slow):

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
-from volspike_funding.fake.http_fake import free_port  # noqa: E402
+from volspike_funding.fake.http_fake import free_port, wait_until_serving  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
 
@@ -45,14 +45,7 @@ def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], lis
         url = f"http://127.0.0.1:{port}/funding/ETHUSDT"
         session = requests.Session()
         try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    if session.get(url, timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.1)
+            wait_until_serving(url)
             cpu0, frames0 = cpu_seconds(daemon.pid), fake.stats["frames_sent"]
             lags, store_lags, seen, end = [], [], 0, time.monotonic() + seconds
             while time.monotonic() < end:

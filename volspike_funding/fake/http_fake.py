@@ -10,7 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
 
 
 @dataclass
@@ -37,6 +39,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, timeout: float = 20.0,
+                       ready: Callable[[int, bytes], bool] = lambda status, body: status == 200) -> None:
+    """Wait until a server started as another process answers ``url`` as ``ready`` (status, body) wants; a server
+    not there yet, or an answer ``ready`` cannot read, means "not yet". ``TimeoutError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            try:
+                with urlopen(url, timeout=1) as reply:
+                    status, body = reply.status, reply.read()
+            except HTTPError as answer:  # a 4xx/5xx is an answer too
+                status, body = answer.code, answer.read()
+            if ready(status, body):
+                return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready within {timeout:g} s")
+        time.sleep(0.1)
 
 
 @dataclass
