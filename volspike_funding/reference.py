@@ -39,6 +39,15 @@ PERPETUAL_TYPES = frozenset({"PERPETUAL", "TRADIFI_PERPETUAL"})
 INDEX_FIELDS = ("symbol", "status", "contractType")
 
 
+def symbol_index(info: Any) -> dict[str, dict[str, Any]]:
+    """A parsed exchangeInfo's entries by symbol, slimmed to :data:`INDEX_FIELDS` (entries without a plausible
+    symbol are left out): what :attr:`ReferenceData.symbols` holds, and what the fetcher counts before believing a
+    new copy."""
+    entries = info.get("symbols") if isinstance(info, dict) else None
+    return {e["symbol"]: {k: e.get(k) for k in INDEX_FIELDS} for e in entries or ()
+            if isinstance(e, dict) and symbol_problem(e.get("symbol")) is None}
+
+
 @dataclass(frozen=True)
 class ReferenceData:
     #: Binance's exchangeInfo object, as JSON text.
@@ -55,15 +64,11 @@ class ReferenceData:
 
     @cached_property
     def symbols(self) -> dict[str, dict[str, Any]]:
-        """exchangeInfo's entries by symbol, slimmed to ``symbol``, ``status``, ``contractType`` (entries without a
-        plausible symbol are left out)."""
+        """:func:`symbol_index` of the exchangeInfo text."""
         try:
-            info = orjson.loads(self.exchange_info) if self.exchange_info else {}
+            return symbol_index(orjson.loads(self.exchange_info) if self.exchange_info else {})
         except orjson.JSONDecodeError:
             return {}
-        entries = info.get("symbols") if isinstance(info, dict) else None
-        return {e["symbol"]: {k: e.get(k) for k in INDEX_FIELDS} for e in entries or ()
-                if isinstance(e, dict) and symbol_problem(e.get("symbol")) is None}
 
     @property
     def known(self) -> bool:

@@ -139,11 +139,10 @@ class ReferenceFetcher:
         """exchangeInfo as JSON text, once it looks like one and has not collapsed."""
         if not isinstance(info, dict) or not isinstance(info.get("symbols"), list) or not info["symbols"]:
             raise RestError("exchangeInfo without a symbols list")
-        text = orjson.dumps(info)
-        before, after = len(self.data.symbols), len(ReferenceData(text).symbols)
+        before, after = len(self.data.symbols), len(reference.symbol_index(info))
         if not after or (before and after < COLLAPSE_SHARE * before):
             raise RestError(f"exchangeInfo collapsed from {before} to {after} symbols; not believed")
-        return text
+        return orjson.dumps(info)
 
 
 def release_memory() -> None:
