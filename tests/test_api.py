@@ -246,3 +246,16 @@ def test_metrics_exposition(api: Api) -> None:
                    'funding_api_requests_total{route="/funding/{symbol}",status="200"} 1.0',
                    'funding_api_requests_total{route="/funding/{symbol}",status="404"} 1.0'):
         assert needle in text, needle
+
+
+def test_reference_answers_carry_their_age_only_when_it_is_known(api: Api) -> None:
+    """A reference file whose fetch time is unknown (null) is served without an age header, never an age of 0."""
+    from volspike_funding import reference
+
+    info = b'{"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL"}]}'
+    path = api.path.with_name(".funding_reference.json")
+    reference.write(path, reference.ReferenceData(info, None, [], time.time() - 30))
+    wait_until(lambda: api.server.cache.view.reference is not None, 5)
+    unknown, known = api.get("/fapi/v1/exchangeInfo"), api.get("/fapi/v1/fundingInfo")
+    assert unknown.status_code == 200 and "X-Data-Age-Seconds" not in unknown.headers
+    assert known.status_code == 200 and 30 <= float(known.headers["X-Data-Age-Seconds"]) < 60

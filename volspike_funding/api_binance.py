@@ -123,8 +123,8 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
         if ref is None or not body:
             return unavailable(f"Reference data ({part})")
         at = ref.exchange_info_at if part == "exchangeInfo" else ref.funding_info_at
-        age = max(0.0, time.time() - at) if at is not None else 0.0
-        return _json(body, {"X-Data-Age-Seconds": f"{age:.3f}"})
+        # An unknown fetch time leaves the header out: an age of 0 would claim fresh data.
+        return _json(body, None if at is None else {"X-Data-Age-Seconds": f"{max(0.0, time.time() - at):.3f}"})
 
     @router.get("/fapi/v1/exchangeInfo", summary="Binance's exchangeInfo as the daemon last fetched it",
                 responses={200: {"content": {"application/json": {}}}, 503: {"model": BinanceError}})
