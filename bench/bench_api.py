@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 def serve(state_file: str, port: int) -> None:
     """Server mode: the real app, plus one constant-returning route, under the production server configuration
     (the API's own socket, protocol and limits: what ships is what is measured)."""
-    from volspike_funding.api_app import create_app
-    from volspike_funding.api_server import Server, bind, server_config
-    from volspike_funding.api_state import StateCache
-    from volspike_funding.settings import load_settings
+    from volspike_funding.api.app import create_app
+    from volspike_funding.api.server import Server, bind, server_config
+    from volspike_funding.store.view import StateCache
+    from volspike_funding.core.settings import load_settings
 
     settings = load_settings({"VOLSPIKE_ENV_FILE": "/nonexistent", "FUNDING_STATE_FILE": state_file})
     cache = StateCache(Path(state_file)).start()
@@ -44,7 +44,7 @@ def serve(state_file: str, port: int) -> None:
 
 def watch_renames(state: Path, out: list[float]) -> None:
     """Timestamp every replace of the state file as inotify reports it: the moment the daemon's write is done."""
-    from volspike_funding.filewatch import DirWatch
+    from volspike_funding.store.filewatch import DirWatch
 
     watch = DirWatch(state.parent, poll_s=5)
     identity = None

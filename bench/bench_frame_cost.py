@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from volspike_funding import statefile  # noqa: E402
 from volspike_funding.fake.market import Market  # noqa: E402
-from volspike_funding.store import FundingStore  # noqa: E402
-from volspike_funding.wire import parse_frame  # noqa: E402
+from volspike_funding.feed.state import FundingStore  # noqa: E402
+from volspike_funding.binance.wire import parse_frame  # noqa: E402
 
 
 def cpu_ms(fn: Callable[[int], None], n: int) -> float:

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.test_report import SUMMARY_MARKER, old_format  # noqa: E402
-from volspike_funding.comparison_log import FUNDING, MARK, ComparisonLog  # noqa: E402
-from volspike_funding.funding_report import Report, feed_all  # noqa: E402
-from volspike_funding.settings import load_settings  # noqa: E402
+from volspike_funding.store.comparison_log import FUNDING, MARK, ComparisonLog  # noqa: E402
+from volspike_funding.report.funding_report import Report, feed_all  # noqa: E402
+from volspike_funding.core.settings import load_settings  # noqa: E402
 
 PREFIX = len("Nov 24 12:00:00 droplet oi_realtime_poller.py[1234]: 2026-11-24 12:00:00,000 INFO funding.compare: ")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from volspike_funding.binance_rest import BinanceRest  # noqa: E402
+from volspike_funding.binance.rest import BinanceRest  # noqa: E402
 from volspike_funding.fake.market import Market  # noqa: E402
 from volspike_funding.fake.rest_server import FakeBinanceRest  # noqa: E402
-from volspike_funding.oi_poller import OiPoller, poll_interval  # noqa: E402
-from volspike_funding.settings import load_settings  # noqa: E402
+from volspike_funding.consumers.oi_poller import OiPoller, poll_interval  # noqa: E402
+from volspike_funding.core.settings import load_settings  # noqa: E402
 
 LATENCY_S = 0.25
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from volspike_funding.fake.market import Market  # noqa: E402
 from volspike_funding.fake.rest_server import FakeBinanceRest  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
-from volspike_funding.reference_fetch import EARLY_REFRESH_MIN_S  # noqa: E402
+from volspike_funding.feed.reference_fetch import EARLY_REFRESH_MIN_S  # noqa: E402
 
 
 def run(scale: float, hours: float, restart_every_s: float | None) -> tuple[int, dict[str, int]]:

@@ -14,9 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from volspike_funding.daemon import Daemon  # noqa: E402
+from volspike_funding.feed.daemon import Daemon  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
-from volspike_funding.settings import Settings, load_settings  # noqa: E402
+from volspike_funding.core.settings import Settings, load_settings  # noqa: E402
 
 FAST = {
     "FUNDING_NO_DATA_TIMEOUT_S": "0.6",
@@ -100,7 +100,7 @@ def run_daemon() -> Iterator[Callable[[Settings], DaemonThread]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Fake Binance WebSocket + the real daemon + the real API, shared by one test module's consumer tests."""
-    from .consumer_stack import start_stack
+    from .consumers.consumer_stack import start_stack
 
     s = start_stack(tmp_path_factory.mktemp("stack"))
     yield s

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import StateUnreadable
-from .statefile import age_of, read_state
+from volspike_funding.core.errors import StateUnreadable
+from volspike_funding.store.statefile import age_of, read_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--symbol", default="BTCUSDT", help="symbol shown in the live line")
     args = parser.parse_args(argv)
     try:
-        from .fake.ws_server import FakeBinanceWS
+        from volspike_funding.fake.ws_server import FakeBinanceWS
     except ImportError:
         print("demo: the fake exchange needs the 'websockets' package: pip install -r requirements-dev.txt",
               file=sys.stderr)

@@ -1,0 +1,173 @@
+"""``/metrics``: Prometheus text exposition of the daemon's state (read at scrape time) and the API's requests;
+the ASGI middlewares around every route (request counting, ``HEAD``).
+
+Each app gets its own registry, so nothing global happens at import and tests can run several servers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from volspike_funding.store import consumer_status
+from volspike_funding.store.view import StateCache
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class StateCollector:
+    """Gauges and counters derived from the current state snapshot (and the consumers' status files) at every
+    scrape."""
+
+    def __init__(self, cache: StateCache, stale_after_s: float, consumer_status_dir: Path | None = None) -> None:
+        self._cache, self._stale_after, self._consumers = cache, stale_after_s, consumer_status_dir
+
+    def collect(self) -> Iterator[Metric]:
+        view, now = self._cache.view, time.time()
+        snap = view.snapshot
+        connection = snap.connection if snap else {}
+        counters = snap.counters if snap else {}
+        alive = bool(snap and snap.daemon_alive(now))
+        gauges = {
+            "funding_symbols": ("Symbols in the state file", len(view.symbols)),
+            "funding_stale_symbols": ("Symbols older than FUNDING_STALE_AFTER_S",
+                                      view.stale_count(now, self._stale_after)),
+            "funding_daemon_alive": ("1 when the daemon's heartbeat is fresh", int(alive)),
+            "funding_daemon_connected": ("1 when the daemon is alive and connected to Binance",
+                                         int(alive and bool(connection.get("connected")))),
+            "funding_state_readable": ("0 while the state file cannot be read or parsed", int(view.error is None)),
+        }
+        gauges["funding_invalid_records"] = ("Malformed state-file records, not served", snap.invalid if snap else 0)
+        status = (snap.document.get("reference") if snap else None) or {}
+        gauges["funding_per_symbol_streams"] = ("Listed symbols subscribed one by one (not in the all-market stream)",
+                                                status.get("perSymbolStreams", 0))
+        gauges["funding_reference_refresh_failing"] = ("1 while the reference data refresh fails",
+                                                       int(bool(status.get("lastError"))))
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+        skew = ((snap.document.get("clock") if snap else None) or {}).get("skewMs")
+        if alive and isinstance(skew, (int, float)):
+            yield GaugeMetricFamily("funding_clock_skew_seconds", "Binance event time minus local receive time "
+                                    "(median of recent frames)", value=skew / 1000)
+        ref = view.reference
+        if ref is not None:
+            ages = GaugeMetricFamily("funding_reference_age_seconds", "Age of each part of the reference data",
+                                     labels=["part"])
+            for part, age in ref.ages(now).items():
+                if age is not None:
+                    ages.add_metric([part], age)
+            yield ages
+        if view.updated_sorted:  # no data: no age sample at all, rather than a made-up number
+            yield GaugeMetricFamily("funding_newest_data_age_seconds", "Age of the newest symbol update",
+                                    value=max(0.0, now - view.updated_sorted[-1]))
+            yield GaugeMetricFamily("funding_oldest_data_age_seconds", "Age of the oldest symbol update",
+                                    value=max(0.0, now - view.updated_sorted[0]))
+        totals = {
+            "funding_daemon_reconnects": ("Reconnects since the daemon started",
+                                          connection.get("reconnect_attempts", 0)),
+            "funding_daemon_messages": ("Frames received since the daemon started",
+                                        connection.get("messages_received", 0)),
+            "funding_state_read_errors": ("State file reads that failed", view.read_errors),
+            "funding_daemon_unlisted_updates": ("Stream updates for symbols exchangeInfo does not list (not stored)",
+                                                counters.get("unlisted", 0)),
+            "funding_daemon_future_overridden": ("Stored event times from the future overridden by true updates",
+                                                 counters.get("future_overridden", 0)),
+        }
+        for name, (doc, value) in totals.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        malformed = CounterMetricFamily("funding_daemon_malformed", "Malformed frames and items by kind",
+                                        labels=["kind"])
+        for kind, count in sorted((counters.get("malformed") or {}).items()):
+            malformed.add_metric([kind], count)
+        yield malformed
+        yield from self._consumer_metrics(now)
+        other = CounterMetricFamily("funding_daemon_other_product_rows", "Rows of other products on the stream "
+                                    "(e.g. COIN-M), counted and not stored", labels=["kind"])
+        for kind, count in sorted((counters.get("other_kinds") or {}).items()):
+            other.add_metric([kind], count)
+        yield other
+
+
+    def _consumer_metrics(self, now: float) -> Iterator[Metric]:
+        statuses = consumer_status.read_all(self._consumers) if self._consumers is not None else []
+        rest = CounterMetricFamily("funding_consumer_rest_responses", "Binance REST answers of the consumers that "
+                                   "paused every call: 429 (rate limited) and 418 (IP banned)",
+                                   labels=["consumer", "status"])
+        deliveries = CounterMetricFamily("funding_consumer_deliveries", "POSTs to backends and Telegram by "
+                                         "outcome (accepted, rejected, uncertain: may have arrived; dropped: "
+                                         "never sent)", labels=["consumer", "outcome"])
+        age = GaugeMetricFamily("funding_consumer_status_age_seconds", "Seconds since a consumer last reported "
+                                "(after every scan or loop)", labels=["consumer"])
+        for st in statuses:
+            rest.add_metric([st["consumer"], "429"], st["rest"]["rateLimited"])
+            rest.add_metric([st["consumer"], "418"], st["rest"]["banned"])
+            for outcome, n in st["deliveries"].items():
+                deliveries.add_metric([st["consumer"], outcome], n)
+            if st["updatedAt"] is not None:
+                age.add_metric([st["consumer"]], max(0.0, now - st["updatedAt"]))
+        yield from (rest, deliveries, age)
+
+
+def build_registry(cache: StateCache, stale_after_s: float,
+                   consumer_status_dir: Path | None = None) -> tuple[CollectorRegistry, Counter]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))  # type: ignore[arg-type]
+    requests = Counter("funding_api_requests", "API requests by route template and status",
+                       ["route", "status"], registry=registry)
+    return registry, requests
+
+
+class RequestCounter:
+    """Pure ASGI middleware counting responses by route *template* (bounded labels, whatever the paths)."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counted = False
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            self.counter.labels(getattr(scope.get("route"), "path", "unmatched"), str(status)).inc()
+
+        async def send_and_count(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                count(message["status"])  # before the client can see the response
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        finally:
+            if not counted:
+                count(500)
+
+
+class HeadAsGet:
+    """``HEAD`` answers exactly like ``GET`` (status, headers, ``content-length``) without the body (RFC 9110)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)

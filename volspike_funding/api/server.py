@@ -1,0 +1,141 @@
+"""``funding_api_server.py``: serve the daemon's state file over HTTP with uvicorn, loopback only by default.
+
+The listening socket is bound here, before uvicorn starts, so a taken port or a bad address is one line on stderr
+and exit code 1 (never uvicorn's own exit code 3); connection limits are :mod:`.api_protocol`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from typing import Sequence
+
+import uvicorn
+
+from volspike_funding.api.app import HealthLimits, create_app
+from volspike_funding.store.redis_store import open_cache
+from volspike_funding.core.cli import build_parser, run, settings_from_args, setup_logging
+from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
+                           raise_fd_limit)
+from volspike_funding.core.errors import FundingError, SettingsError
+from volspike_funding.core.settings import API, Settings, secret_values
+
+log = logging.getLogger("funding.api")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    if is_loopback(settings.api_host):
+        return
+    if not settings.api_allow_remote:
+        raise SettingsError(f"FUNDING_API_HOST: {settings.api_host!r} is not a loopback address; set "
+                            "FUNDING_API_ALLOW_REMOTE=true (or --api-allow-remote true) to expose the API")
+    log.warning("binding %s: the API is reachable from other machines (FUNDING_API_ALLOW_REMOTE=true)",
+                settings.api_host)
+
+
+def limits(settings: Settings) -> HealthLimits:
+    return HealthLimits(settings.stale_after_s, settings.clock_skew_warn_s, settings.max_stale_share,
+                        settings.consumer_status_dir)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket for ``host`` (``[::1]`` and ``::1`` alike) and ``port``; a clear error if impossible."""
+    address = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(2048)
+    except OSError as exc:
+        raise FundingError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        quiet_accept_errors(asyncio.get_running_loop())
+        await super().startup(sockets)
+
+
+def server_config(app: object, settings: Settings, log_level: str) -> uvicorn.Config:
+    fds = raise_fd_limit()
+    connections = effective_max_connections(settings.api_max_connections, fds)
+    if connections < settings.api_max_connections:
+        log.warning("only %d descriptors: at most %d connections (FUNDING_API_MAX_CONNECTIONS %d); raise the unit's "
+                    "LimitNOFILE=", fds, connections, settings.api_max_connections)
+    # asyncio and h11 explicitly: uvloop/httptools, when installed, would bypass the protocol policy.
+    return uvicorn.Config(app, loop="asyncio", http=protocol_class(settings.api_header_timeout_s, connections),
+                          log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
+                          timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEAD_BYTES, lifespan="off")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("funding_api_server", "Serve funding rates and mark prices from the state file.", API)
+
+    def body() -> int:
+        settings = settings_from_args(parser.parse_args(argv), API)
+        setup_logging(settings.log_level, secret_values(settings))
+        check_bind(settings)
+        sock = bind(settings.api_host, settings.api_port)
+        cache = open_cache(settings).start()
+        log.info("serving %s on http://%s:%d (stale after %g s)", cache.path, settings.api_host,
+                 settings.api_port, settings.stale_after_s)
+        try:
+            app = create_app(cache, settings.stale_after_s, limits(settings))
+            server = Server(server_config(app, settings, settings.log_level.lower()))
+            server.run(sockets=[sock])
+            return 0 if server.started else 1
+        finally:
+            cache.stop()
+            sock.close()
+
+    return run("funding_api_server", body)
+
+
+class ServerThread:
+    """The real app under real uvicorn on an ephemeral loopback port, in a thread: for tests and benchmarks."""
+
+    def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
+        self.cache = open_cache(settings, poll_s)
+        self.sock = bind("127.0.0.1", 0)
+        self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings)),
+                                           settings, "warning"))
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="api-server",
+                                        daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.cache.start()
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def url(self) -> str:
+        port = self.sock.getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self.cache.stop()
+        self.sock.close()

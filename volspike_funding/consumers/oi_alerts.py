@@ -1,0 +1,163 @@
+"""Open-interest spike/dump alerts: sample history, baselines, edge triggering and cooldowns per backend.
+
+Three timeframes (5 min, 15 min, 1 hour). A timeframe's baseline is the sample closest to ``now - lookback``
+within ``±clamp(lookback / 10, 30, 120)`` s; without one, nothing is judged. The original scripts' rule: a symbol
+is *outside* while ``|pct| >= threshold``; an alert fires when it goes from inside to outside with
+``|abs| >= OI_MIN_DELTA_CONTRACTS`` and the cooldown of that (symbol, **direction**, timeframe) has passed — so a
++4 % pump, back to flat, then −4 % alerts UP and then DOWN, and a move that stays beyond the percentage but dips
+under the minimum delta does not re-arm. Per backend, the "outside" state and the cooldown are recorded once that
+backend accepted the POST or may have (a timeout: never sent twice); a POST that surely did not arrive is tried
+again at the next loop. Persisted atomically, so a restart neither repeats nor forgets them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from volspike_funding.core.persist import load_json, save_json
+from volspike_funding.core.settings import Settings
+from volspike_funding.consumers.volume_rules import iso_z
+
+HISTORY_S = 3600 + 120
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    label: str  # as the backend expects it
+    lookback_s: float
+    threshold: float
+    cooldown_s: float
+
+    @property
+    def tolerance_s(self) -> float:
+        return min(max(self.lookback_s / 10, 30.0), 120.0)
+
+
+def timeframes(settings: Settings) -> list[Timeframe]:
+    return [Timeframe("5 min", 300, settings.oi_spike_threshold_pct_5min, settings.oi_alert_cooldown_5min),
+            Timeframe("15 min", 900, settings.oi_spike_threshold_pct_15min, settings.oi_alert_cooldown_15min),
+            Timeframe("1 hour", 3600, settings.oi_spike_threshold_pct_60min, settings.oi_alert_cooldown_60min)]
+
+
+def alert_key(backend: str, symbol: str, timeframe: Timeframe) -> str:
+    """The key of one (backend, symbol, timeframe) in the persisted edge states."""
+    return f"{backend}|{symbol}|{timeframe.label}"
+
+
+def cooldown_key(backend: str, symbol: str, direction: str, timeframe: Timeframe) -> str:
+    """The key of one (backend, symbol, direction, timeframe) in the persisted cooldowns."""
+    return f"{backend}|{symbol}|{direction}|{timeframe.label}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    oi: float
+    mark: float | None
+
+
+def _sample_time(sample: Sample) -> float:
+    return sample.t
+
+
+@dataclass(frozen=True)
+class OiAlert:
+    backend: str
+    symbol: str
+    timeframe: Timeframe
+    direction: str
+    payload: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.backend, self.symbol, self.timeframe)
+
+    @property
+    def cooldown_key(self) -> str:
+        return cooldown_key(self.backend, self.symbol, self.direction, self.timeframe)
+
+
+class OiAlertEngine:
+    def __init__(self, settings: Settings, backends: list[str]) -> None:
+        self.timeframes = timeframes(settings)
+        self.min_delta = settings.oi_min_delta_contracts
+        self.backends = backends
+        self.path = settings.oi_state_file
+        self._history: dict[str, deque[Sample]] = {}
+        self._lock = threading.Lock()
+        saved = load_json(self.path, {})
+        saved = saved if isinstance(saved, dict) else {}
+        self._outside: dict[str, str] = dict(saved.get("outside", {}))
+        self._cooldown_until: dict[str, float] = dict(saved.get("cooldownUntil", {}))
+        self._pending: set[str] = set()
+
+    def _baseline(self, history: deque[Sample], at: float, tolerance: float) -> Sample | None:
+        i = bisect.bisect_left(history, at, key=_sample_time)  # no per-call copy: this runs 3× per symbol per loop
+        near = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
+        best = min(near, key=lambda s: abs(s.t - at), default=None)
+        return best if best is not None and abs(best.t - at) <= tolerance else None
+
+    def observe(self, symbol: str, sample: Sample, funding_rate: float | None) -> list[OiAlert]:
+        """Add a sample; return the alerts now due (not yet recorded: see :meth:`confirm`)."""
+        history = self._history.setdefault(symbol, deque())
+        history.append(sample)
+        while history and history[0].t < sample.t - HISTORY_S:
+            history.popleft()
+        due = []
+        with self._lock:
+            for tf in self.timeframes:
+                base = self._baseline(history, sample.t - tf.lookback_s, tf.tolerance_s)
+                if base is None or base.oi <= 0:
+                    continue
+                delta = sample.oi - base.oi
+                pct = delta / base.oi
+                direction = "UP" if delta > 0 else "DOWN"
+                for backend in self.backends:
+                    key = alert_key(backend, symbol, tf)
+                    if abs(pct) < tf.threshold:
+                        self._set_inside(key)  # only a return inside the percentage re-arms
+                        continue
+                    if (abs(delta) < self.min_delta or key in self._outside or key in self._pending
+                            or sample.t < self._cooldown_until.get(cooldown_key(backend, symbol, direction, tf), 0.0)):
+                        continue
+                    self._pending.add(key)
+                    due.append(OiAlert(backend, symbol, tf, direction,
+                                       self._payload(symbol, tf, direction, base, sample, pct, delta, funding_rate)))
+        return due
+
+    @staticmethod
+    def _payload(symbol: str, tf: Timeframe, direction: str, base: Sample, now: Sample, pct: float, delta: float,
+                 funding_rate: float | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "symbol": symbol, "direction": direction, "baseline": base.oi, "current": now.oi,
+            "pctChange": round(pct, 6), "absChange": round(delta, 6),
+            "timestamp": iso_z(datetime.fromtimestamp(now.t, timezone.utc)), "source": "oi_realtime_poller",
+            "timeframe": tf.label}
+        if base.mark and now.mark:
+            payload["priceChange"] = round(now.mark / base.mark - 1, 6)
+        if funding_rate is not None:
+            payload["fundingRate"] = funding_rate
+        return payload  # unknown optional values are omitted, never null
+
+    def _set_inside(self, key: str) -> None:
+        if self._outside.pop(key, None) is not None:
+            self._save()
+
+    def confirm(self, alert: OiAlert, accepted: bool) -> None:
+        """Called once the backend answered: an alert accepted (or maybe stored) moves the state and starts the
+        cooldown; one that surely did not arrive (or was dropped unsent) is due again at the next loop."""
+        with self._lock:
+            self._pending.discard(alert.key)
+            if accepted:
+                self._outside[alert.key] = alert.direction
+                sample_t = datetime.fromisoformat(alert.payload["timestamp"].replace("Z", "+00:00")).timestamp()
+                self._cooldown_until[alert.cooldown_key] = sample_t + alert.timeframe.cooldown_s
+                self._save()
+
+    def _save(self) -> None:
+        save_json(self.path, {"outside": self._outside, "cooldownUntil": self._cooldown_until})

@@ -1,0 +1,246 @@
+"""``hourly_volume_alert_dual_env.py``: hourly volume-spike alerts to Telegram and the PROD/DEV backends.
+
+Funding rates come from :class:`.funding_source.FundingSource` (local API first, REST alongside for validation).
+The rules live in :mod:`.volume_rules`; this module fetches, decides, sends and keeps the 5-minute schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from volspike_funding.store import consumer_status
+from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from
+from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
+from volspike_funding.core.cli import build_parser, run, settings_from_args, setup_logging
+from volspike_funding.core.errors import RateLimited, RestError, SettingsError
+from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
+from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
+from volspike_funding.core.value_parsers import iso_time
+from volspike_funding.consumers.volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
+                           klines_limit, pick_candles, slot_of)
+
+log = logging.getLogger("volume_alerts")
+UNIVERSE_TTL_S = 3600.0
+#: Deliveries queued per receiver before the oldest is dropped (a scan sends a handful; this is a hung receiver).
+OUTBOX_MAX = 200
+#: ``--once`` waits this long for its deliveries before exiting.
+ONCE_DRAIN_S = 90.0
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str
+    symbol: str
+    candles: Candles
+    quote: Quote
+    text: str
+
+
+class VolumeAlerts:
+    def __init__(self, settings: Settings, *, rest: BinanceRest | None = None, source: FundingSource | None = None,
+                 backends: list[Backend] | None = None, telegram: Telegram | None = None, dry_run: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
+                                        retries=settings.binance_rest_retries)
+        self.source = source or FundingSource(settings, self.rest, "volume_alerts")
+        self.backends = backends_from(settings) if backends is None else backends
+        self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
+                                             settings.telegram_chat_id, timeout=settings.telegram_timeout_s)
+        # One outbox per receiver: a hung backend or Telegram delays only its own deliveries, never a scan.
+        self.outboxes = {name: Outbox(name, OUTBOX_MAX) for name in
+                         ([b.name for b in self.backends] + (["Telegram"] if self.telegram.enabled else []))}
+        self.book = AlertBook(settings.volume_alert_state_file)
+        self.dry_run = dry_run
+        self._clock = clock
+        self._universe: list[str] = []
+        self._universe_at = float("-inf")
+
+    def banner(self) -> None:
+        log.info("hourly volume alerts: spike at >= %gx previous hour and >= %s USDT; funding %s",
+                 self.settings.volume_multiple, fmt_volume(self.settings.min_quote_vol), self.source.describe())
+        log.info("backends: %s; Telegram: %s%s", ", ".join(map(repr, self.backends)) or "none configured",
+                 "on" if self.telegram.enabled else "off (TELEGRAM_TOKEN / TELEGRAM_CHAT_ID unset)",
+                 "; DRY RUN: nothing is sent" if self.dry_run else "")
+
+    def universe(self) -> list[str]:
+        """USDT perpetuals in TRADING status: every scan from the local API's exchangeInfo (no weight) when it is
+        fresh, else from REST at most hourly; the last good list survives a failed refresh."""
+        local = None if self.source.mode == "rest" else self.source.local.exchange_info(LOCAL_EXCHANGE_INFO_MAX_AGE_S)
+        if local is not None or self._clock() - self._universe_at >= UNIVERSE_TTL_S or not self._universe:
+            try:
+                fresh = usdt_perpetuals(local if local is not None else self.rest.exchange_info())
+                if fresh:
+                    self._universe, self._universe_at = fresh, self._clock()
+            except RestError as exc:
+                log.warning("exchangeInfo failed (%s); keeping %d cached symbols", exc, len(self._universe))
+        return self._universe
+
+    def _candles(self, symbol: str, slot: datetime) -> Candles | None:
+        try:
+            return pick_candles(self.rest.klines(symbol, "1h", klines_limit(slot)), slot)
+        except RateLimited:
+            return None  # the client logged the 429/418 once; one line per symbol would flood the journal
+        except RestError as exc:
+            log.warning("%s klines failed: %s", symbol, exc)
+            return None
+
+    def scan(self, slot: datetime) -> list[Alert]:
+        """One scan for ``slot`` (computed by the caller, so a late scan still judges the right candles)."""
+        started = self._clock()
+        symbols = self.universe()
+        with ThreadPoolExecutor(self.settings.klines_concurrency, thread_name_prefix="klines") as pool:
+            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot), symbols)))
+        quotes = self.source.quotes(symbols)
+        alerts = []
+        for symbol in symbols:
+            c = candles[symbol]
+            if c is None:
+                continue
+            spike = is_spike(c, self.settings.volume_multiple, self.settings.min_quote_vol)
+            kind = self.book.decide(symbol, c, slot, spike)
+            line = (f"{symbol:<16} prev {fmt_volume(c.prev_volume):>9}  curr {fmt_volume(c.curr_volume):>9}  "
+                    f"ratio {c.ratio:6.2f}x")
+            if kind is None:
+                log.info("%s", line)
+                continue
+            log.warning("%s  <<< %s >>>", line, kind)
+            alert = Alert(kind, symbol, c, quotes.get(symbol, UNKNOWN), alert_text(kind, symbol, c))
+            self._send(alert, slot, started)
+            alerts.append(alert)
+        missing = sum(c is None for c in candles.values())
+        log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
+                 self._clock() - started, len(symbols), missing, len(alerts))
+        consumer_status.report(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
+                               [*self.backends, self.telegram], self.outboxes.values())
+        return alerts
+
+    def _payload(self, alert: Alert, slot: datetime, started: float) -> dict[str, Any]:
+        c = alert.candles
+        payload: dict[str, Any] = {
+            "symbol": alert.symbol, "asset": asset_of(alert.symbol), "currentVolume": c.curr_volume,
+            "previousVolume": c.prev_volume, "volumeRatio": round(c.ratio, 4), "price": c.close,
+            "fundingRate": alert.quote.funding_rate, "candleDirection": c.direction, "message": alert.text,
+            "timestamp": iso_z(datetime.fromtimestamp(started, timezone.utc)), "detectionTime": iso_z(slot),
+            "hourTimestamp": iso_z(c.hour), "isUpdate": alert.kind != SPIKE, "alertType": alert.kind,
+            "priceChange": c.price_change}
+        return {k: v for k, v in payload.items() if v is not None}  # the backend rejects null: omit unknowns
+
+    def _oi_change(self, backend: Backend, symbol: str, hour: datetime, current: float | None) -> float | None:
+        if current is None:
+            return None
+        snapshot = backend.get_json("/api/market/open-interest/snapshot", {"symbol": symbol, "ts": iso_z(hour)})
+        if not isinstance(snapshot, dict) or snapshot.get("found") is not True:
+            return None
+        try:
+            start = float(snapshot["openInterest"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return current / start - 1 if start > 0 else None
+
+    def _send(self, alert: Alert, slot: datetime, started: float) -> None:
+        payload = self._payload(alert, slot, started)
+        if self.dry_run:
+            # Nothing recorded either: a dry run against the production dedup file must not suppress real alerts.
+            log.info("DRY RUN: would send %s to Telegram and %d backend(s): %s", alert.kind, len(self.backends),
+                     payload)
+            return
+        # Recorded before anything is sent: whatever happens next (a crash, a hung receiver), this alert is never
+        # sent twice. Each receiver then gets it at most once, from its own outbox.
+        self.book.record(alert.symbol, alert.candles, slot, alert.kind)
+        if self.telegram.enabled:
+            self.outboxes["Telegram"].put(functools.partial(self.telegram.send, alert.text))
+        current_oi = None
+        if self.backends:  # one Binance call per alert, whatever the number of backends (through the paced client)
+            try:
+                current_oi = float(self.rest.open_interest(alert.symbol)["openInterest"])
+            except (RestError, KeyError, TypeError, ValueError) as exc:
+                log.warning("%s openInterest unavailable (%s): oiChange omitted", alert.symbol, exc)
+        for backend in self.backends:
+            self.outboxes[backend.name].put(functools.partial(self._deliver, backend, alert, payload, current_oi))
+
+    def _deliver(self, backend: Backend, alert: Alert, payload: dict[str, Any], current_oi: float | None) -> None:
+        """On ``backend``'s own outbox thread: its oiChange (a GET to it) and the POST, at most once."""
+        body = dict(payload)
+        oi_change = self._oi_change(backend, alert.symbol, alert.candles.hour, current_oi)
+        if oi_change is not None:
+            body["oiChange"] = round(oi_change, 6)
+        backend.post("/api/volume-alerts/ingest", body, what=f"volume {alert.kind} {alert.symbol}")
+
+    def drain(self, timeout: float) -> bool:
+        """Wait for every queued delivery (``--once`` exits after this); ``False`` if a receiver is still busy."""
+        deadline = time.monotonic() + timeout
+        return all(o.drain(max(0.0, deadline - time.monotonic())) for o in self.outboxes.values())
+
+    def close(self) -> None:
+        self.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
+        for outbox in self.outboxes.values():
+            outbox.close(timeout=1.0)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        slot = slot_of(datetime.fromtimestamp(self._clock(), timezone.utc)) + SLOT
+        while not stop.is_set():
+            log.info("next scan at %s", iso_z(slot))
+            if stop.wait(max(0.0, slot.timestamp() - self._clock())):
+                break
+            self.scan(slot)
+            slot += SLOT
+            # An overrun must not silently lose a slot: :00 and :30 carry updates and are caught up, others are
+            # skipped with a warning.
+            while slot + SLOT <= datetime.fromtimestamp(self._clock(), timezone.utc) and not stop.is_set():
+                if slot.minute in (0, 30):
+                    log.warning("scan overran: catching up slot %s", iso_z(slot))
+                    self.scan(slot)
+                else:
+                    log.warning("scan overran: slot %s skipped", iso_z(slot))
+                slot += SLOT
+
+
+def parse_now(raw: str) -> datetime:
+    try:
+        return iso_time(raw)
+    except ValueError as exc:
+        raise SettingsError(f"--now: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("hourly_volume_alert_dual_env", "Hourly volume-spike alerts (Telegram + VolSpike).",
+                          CONSUMER, ALERTS)
+    parser.add_argument("--once", action="store_true", help="run one scan for the current slot, then exit")
+    parser.add_argument("--now", metavar="ISO", help="with --once: the time whose 5-minute slot is scanned")
+    parser.add_argument("--dry-run", action="store_true", help="log what would be sent, send nothing")
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        settings = settings_from_args(args, CONSUMER, ALERTS)
+        if args.now and not args.once:
+            raise SettingsError("--now needs --once")
+        moment = parse_now(args.now) if args.now else None
+        setup_logging(settings.log_level, secret_values(settings))
+        alerts = VolumeAlerts(settings, dry_run=args.dry_run)
+        alerts.banner()
+        if args.once:
+            alerts.scan(slot_of(moment or datetime.now(timezone.utc)))
+            if not alerts.drain(ONCE_DRAIN_S):
+                log.warning("some deliveries were still in progress after %.0f s; exiting anyway", ONCE_DRAIN_S)
+            alerts.source.comparisons.flush()
+            return 0
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            alerts.run_forever(stop)
+        finally:
+            alerts.close()
+        return 0
+
+    return run("hourly_volume_alert_dual_env", body)
+

@@ -1,0 +1,179 @@
+"""Every setting of every component (the table in :mod:`.settings_table`), read from the command line, the
+environment and the operator's env file.
+
+Precedence, highest first: command-line flag, real environment variable, the env file named by
+``VOLSPIKE_ENV_FILE`` (default ``~/.volspike.env``, loaded with python-dotenv; a missing file is fine), default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from dotenv import dotenv_values
+
+from volspike_funding.core.errors import SettingsError
+from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON, OI, REPORT, SETTINGS, Setting, markdown_table,
+                             settings_for)
+
+# The table's names are re-exported: callers import settings from one place.
+__all__ = ["ALERTS", "API", "CONSUMER", "DAEMON", "OI", "REPORT", "SETTINGS", "Setting", "Settings", "ENV_FILE_VAR",
+           "load_settings", "markdown_table", "masked", "read_env_file", "secret_values", "settings_for"]
+
+ENV_FILE_VAR = "VOLSPIKE_ENV_FILE"
+DEFAULT_ENV_FILE = "~/.volspike.env"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed values of :data:`SETTINGS`; build it with :func:`load_settings`."""
+
+    ws_url: str
+    state_file: Path
+    store_url: str | None
+    stale_after_s: float
+    no_data_timeout_s: float
+    connect_timeout_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    rotate_after_s: float
+    heartbeat_s: float
+    drop_after_s: float
+    max_event_skew_s: float
+    clock_skew_warn_s: float
+    max_stale_share: float
+    consumer_status_dir: Path | None
+    reference_enabled: bool
+    reference_file: Path | None
+    reference_refresh_s: float
+    interest_refresh_s: float
+    api_host: str
+    api_port: int
+    api_allow_remote: bool
+    api_header_timeout_s: float
+    api_max_connections: int
+    log_level: str
+    ws_funding_enabled: bool
+    ws_funding_api_url: str
+    funding_source_mode: str | None
+    funding_rest_fallback: bool
+    ws_funding_timeout_s: float
+    ws_funding_breaker_s: float
+    funding_rate_abs_tolerance: float
+    mark_price_rel_tolerance: float
+    binance_rest_url: str
+    binance_rest_timeout_s: float
+    binance_rest_retries: int
+    volume_multiple: float
+    min_quote_vol: float
+    klines_concurrency: int
+    volume_alert_state_file: Path
+    telegram_api_url: str
+    telegram_token: str | None
+    telegram_chat_id: str | None
+    volspike_api_url: str | None
+    volspike_api_key: str | None
+    volspike_api_url_dev: str | None
+    volspike_api_key_dev: str | None
+    volspike_post_timeout_s: float
+    telegram_timeout_s: float
+    oi_max_req_per_min: float
+    oi_min_interval_sec: float
+    oi_max_interval_sec: float
+    oi_fetch_concurrency: int
+    oi_universe_refresh_s: float
+    oi_universe_publish_s: float
+    oi_liquid_enter_quote_24h: float
+    oi_liquid_exit_quote_24h: float
+    oi_spike_threshold_pct_5min: float
+    oi_spike_threshold_pct_15min: float
+    oi_spike_threshold_pct_60min: float
+    oi_alert_cooldown_5min: float
+    oi_alert_cooldown_15min: float
+    oi_alert_cooldown_60min: float
+    oi_min_delta_contracts: float
+    oi_excluded_symbols: tuple[str, ...]
+    oi_state_file: Path
+    oi_post_queue_max: int
+    oi_batch_timeout_s: float
+    report_min_hours: float
+    report_max_gap_minutes: float
+    report_min_comparisons: int
+    report_min_match_rate_pct: float
+    report_max_p99_rel_funding: float
+    report_max_p99_rel_mark: float
+    report_max_ws_unavailable_pct: float
+
+    @property
+    def reference_path(self) -> Path:
+        return self.reference_file or self.state_file.with_name(".funding_reference.json")
+
+    @property
+    def funding_mode(self) -> str:
+        """The effective FUNDING_SOURCE_MODE (``auto`` resolved)."""
+        if self.funding_source_mode is not None:
+            return self.funding_source_mode
+        return "validate" if self.ws_funding_enabled else "rest"
+
+
+def read_env_file(environ: Mapping[str, str], override: str | None = None) -> dict[str, str]:
+    """The operator's env file as a dict; ``{}`` when it does not exist."""
+    path = Path(os.path.expanduser(override or environ.get(ENV_FILE_VAR) or DEFAULT_ENV_FILE))
+    if not path.exists():
+        return {}
+    try:
+        with path.open(encoding="utf-8") as stream:
+            values = dotenv_values(stream=stream)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{ENV_FILE_VAR}: cannot read {path}: {exc}") from None
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None,
+                  env_file: str | None = None, components: tuple[str, ...] | None = None) -> Settings:
+    """Build :class:`Settings`; ``overrides`` maps field names to raw CLI values (``None`` = not given).
+
+    With ``components``, only the settings those components read must be valid: a typo in a consumer's setting in
+    the shared env file must not stop the daemon. The others fall back to their defaults.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, str] = {**read_env_file(environ, env_file), **environ}
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        cli = overrides.get(setting.field)
+        env_name = next((n for n in (setting.env, *setting.aliases) if n in merged), setting.env)
+        raw = cli if cli is not None else merged.get(env_name, setting.default)
+        source = setting.flag if cli is not None else env_name
+        try:
+            values[setting.field] = setting.parse(str(raw))
+        except ValueError as exc:
+            if components is not None and not set(components) & set(setting.used_by):
+                values[setting.field] = setting.parse(setting.default)
+                continue
+            message = str(exc).replace(str(raw), "***") if setting.secret and str(raw).strip() else str(exc)
+            raise SettingsError(f"{source}: {message}") from None
+    settings = Settings(**values)
+    if settings.backoff_initial_s > settings.backoff_max_s:
+        raise SettingsError("FUNDING_BACKOFF_INITIAL_S must not exceed FUNDING_BACKOFF_MAX_S")
+    return settings
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret setting's value, and the password inside a URL one, for the log filter that keeps them out of
+    the journal."""
+    from urllib.parse import urlsplit
+
+    values = [value for s in SETTINGS if s.secret and isinstance(value := getattr(settings, s.field), str) and value]
+    return values + [p for value in values if "://" in value and (p := urlsplit(value).password)]
+
+
+def masked(value: str | None) -> str:
+    """How a secret appears in banners and logs."""
+    return "(unset)" if not value else f"***{value[-2:]}" if len(value) > 8 else "***"
+
+
+if __name__ == "__main__":
+    print(markdown_table())  # paste between the settings-table markers of DEPLOYMENT.md

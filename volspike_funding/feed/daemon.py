@@ -1,0 +1,343 @@
+"""The funding daemon: keeps one healthy Binance mark-price connection and the shared state file fresh.
+
+Single-threaded decisions: connection threads only receive (see :mod:`.connection`) and the reference fetcher
+only calls REST (see :mod:`.reference_fetch`); this loop parses, stores, writes, and runs the no-data watchdog,
+the reconnect backoff, the 24 h rotation, the per-symbol subscriptions and the systemd notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from typing import Callable, Sequence
+
+import orjson
+
+from volspike_funding.store import reference
+from volspike_funding.core.cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
+from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, backoff_delay, warn_legacy_url
+from volspike_funding.core.errors import FrameError
+from volspike_funding.feed.streams import StreamManager
+from volspike_funding.store.reference import ReferenceData
+from volspike_funding.store.redis_store import RedisStateWriter, open_writer
+from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
+from volspike_funding.feed.sdnotify import Notifier
+from volspike_funding.core.settings import DAEMON, Settings, secret_values
+from volspike_funding.feed.state import ClockSkew, FundingStore
+from volspike_funding.binance.wire import ALL_MARKET_PREFIX, parse_frame
+
+log = logging.getLogger("funding.daemon")
+
+#: How often the loop wakes up when nothing arrives, to run the watchdog and the heartbeat.
+TICK_S = 0.5
+PRUNE_EVERY_S = 60.0
+#: A stored event time may be this far past Binance's clock (as measured) and still outrank a newer frame's.
+FUTURE_SLACK_MS = 5_000
+#: An all-market frame is written at once; per-symbol frames (up to ~200 a second, spread over it) ride along with
+#: it (the next one is due within a second), or are written after this long at the latest: one write a second.
+COALESCE_S = 1.5
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, rng: Callable[[], float] = random.random,
+                 notifier: Notifier | None = None, tick_s: float = TICK_S) -> None:
+        self.settings = settings
+        self._rng = rng
+        self._notifier = notifier or Notifier()
+        self._tick = min(tick_s, settings.no_data_timeout_s / 4)
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._ratelog = RateLimitedLog(log)
+        self.store = FundingStore(settings.ws_url, started_at=time.time(), heartbeat_s=settings.heartbeat_s)
+        self.clock = ClockSkew()
+        self.streams = StreamManager()
+        self.fetcher: ReferenceFetcher | None = None
+        self._reference_status: dict[str, object] = {"lastError": None, "lastErrorAt": None}
+        self._max_skew_ms = int(settings.max_event_skew_s * 1000)
+        # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
+        # arriving must not hide an all-market stream gone silent.
+        self._all_market_url = ALL_MARKET_PREFIX.lower() in settings.ws_url.lower()
+        self.active: Connection | None = None
+        self.candidate: Connection | None = None
+        self.failures = 0
+        self._reconnect_at: float | None = 0.0
+        self._rotate_retry_at = 0.0
+        self._ready = False
+        self._last_write = 0.0
+        self._last_write_ok = time.monotonic()
+        self._dirty = False
+        self._last_prune = time.monotonic()
+        self._last_pet = 0.0
+
+    # -- control ---------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag, the loop notices within one tick."""
+        self._stop.set()
+
+    def run(self) -> int:
+        writer = open_writer(self.settings)
+        self._writer = writer
+        try:
+            self._restore()
+            self._start_reference()
+            log.info("starting: %s -> %s", self.settings.ws_url, writer.path)
+            warn_legacy_url(self.settings.ws_url)
+            self._write()
+            while not self._stop.is_set():
+                try:
+                    self._handle(self._events.get(timeout=self._tick))
+                except queue.Empty:
+                    pass
+                if self._dirty and time.monotonic() - self._last_write >= COALESCE_S:
+                    self._write()
+                self._housekeeping()
+            self._shutdown()
+        finally:
+            if self.fetcher is not None:
+                self.fetcher.stop()
+            writer.close()
+            self._notifier.close()
+        return EXIT_OK
+
+    def _restore(self) -> None:
+        s = self.settings
+        # With the shared store, every daemon's data stays there: only the reference data is carried over.
+        self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file, s.max_event_skew_s)
+
+    def _start_reference(self) -> None:
+        if self.settings.reference_enabled:
+            self.fetcher = ReferenceFetcher.for_settings(self.settings, self.store.reference or ReferenceData(),
+                                                         self._reference_result).start()
+
+    def _reference_result(self, data: ReferenceData, error: str | None) -> None:
+        """Called on the fetcher's thread: hand over to the loop."""
+        self._events.put(Event(None, REFERENCE, time.time(), reason=error or "", payload=data))
+
+    def _shutdown(self) -> None:
+        self._notifier.notify("STOPPING=1", "STATUS=stopping")
+        for conn in (self.active, self.candidate):
+            if conn is not None:
+                conn.abort("daemon stopping", polite=True)
+        self._mark_disconnected(time.time(), "daemon stopping")
+        if self._write(stopped=True):
+            log.info("stopped; final state written with connected=false")
+        else:
+            log.error("stopped; the final state could NOT be written (readers will see the heartbeat age)")
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _handle(self, event: Event) -> None:
+        conn = event.conn
+        if event.kind == REFERENCE:
+            self._on_reference(event)
+            return
+        if conn is None or (conn is not self.active and conn is not self.candidate):
+            return  # a connection we already gave up on
+        if event.kind == FRAME:
+            self._on_frame(conn, event)
+        elif event.kind == OPEN:
+            conn.opened = time.monotonic()
+            if conn is self.active:
+                status = self.store.connection
+                status.update(connected=True, last_connected_time=event.at)
+                log.info("connected to %s", conn.url)
+                self._write()
+            else:
+                log.info("rotation: replacement connection open, switching at its first frame")
+        elif event.kind == CLOSED:
+            self._on_closed(conn, event)
+
+    def _on_reference(self, event: Event) -> None:
+        data: ReferenceData = event.payload
+        status = self._reference_status
+        if event.reason:
+            status.update(lastError=event.reason, lastErrorAt=event.at)
+        else:
+            status.update(lastError=None)
+        if data is not self.store.reference:
+            try:
+                reference.write(self.settings.reference_path, data)
+            except OSError as exc:
+                self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
+            if isinstance(self._writer, RedisStateWriter):
+                self._writer.write_reference(orjson.dumps(data.document()))
+            self.store.set_reference(data)
+            self.streams.replan()
+            release_memory()
+            log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest "
+                     "rates", len(data.symbols), len(data.trading), len(data.funding_info or ()),
+                     len(data.interest_rates))
+        self._write()
+
+    def _on_frame(self, conn: Connection, event: Event) -> None:
+        counters = self.store.counters
+        counters["frames"] += 1
+        self.store.connection["messages_received"] += 1
+        self.store.connection["last_message_time"] = event.at
+        received_ms = int(event.at * 1000)
+        try:
+            parsed = parse_frame(event.data, received_ms, self._max_skew_ms)
+        except FrameError as exc:
+            self.store.count_malformed(exc.kind)
+            self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
+            return
+        counters["ignored"] += parsed.ignored
+        if parsed.other_kinds:
+            self.store.count_other_kinds(parsed.other_kinds)
+        for kind, detail in parsed.defects:
+            self.store.count_malformed(kind)
+            self._ratelog.warning(kind, f"malformed item skipped: {detail}")
+        if not parsed.updates:
+            return
+        if conn is self.candidate:
+            self._promote(conn)
+        mono = time.monotonic()
+        first_data, conn.last_data = conn.last_data is None, mono
+        if parsed.all_market:
+            conn.last_all_market = mono
+            self.streams.coverage.note_all_market((u.symbol for u in parsed.updates), mono)
+            self.clock.add(parsed.updates[-1].event_time, received_ms)
+        if first_data:
+            if self.failures:
+                log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
+            self.failures = 0
+        self.store.apply(parsed.updates, event.at, received_ms + self.clock.skew_ms + FUTURE_SLACK_MS)
+        if self.store.unlisted_seen and self.fetcher is not None:
+            self.fetcher.request_refresh(f"the stream sends symbols exchangeInfo does not list: "
+                                         f"{', '.join(sorted(self.store.unlisted_seen)[:5])}")
+        if parsed.all_market or not self._all_market_url:
+            self._write()
+        else:
+            self._dirty = True
+        if not self._ready:
+            self._ready = True
+            self._notifier.notify("READY=1", self._status_line())
+            log.info("first frame stored: %d symbols", len(self.store.symbols))
+
+    def _promote(self, conn: Connection) -> None:
+        old, self.active, self.candidate = self.active, conn, None
+        self._reconnect_at = None  # the replacement is the connection now, even if the old one already dropped
+        self.store.connection["rotations"] += 1
+        self.store.connection.update(connected=True, last_connected_time=time.time())
+        if old is not None:
+            old.abort("rotated to a fresh connection", polite=True)
+        log.info("rotation: switched to the replacement connection without a gap")
+
+    def _on_closed(self, conn: Connection, event: Event) -> None:
+        reason = event.reason or "connection ended"
+        if conn is self.candidate:
+            self.candidate = None
+            self._rotate_retry_at = time.monotonic() + self.settings.no_data_timeout_s
+            log.warning("rotation: replacement connection failed (%s); keeping the current one", reason)
+            return
+        self.active = None
+        self.failures += 1
+        self.store.connection["reconnect_attempts"] += 1
+        delay, cap = backoff_delay(self.failures, self.settings.backoff_initial_s, self.settings.backoff_max_s,
+                                   self._rng)
+        if event.retry_after is not None:
+            # Honoured as a minimum, but never beyond our own backoff cap: one refused handshake asking for an
+            # hour must not stop reconnecting for an hour.
+            used = min(event.retry_after, self.settings.backoff_max_s)
+            log.warning("server asked to retry after %g s; waiting %g s (at most FUNDING_BACKOFF_MAX_S)",
+                        event.retry_after, max(delay, used))
+            delay = max(delay, used)
+        self._reconnect_at = time.monotonic() + delay
+        self._mark_disconnected(event.at, reason)
+        log.warning("disconnected: %s; reconnecting in %.2f s (backoff cap %.1f s, consecutive failure %d)",
+                    reason, delay, cap, self.failures)
+        self._write()
+
+    def _mark_disconnected(self, at: float, reason: str) -> None:
+        status = self.store.connection
+        if status["connected"]:
+            status["last_disconnected_time"] = at
+        status.update(connected=False, last_error=reason)
+
+    # -- timers ----------------------------------------------------------------------------------------
+    def _connect(self) -> Connection:
+        s = self.settings
+        idle = max(3 * s.no_data_timeout_s, 30.0)
+        return Connection(s.ws_url, self._events, connect_timeout=s.connect_timeout_s, idle_timeout=idle).start()
+
+    def _housekeeping(self) -> None:
+        s, mono = self.settings, time.monotonic()
+        if self.active is None and self._reconnect_at is not None and mono >= self._reconnect_at:
+            self._reconnect_at = None
+            self.active = self._connect()
+        for conn in (self.active, self.candidate):
+            if conn is not None and conn.opened is not None and not conn.aborting:
+                silent_since = (conn.last_all_market if self._all_market_url else conn.last_data) or conn.opened
+                if mono - silent_since > s.no_data_timeout_s:
+                    conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
+        active = self.active
+        if (s.rotate_after_s and active is not None and active.last_data is not None and self.candidate is None
+                and active.opened is not None and mono - active.opened >= s.rotate_after_s
+                and mono >= self._rotate_retry_at):
+            log.info("rotation: connection is %.0f s old, opening its replacement", mono - active.opened)
+            self.candidate = self._connect()
+        if mono - self._last_prune >= min(PRUNE_EVERY_S, s.drop_after_s / 2):
+            self._last_prune = mono
+            if self.store.drop_unseen(time.time(), s.drop_after_s):
+                self._write()
+        if mono - self._last_write >= s.heartbeat_s:
+            self._write()
+        ref = self.store.reference
+        open_conns = [c for c in (self.active, self.candidate) if c is not None and c.opened is not None
+                      and not c.aborting]
+        self.streams.tick(open_conns, ref.trading if ref is not None and ref.known and self._all_market_url
+                          else None, mono)
+        self._pet_watchdog(mono)
+
+    def _pet_watchdog(self, mono: float) -> None:
+        interval = self._notifier.watchdog_s
+        if interval is None or mono - self._last_pet < interval / 4:
+            return
+        age = self.store.data_age(time.time())
+        if age is not None and age <= self.settings.stale_after_s:
+            self._last_pet = mono
+            self._notifier.notify("WATCHDOG=1", self._status_line())
+
+    def _status_line(self) -> str:
+        age = self.store.data_age(time.time())
+        state = "connected" if self.store.connection["connected"] else "disconnected"
+        if time.monotonic() - self._last_write_ok > 2 * self.settings.heartbeat_s:
+            state += f", cannot write {self._writer.path}"  # a full disk, or the shared store unreachable
+        age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
+        return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
+
+    def _write(self, *, stopped: bool = False) -> bool:
+        self._last_write = time.monotonic()
+        self._dirty = False
+        ref = self.store.reference
+        status = {**self._reference_status, "symbols": len(ref.symbols) if ref is not None else 0,
+                  "perSymbolStreams": len(self.streams.wanted or ())}
+        try:
+            self._writer.write(self.store.document(time.time(), stopped=stopped, clock=self.clock.status(),
+                                                   reference=status))
+            self._last_write_ok = time.monotonic()
+            return True
+        except OSError as exc:
+            # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
+            # the heartbeat age and say so. Crashing would only lose the in-memory state too.
+            self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
+            self._ratelog.warning("write_error", f"cannot write {self._writer.path}: {exc}")
+            return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("binance_funding_ws_daemon",
+                          "Keep Binance USD-M funding rates and mark prices in a shared state file.", DAEMON)
+
+    def body() -> int:
+        settings = settings_from_args(parser.parse_args(argv), DAEMON)
+        setup_logging(settings.log_level, secret_values(settings))
+        daemon = Daemon(settings)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: daemon.request_stop())
+        return daemon.run()
+
+    return run("binance_funding_ws_daemon", body)

@@ -1,0 +1,155 @@
+"""Keeps Binance's reference data fresh from a thread of its own, so no REST call can ever delay the stream.
+
+Every ``FUNDING_REFERENCE_REFRESH_S`` (15 min): ``GET /fapi/v1/exchangeInfo`` (weight 1) and
+``GET /fapi/v1/fundingInfo`` (weight 0); every ``FUNDING_INTEREST_REFRESH_S`` (1 h): one bulk
+``GET /fapi/v1/premiumIndex`` (weight 10) for ``interestRate``, which the stream lacks. That is 14 weight an hour;
+an early exchangeInfo refresh (a symbol the stream sends that exchangeInfo does not list yet: a new listing) is
+allowed once per ``EARLY_REFRESH_MIN_S`` (10 min), so at most 20 an hour in all (``bench/bench_reference.py``).
+
+At start only what is older than its interval is fetched, so a daemon restarting in a loop costs no weight.
+A failure keeps the last good data and retries with backoff (1 min, doubling, up to the interval); every result
+goes to ``on_result`` on the daemon's own queue, where the main loop writes the file and uses the data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import threading
+import time
+from typing import Callable
+
+import orjson
+
+from volspike_funding.store import reference
+from volspike_funding.binance.rest import BinanceRest
+from volspike_funding.core.cli import RateLimitedLog
+from volspike_funding.core.errors import RateLimited, RestError
+from volspike_funding.store.reference import ReferenceData
+from volspike_funding.core.settings import Settings
+
+log = logging.getLogger("funding.reference")
+
+EARLY_REFRESH_MIN_S = 600.0
+RETRY_INITIAL_S = 60.0
+#: An exchangeInfo with fewer than this share of the previous copy's symbols is not believed (kept, logged).
+COLLAPSE_SHARE = 0.5
+
+
+class ReferenceFetcher:
+    def __init__(self, rest: BinanceRest, current: ReferenceData, on_result: Callable[[ReferenceData, str | None], None],
+                 *, refresh_s: float, interest_refresh_s: float, clock: Callable[[], float] = time.time,
+                 retry_initial_s: float = RETRY_INITIAL_S, early_min_s: float = EARLY_REFRESH_MIN_S) -> None:
+        self._rest, self.data, self._on_result = rest, current.with_(refresh_interval_s=refresh_s), on_result
+        self._refresh_s, self._interest_s = refresh_s, interest_refresh_s
+        self._clock, self._retry_initial, self._early_min = clock, retry_initial_s, early_min_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._early = False
+        self._last_early = float("-inf")
+        self._failures = 0
+        self._retry_at = 0.0
+        self._ratelog = RateLimitedLog(log, 600.0)
+        self._thread = threading.Thread(target=self._run, name="reference-fetch", daemon=True)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, current: ReferenceData,
+                     on_result: Callable[[ReferenceData, str | None], None]) -> "ReferenceFetcher":
+        """The daemon's fetcher: its own REST client (one retry: the next refresh is the real retry)."""
+        rest = BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s, retries=1)
+        return cls(rest, current, on_result, refresh_s=settings.reference_refresh_s,
+                   interest_refresh_s=settings.interest_refresh_s)
+
+    def start(self) -> "ReferenceFetcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+
+    def request_refresh(self, why: str) -> bool:
+        """Ask for an early exchangeInfo fetch (safe from any thread); at most one per ``early_min_s``."""
+        now = self._clock()
+        if now - self._last_early < self._early_min:
+            return False
+        self._last_early = now
+        self._early = True
+        log.info("reference data: early refresh (%s)", why)
+        self._wake.set()
+        return True
+
+    def _due(self, at: float | None, interval: float, now: float) -> bool:
+        return at is None or now - at >= interval
+
+    def _next_wake(self, now: float) -> float:
+        d = self.data
+        times = [(d.exchange_info_at or 0) + self._refresh_s, (d.funding_info_at or 0) + self._refresh_s,
+                 (d.interest_rates_at or 0) + self._interest_s]
+        return max(0.0, min(max(min(times), self._retry_at) - now, self._refresh_s))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = self._clock()
+            if now >= self._retry_at:
+                self._fetch_due(now)
+            self._wake.wait(self._next_wake(self._clock()))
+            self._wake.clear()
+
+    def _fetch_due(self, now: float) -> None:
+        d, changed = self.data, {}
+        try:
+            if self._early or self._due(d.exchange_info_at, self._refresh_s, now):
+                self._early = False
+                info = self._rest.exchange_info()
+                changed.update(exchange_info=self._checked(info), exchange_info_at=self._clock())
+            if self._due(d.funding_info_at, self._refresh_s, now):
+                funding = self._rest.get("/fapi/v1/fundingInfo", weight=0)
+                if not isinstance(funding, list):
+                    raise RestError(f"fundingInfo is {type(funding).__name__}, not a list")
+                changed.update(funding_info=funding, funding_info_at=self._clock())
+            if self._due(d.interest_rates_at, self._interest_s, now):
+                rates = reference.interest_rates(self._rest.premium_index_all())
+                # The attempt is recorded even if no rate came back: otherwise it would be due again at once,
+                # and this weight-10 call would run in a loop.
+                changed.update(interest_rates=rates or d.interest_rates, interest_rates_at=self._clock())
+                if not rates:
+                    self._ratelog.warning("interest_rates", "premiumIndex carried no interestRate; keeping the "
+                                                            "last known rates until the next hourly refresh")
+        except RestError as exc:
+            self._failures += 1
+            delay = min(self._refresh_s, self._retry_initial * 2 ** (self._failures - 1))
+            if isinstance(exc, RateLimited):
+                delay = max(delay, exc.retry_after)
+            self._retry_at = self._clock() + delay
+            self._ratelog.warning("reference_fetch", f"reference data refresh failed ({exc}); keeping the last "
+                                                     f"good copy, next try in {delay:.0f} s")
+            if changed:
+                self.data = self.data.with_(**changed)
+            self._on_result(self.data, f"{exc}")
+            return
+        self._failures, self._retry_at = 0, 0.0
+        if changed:
+            self.data = self.data.with_(**changed)
+            self._on_result(self.data, None)
+
+    def _checked(self, info: object) -> bytes:
+        """exchangeInfo as JSON text, once it looks like one and has not collapsed."""
+        if not isinstance(info, dict) or not isinstance(info.get("symbols"), list) or not info["symbols"]:
+            raise RestError("exchangeInfo without a symbols list")
+        before, after = len(self.data.symbols), len(reference.symbol_index(info))
+        if not after or (before and after < COLLAPSE_SHARE * before):
+            raise RestError(f"exchangeInfo collapsed from {before} to {after} symbols; not believed")
+        return orjson.dumps(info)
+
+
+def release_memory() -> None:
+    """Hand the memory of a reference refresh (~1 MB of JSON parsed into objects, then dropped) back to the OS: a few
+    times an hour, so the daemon's resident size stays that of its steady state (bench/bench_daemon_resources.py)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory is reused by the next refresh instead

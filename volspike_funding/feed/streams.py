@@ -1,0 +1,126 @@
+"""Which listed symbols need a stream of their own, and what to send a connection so that it carries them.
+
+Binance documents that ``!markPrice@arr@1s`` leaves out TradFi perpetuals (on 2026-10-07 it held 715 USDⓈ-M rows
+while exchangeInfo listed 924 symbols). Every symbol exchangeInfo lists as ``TRADING`` that the all-market frames
+have not carried within ``WINDOW_S`` gets ``<symbol>@markPrice@1s`` on the same connection, through
+``SUBSCRIBE`` — so data still comes only from the WebSocket. Limits (Binance's documentation): 1024 streams per
+connection (one is the all-market stream) and 10 incoming messages per second; we send at most
+``MESSAGES_PER_S`` and ``PARAMS_PER_MESSAGE`` streams per message. Pure bookkeeping: the daemon does the I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from volspike_funding.binance.wire import subscription_message, symbol_stream
+
+log = logging.getLogger("funding.daemon")
+
+MAX_STREAMS_PER_CONNECTION = 1024
+#: Half of Binance's 10 incoming messages per second, so pongs and our own timing jitter never reach it.
+MESSAGES_PER_S = 5.0
+PARAMS_PER_MESSAGE = 200
+#: A symbol the all-market frames carried within this long is theirs; the rest need their own stream.
+WINDOW_S = 30.0
+#: All-market frames to see on a connection before deciding (one frame may be partial).
+MIN_FRAMES = 3
+
+
+class ExtraStreams:
+    """The all-market stream's coverage, and the symbols that must be subscribed one by one."""
+
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        self._window_s = window_s
+        self._seen: dict[str, float] = {}
+        self.frames = 0
+        self.capped = 0
+
+    def note_all_market(self, symbols: Iterable[str], mono: float) -> None:
+        seen = self._seen
+        for symbol in symbols:
+            seen[symbol] = mono
+        self.frames += 1
+
+    def wanted(self, trading: Iterable[str], mono: float) -> set[str] | None:
+        """Symbols needing their own stream, or ``None`` before enough all-market frames were seen to tell."""
+        if self.frames < MIN_FRAMES:
+            return None
+        cutoff = mono - self._window_s
+        seen = self._seen
+        wanted = sorted(s for s in trading if seen.get(s, float("-inf")) < cutoff)
+        limit = MAX_STREAMS_PER_CONNECTION - 1
+        capped, self.capped = self.capped, max(0, len(wanted) - limit)
+        if self.capped and self.capped != capped:  # once per change, not every plan (every 5 s)
+            log.warning("%d symbols need their own stream, more than one connection carries; %d left out",
+                        len(wanted), self.capped)
+        return set(wanted[:limit])
+
+
+class Subscriptions:
+    """One connection's per-symbol streams: what it has (as acknowledged to be sent) and what is queued."""
+
+    def __init__(self) -> None:
+        self.symbols: set[str] = set()
+        self._queue: list[str] = []
+        self._next_id = 1
+        self._last_send = float("-inf")
+
+    def plan(self, wanted: set[str]) -> tuple[int, int]:
+        """Queue the (UN)SUBSCRIBE messages that turn the current set into ``wanted``; returns (added, removed)."""
+        add, remove = sorted(wanted - self.symbols), sorted(self.symbols - wanted)
+        for method, names in (("UNSUBSCRIBE", remove), ("SUBSCRIBE", add)):
+            for i in range(0, len(names), PARAMS_PER_MESSAGE):
+                chunk = [symbol_stream(s) for s in names[i:i + PARAMS_PER_MESSAGE]]
+                self._queue.append(subscription_message(method, chunk, self._next_id))
+                self._next_id += 1
+        self.symbols = set(wanted)
+        return len(add), len(remove)
+
+    def next_message(self, mono: float) -> str | None:
+        """The next message to send now, keeping under ``MESSAGES_PER_S``; ``None`` when nothing is due."""
+        if not self._queue or mono - self._last_send < 1.0 / MESSAGES_PER_S:
+            return None
+        self._last_send = mono
+        return self._queue.pop(0)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+
+#: How often the wanted set is recomputed (and at once when the reference data changes).
+PLAN_EVERY_S = 5.0
+
+
+class StreamManager:
+    """Keeps every open connection subscribed to the symbols that need their own stream."""
+
+    def __init__(self) -> None:
+        self.coverage = ExtraStreams()
+        self.wanted: set[str] | None = None
+        self._last_plan = float("-inf")
+
+    def replan(self) -> None:
+        self._last_plan = float("-inf")
+
+    def tick(self, connections: Iterable[Any], trading: frozenset[str] | None, mono: float) -> None:
+        """``connections``: the daemon's open ones (each has ``subs`` and ``send``); ``trading``: the listed,
+        trading symbols, or ``None`` while the reference data is unknown (then nothing is subscribed)."""
+        if trading is None:
+            return
+        if self.wanted is None or mono - self._last_plan >= PLAN_EVERY_S:
+            self._last_plan = mono
+            wanted = self.coverage.wanted(trading, mono)
+            if wanted is not None:
+                self.wanted = wanted
+        for conn in connections:
+            subs: Subscriptions = conn.subs
+            if self.wanted is not None and subs.symbols != self.wanted:
+                added, removed = subs.plan(self.wanted)
+                log.info("per-symbol streams on connection %s: +%d -%d, %d in all (symbols the all-market "
+                         "stream does not carry)%s", conn.id, added, removed, len(self.wanted),
+                         f": {', '.join(sorted(self.wanted)[:10])}" if added else "")
+            message = subs.next_message(mono)
+            if message is not None and not conn.send(message):
+                log.warning("could not send a subscription on connection %s; it is being replaced", conn.id)

@@ -1,0 +1,322 @@
+"""``validate_funding_comparison.py``: may the consumers switch to WebSocket-only? An honest go / no-go report.
+
+Reads the consumers' comparison lines (format owned by :mod:`.comparison_log`) from files, ``.gz`` files or stdin:
+raw logs, ``journalctl -u ...`` output and ``journalctl -o json``, plus the original deployment's legacy
+mismatch lines. Streams in constant memory. Exit codes: 0 SAFE TO SWITCH, 1 REVIEW NEEDED,
+2 INSUFFICIENT DATA or bad usage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from pathlib import Path
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any, Iterable, Iterator, Sequence
+
+from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.store.comparison_log import (FUNDING, MARK, Comparison, LegacyMismatch, Mismatch, ScanSummary, Window, bucket_value,
+                             iso_utc, parse_line)
+from volspike_funding.core.errors import SettingsError
+from volspike_funding.report.stats import Availability, Coverage, FieldStats, Hourly, SymbolStats
+from volspike_funding.core.settings import REPORT, Settings
+from volspike_funding.core.value_parsers import iso_time
+
+SAFE, REVIEW, INSUFFICIENT = "SAFE TO SWITCH", "REVIEW NEEDED", "INSUFFICIENT DATA"
+EXIT = {SAFE: 0, REVIEW: 1, INSUFFICIENT: 2}
+_ISO_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:?\d{2})?")
+_SYSLOG_PREFIX = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(raw: str, now: datetime) -> float:
+    """``--since``/``--until``: an ISO time (UTC when no offset) or a span back from now (``90m``, ``24h``, ``7d``)."""
+    relative = _RELATIVE.match(raw.strip())
+    if relative:
+        amount, unit = float(relative.group(1)), _UNITS[relative.group(2)]
+        return (now - timedelta(**{unit: amount})).timestamp()
+    try:
+        return iso_time(raw).timestamp()
+    except ValueError:
+        raise SettingsError(f"{raw!r} is neither an ISO time nor a span like 24h") from None
+
+
+def prefix_time(line: str, now: datetime) -> float | None:
+    """The time a log line's prefix gives: our logging format, ``journalctl -o short-iso`` or classic syslog."""
+    iso = _ISO_PREFIX.match(line)
+    if iso:
+        day, clock, fraction, zone = iso.groups()
+        text = f"{day}T{clock}{'.' + fraction[:6] if fraction else ''}"
+        zone = zone or "+00:00"
+        zone = "+00:00" if zone == "Z" else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+        return datetime.fromisoformat(text + zone).timestamp()
+    syslog = _SYSLOG_PREFIX.match(line)
+    if syslog and syslog.group(1) in _MONTHS:
+        month, day, hh, mm, ss = _MONTHS[syslog.group(1)], *map(int, syslog.groups()[1:])
+        moment = datetime(now.year, month, day, hh, mm, ss, tzinfo=timezone.utc)
+        if moment > now + timedelta(days=1):  # journalctl omits the year: a December line read in January
+            moment = moment.replace(year=now.year - 1)
+        return moment.timestamp()
+    return None
+
+
+def journal_entry(line: str) -> tuple[str, float | None] | None:
+    """``journalctl -o json``: the MESSAGE (text or a byte array) and ``__REALTIME_TIMESTAMP``, else ``None``."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or "MESSAGE" not in entry:
+        return None
+    message = entry["MESSAGE"]
+    if isinstance(message, list):
+        message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
+    stamp = entry.get("__REALTIME_TIMESTAMP")
+    ts = int(stamp) / 1e6 if isinstance(stamp, str) and stamp.isdigit() else None
+    return str(message), ts
+
+
+class Report:
+    def __init__(self, settings: Settings, since: float | None = None, until: float | None = None,
+                 now: datetime | None = None) -> None:
+        self.settings, self.since, self.until = settings, since, until
+        self.now = now or datetime.now(timezone.utc)
+        self.fields = {FUNDING: FieldStats(), MARK: FieldStats()}
+        self.by_consumer: dict[tuple[str, str], FieldStats] = {}
+        self.symbols: dict[str, SymbolStats] = {}
+        self.availability: dict[str, Availability] = {}
+        self.coverage = Coverage()
+        self.hourly = Hourly()
+        self.lines = self.unparseable = self.filtered = self.untimed = 0
+
+    def _in_window(self, ts: float | None) -> bool:
+        if ts is None:
+            if self.since is not None or self.until is not None:
+                self.untimed += 1
+                return False
+            return True
+        inside = (self.since is None or ts >= self.since) and (self.until is None or ts <= self.until)
+        self.filtered += not inside
+        return inside
+
+    def feed(self, line: str) -> None:
+        self.lines += 1
+        prefix_ts: float | None = None
+        if line.startswith("{"):
+            entry = journal_entry(line)
+            if entry is not None:
+                line, prefix_ts = entry
+        try:
+            record = parse_line(line)
+        except ValueError:
+            self.unparseable += 1
+            return
+        if record is None:
+            return
+        if isinstance(record, LegacyMismatch):
+            ts = prefix_ts if prefix_ts is not None else prefix_time(line, self.now)
+            if self._in_window(ts):
+                stats = self.fields[record.field]
+                stats.legacy_mismatches += 1
+                stats.legacy_rel_diff.add(record.diff_pct / 100)
+                if ts is not None:
+                    self.coverage.add(ts)
+        elif isinstance(record, Window):
+            if self._in_window(record.ts):
+                self.coverage.add(record.since)
+                self.coverage.add(record.ts)
+                for name, f in record.fields.items():
+                    for stats in (self.fields[name],
+                                  self.by_consumer.setdefault((record.consumer, name), FieldStats())):
+                        stats.add_window(f, record.ws_age if name == MARK else None, bucket_value)
+                    self.hourly.add(record.ts, **{f"{name}.n": int(f["n"]), f"{name}.m": int(f["m"])})
+                av, a = record.availability, self.availability.setdefault(record.consumer, Availability())
+                self.hourly.add(record.ts, scans=record.scans, wsUnavailable=av["wsUnavailable"],
+                                wsStale=av["wsStale"], wsMissing=av["wsMissing"])
+                a.scans += record.scans
+                a.ws_unavailable += av["wsUnavailable"]
+                a.rest_unavailable += av["restUnavailable"]
+                a.ws_missing_symbols += av["wsMissing"]
+                a.ws_stale_symbols += av["wsStale"]
+                a.rest_fallbacks += av["restFallbacks"]
+        elif isinstance(record, Mismatch):
+            if self._in_window(record.ts):
+                sym = self.symbols.setdefault(record.symbol, SymbolStats())
+                sym.mismatches += 1
+                if record.rel_diff is not None and record.rel_diff > sym.worst_rel_diff:
+                    sym.worst_rel_diff, sym.worst_field = record.rel_diff, record.field
+        elif isinstance(record, ScanSummary):
+            if self._in_window(record.ts):
+                a = self.availability.setdefault(record.consumer, Availability())
+                a.scans += 1
+                a.ws_unavailable += not record.ws_available
+                a.rest_unavailable += not record.rest_available
+                a.ws_missing_symbols += record.ws_missing
+                a.ws_stale_symbols += record.ws_stale
+                a.rest_fallbacks += record.rest_fallbacks
+                self.hourly.add(record.ts, scans=1, wsUnavailable=int(not record.ws_available),
+                                wsStale=record.ws_stale, wsMissing=record.ws_missing)
+        elif self._in_window(record.ts):
+            self._add(record)
+
+    def _add(self, c: Comparison) -> None:
+        self.coverage.add(c.ts)
+        self.hourly.add(c.ts, **{f"{c.field}.n": 1, f"{c.field}.m": int(c.match)})
+        for stats in (self.fields[c.field], self.by_consumer.setdefault((c.consumer, c.field), FieldStats())):
+            stats.add(c.match, c.abs_diff, c.rel_diff, c.ws_age)
+        sym = self.symbols.setdefault(c.symbol, SymbolStats())
+        sym.comparisons += 1
+        sym.mismatches += not c.match
+        if c.rel_diff is not None and c.rel_diff > sym.worst_rel_diff:
+            sym.worst_rel_diff, sym.worst_field = c.rel_diff, c.field
+
+    # -- the verdict ---------------------------------------------------------------------------------------------
+    def verdict(self) -> tuple[str, list[str]]:
+        s = self.settings
+        review: list[str] = []
+        insufficient: list[str] = []
+        total = sum(f.comparisons for f in self.fields.values())
+        legacy = sum(f.legacy_mismatches for f in self.fields.values())
+        if total == 0:
+            insufficient.append("no comparison lines found: run the consumers with FUNDING_SOURCE_MODE=validate")
+        if legacy:
+            insufficient.append(f"{legacy} legacy mismatch lines: they only show mismatches, so their match rate "
+                                "is unknown" if total == 0 else
+                                f"{legacy} legacy mismatch lines were not counted in the match rates")
+        if total and self.coverage.hours < s.report_min_hours:
+            insufficient.append(f"covers {self.coverage.hours:.1f} h, {s.report_min_hours:g} h needed")
+        gap, _ = self.coverage.largest_gap()
+        if total and gap > s.report_max_gap_minutes * 60:
+            insufficient.append(f"a {gap / 60:.0f} min gap without data (at most {s.report_max_gap_minutes:g})")
+        if 0 < total < s.report_min_comparisons:
+            insufficient.append(f"{total} comparisons, {s.report_min_comparisons} needed")
+        limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
+        for name, stats in self.fields.items():
+            if not stats.comparisons:
+                if total:
+                    insufficient.append(f"no {name} comparisons")
+                continue
+            rate = 100 * (stats.match_rate or 0.0)
+            if rate < s.report_min_match_rate_pct:
+                review.append(f"{name} match rate {rate:.2f} % < {s.report_min_match_rate_pct:g} %")
+            p99 = stats.rel_diff.quantile(0.99)
+            if p99 is not None and p99 > limits[name]:
+                review.append(f"{name} p99 relative difference {p99:.3g} > {limits[name]:g}")
+        for consumer, a in sorted(self.availability.items()):
+            if a.scans and 100 * a.ws_unavailable / a.scans > s.report_max_ws_unavailable_pct:
+                review.append(f"{consumer}: local API unavailable in {a.ws_unavailable} of {a.scans} scans")
+        if review:
+            return REVIEW, review + insufficient
+        if insufficient:
+            return INSUFFICIENT, insufficient
+        return SAFE, [f"{total} comparisons over {self.coverage.hours:.1f} h met every threshold"]
+
+    def checks(self) -> list[dict[str, Any]]:
+        """Every threshold of the verdict with its figure: ``{"check", "figure", "threshold", "met"}``."""
+        s, rows = self.settings, []
+        total = sum(f.comparisons for f in self.fields.values())
+        gap, _ = self.coverage.largest_gap()
+        rows.append(("coverage (h)", round(self.coverage.hours, 2), f">= {s.report_min_hours:g}",
+                     self.coverage.hours >= s.report_min_hours))
+        rows.append(("largest gap (min)", round(gap / 60, 1), f"<= {s.report_max_gap_minutes:g}",
+                     gap <= s.report_max_gap_minutes * 60))
+        rows.append(("comparisons", total, f">= {s.report_min_comparisons}", total >= s.report_min_comparisons))
+        limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
+        for name, stats in self.fields.items():
+            rate = None if stats.match_rate is None else round(100 * stats.match_rate, 3)
+            rows.append((f"{name} match rate (%)", rate, f">= {s.report_min_match_rate_pct:g}",
+                         rate is not None and rate >= s.report_min_match_rate_pct))
+            p99 = stats.rel_diff.quantile(0.99)
+            rows.append((f"{name} p99 relative difference", p99, f"<= {limits[name]:g}",
+                         p99 is not None and p99 <= limits[name]))
+        for consumer, a in sorted(self.availability.items()):
+            pct = round(100 * a.ws_unavailable / a.scans, 2) if a.scans else None
+            rows.append((f"{consumer}: scans with the local API unavailable (%)", pct,
+                         f"<= {s.report_max_ws_unavailable_pct:g}",
+                         pct is not None and pct <= s.report_max_ws_unavailable_pct))
+        return [{"check": c, "figure": f, "threshold": t, "met": m} for c, f, t, m in rows]
+
+    def as_dict(self) -> dict[str, Any]:
+        verdict, reasons = self.verdict()
+        gap, gap_start = self.coverage.largest_gap()
+        worst = sorted(self.symbols.items(), key=lambda kv: (-kv[1].mismatches, -kv[1].worst_rel_diff))[:10]
+        return {
+            "verdict": verdict, "exitCode": EXIT[verdict], "reasons": reasons,
+            "lines": self.lines, "unparseableLines": self.unparseable, "outsideWindow": self.filtered,
+            "untimedExcluded": self.untimed,
+            "coverage": {"from": None if self.coverage.first is None else iso_utc(self.coverage.first),
+                         "to": None if self.coverage.last is None else iso_utc(self.coverage.last),
+                         "hours": round(self.coverage.hours, 3), "largestGapMinutes": round(gap / 60, 1),
+                         "largestGapFrom": None if gap_start is None else iso_utc(gap_start)},
+            "fields": {name: stats.as_dict() for name, stats in self.fields.items()},
+            "consumers": {f"{c}/{f}": stats.as_dict() for (c, f), stats in sorted(self.by_consumer.items())},
+            "availability": {c: a.as_dict() for c, a in sorted(self.availability.items())},
+            "worstSymbols": [{"symbol": name, "comparisons": s.comparisons, "mismatches": s.mismatches,
+                              "worstRelDiff": s.worst_rel_diff, "worstField": s.worst_field or None}
+                             for name, s in worst if s.comparisons or s.mismatches],
+            "thresholds": {k: v for k, v in self.settings.__dict__.items() if k.startswith("report_")},
+            "checks": self.checks(),
+            "hourly": self.hourly.rows(),
+            "gaps": [{"from": iso_utc(start), "fromTs": start, "minutes": round(sec / 60, 1)}
+                     for start, sec in self.coverage.gaps(self.settings.report_max_gap_minutes * 60)],
+            "distributions": {name: stats.rel_diff.distribution() for name, stats in self.fields.items()},
+        }
+
+
+def read_lines(paths: Sequence[str], stdin: IO[str]) -> Iterator[str]:
+    for path in paths or ["-"]:
+        if path == "-":
+            yield from stdin
+            continue
+        opener = gzip.open if path.endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8", errors="replace") as stream:  # type: ignore[operator]
+                yield from stream
+        except OSError as exc:
+            raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def feed_all(report: Report, lines: Iterable[str]) -> Report:
+    for line in lines:
+        report.feed(line.rstrip("\n"))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("validate_funding_comparison",
+                          "Decide from the consumers' comparison logs whether WebSocket data can replace REST. "
+                          "Exit codes: 0 SAFE TO SWITCH, 1 REVIEW NEEDED, 2 INSUFFICIENT DATA or bad usage.",
+                          REPORT)
+    parser.add_argument("inputs", nargs="*", metavar="LOG",
+                        help="log files (.gz too), journalctl output or journalctl -o json; '-' or none: stdin")
+    parser.add_argument("--since", help="ignore lines before this ISO time or span (e.g. 24h, 7d)")
+    parser.add_argument("--until", help="ignore lines after this ISO time or span")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML file "
+                                                       "(charts inline, opens offline)")
+
+    def body() -> int:
+        from volspike_funding.report.text import render
+
+        args = parser.parse_args(argv)
+        settings = settings_from_args(args, REPORT)
+        now = datetime.now(timezone.utc)
+        since = parse_when(args.since, now) if args.since else None
+        until = parse_when(args.until, now) if args.until else None
+        report = feed_all(Report(settings, since, until, now), read_lines(args.inputs, sys.stdin))
+        result = report.as_dict()
+        if args.html:
+            from volspike_funding.report.html import render as render_html
+
+            try:
+                Path(args.html).write_text(render_html(result), encoding="utf-8")
+            except OSError as exc:
+                raise SettingsError(f"--html: cannot write {args.html}: {exc.strerror or exc}") from None
+        print(json.dumps(result, indent=2) if args.json else render(result))
+        return result["exitCode"]
+
+    return run("validate_funding_comparison", body)

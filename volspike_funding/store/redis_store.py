@@ -1,0 +1,264 @@
+"""The store boundary: the state file or, shared, Redis (or Valkey): its layout, the daemons' writer and the API's
+reader. One owner of the Redis layout; :func:`open_writer` and :func:`open_cache` choose.
+
+Chosen with ``FUNDING_STORE_URL=redis://[:password@]host:port/db`` (``rediss://`` for TLS); empty keeps the state
+file. Layout, under the prefix ``volspike:funding:``::
+
+    records            hash  symbol -> the state file's record (JSON), newest Binance event time wins
+    events             hash  symbol -> that record's eventTime (ms), compared server-side
+    daemon:<id>        JSON  one daemon's status (the state file's document without funding_state), TTL 3 beats
+    reference          the reference-data file's document (exchangeInfo, fundingInfo, interest rates)
+    changed            pub/sub channel: a message after every write that changed something
+
+Any number of daemons write at once, no leader: :data:`NEWEST_WINS` applies each update atomically and only if its
+event time is newer than the stored one — and never one stamped further ahead of Redis's own clock than
+``max_future_ms`` (a poisoned writer cannot freeze a symbol), while a stored time already that far ahead never
+blocks a true update. So when one daemon dies, restarts or rotates, the others' data keeps flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from volspike_funding.core.errors import StateUnreadable
+from volspike_funding.core.settings import Settings
+from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot, StateWriter
+
+log = logging.getLogger("funding.store")
+
+PREFIX = "volspike:funding:"
+RECORDS, EVENTS, CHANNEL, DAEMON = PREFIX + "records", PREFIX + "events", PREFIX + "changed", PREFIX + "daemon:"
+#: Binance's reference data (:mod:`.reference`'s document), so API instances on other hosts serve it too.
+REFERENCE = PREFIX + "reference"
+
+# ARGV: max_future_ms, slack_ms, channel, then (symbol, eventTime, record) triples.
+NEWEST_WINS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local max_future, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
+local changed = 0
+for i = 4, #ARGV, 3 do
+  local symbol, event, record = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if event <= now + max_future then
+    local old = tonumber(redis.call('HGET', KEYS[2], symbol))
+    if (not old) or old < event or old > now + slack then
+      redis.call('HSET', KEYS[2], symbol, event)
+      redis.call('HSET', KEYS[1], symbol, record)
+      changed = changed + 1
+    end
+  end
+end
+if changed > 0 then redis.call('PUBLISH', ARGV[3], changed) end
+return changed
+"""
+
+
+def _client(url: str) -> Any:
+    import redis  # only with FUNDING_STORE_URL: the file-only deployment never loads it
+
+    return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10)
+
+
+def _loads_or_none(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def describe(url: str) -> str:
+    """The store for logs and health: scheme, host and port, never the password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+
+
+class RedisStateWriter:
+    """A daemon's writer (the file writer's interface): changed records through :data:`NEWEST_WINS`, its status
+    under its own key. Redis errors surface as ``OSError`` after a backoff, so the daemon keeps streaming and keeps
+    its data in memory exactly as on a full disk, and says so (write errors, health)."""
+
+    def __init__(self, url: str, *, max_future_ms: int, slack_ms: int = 5_000, daemon_id: str | None = None) -> None:
+        self.url, self.where = url, describe(url)
+        self.daemon_id = daemon_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._max_future, self._slack = max_future_ms, slack_ms
+        self._redis = _client(url)
+        self._script = self._redis.register_script(NEWEST_WINS)
+        self._sent: dict[str, int] = {}
+        self._retry_at, self._delay = 0.0, 0.5
+        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
+
+    def write(self, document: dict[str, Any]) -> int:
+        import redis
+
+        if time.monotonic() < self._retry_at:
+            raise OSError(f"unavailable; next try in {self._retry_at - time.monotonic():.1f} s")  # the daemon names it
+        records = document["funding_state"]
+        args: list[Any] = [self._max_future, self._slack, CHANNEL]
+        sent = self._sent
+        changed = []
+        for symbol, record in records.items():
+            event = record.get("eventTime")
+            if sent.get(symbol) != event:
+                args += [symbol, event, orjson.dumps(record)]
+                changed.append((symbol, event))
+        # What this daemon dropped (delisted, no longer listed) leaves the store too; a daemon that still has it
+        # writes it back, until it drops it as well.
+        gone = [symbol for symbol in sent if symbol not in records]
+        status = {k: v for k, v in document.items() if k != "funding_state"}
+        status["daemon_id"] = self.daemon_id
+        ttl_ms = int(max(3 * float(document.get("heartbeat_interval_s") or 5.0), 15.0) * 1000)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            if changed:
+                self._script(keys=[RECORDS, EVENTS], args=args, client=pipe)
+            if gone:
+                pipe.hdel(RECORDS, *gone)
+                pipe.hdel(EVENTS, *gone)
+            pipe.set(DAEMON + self.daemon_id, orjson.dumps(status), px=ttl_ms)
+            if not changed:
+                pipe.publish(CHANNEL, 0)  # the heartbeat: readers refresh the daemons' status too
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._sent.clear()  # Redis may have restarted empty: send everything once it is back
+            self._retry_at = time.monotonic() + self._delay
+            self._delay = min(self._delay * 2, 10.0)
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
+        if self._delay > 0.5:
+            log.info("redis %s reachable again; writing", self.where)
+        self._delay = 0.5
+        sent.update(changed)
+        for symbol in gone:
+            del sent[symbol]
+        return len(changed)
+
+    def write_reference(self, document: bytes) -> None:
+        """The reference data, for API instances on other hosts (a few times an hour; best effort)."""
+        import redis
+
+        try:
+            self._redis.set(REFERENCE, document)
+        except redis.RedisError as exc:
+            log.warning("reference data not stored in redis %s: %s", self.where, type(exc).__name__)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """The state file's document from the store: the records, and the status of the best daemon (alive and
+    connected first, freshest heartbeat next), plus every daemon's id, liveness and connection."""
+    def rank(s: dict[str, Any]) -> tuple[bool, bool, float]:
+        beat = s.get("heartbeat_at") if isinstance(s.get("heartbeat_at"), (int, float)) else 0.0
+        return (s.get("stopped_at") is None, bool((s.get("connection_status") or {}).get("connected")), beat)
+
+    best = max(statuses, key=rank, default={"heartbeat_at": None, "stopped_at": now})
+    daemons = [{"id": s.get("daemon_id"), "alive": s.get("stopped_at") is None,
+                "connected": bool((s.get("connection_status") or {}).get("connected"))} for s in statuses]
+    return {**best, "schemaVersion": SCHEMA_VERSION, "funding_state": records, "daemons": daemons}
+
+
+class RedisStateCache:
+    """The API's view of the store (the file cache's interface): re-read at once when a daemon publishes a change,
+    and at least every ``poll_s``; a Redis error keeps the last view being served, with its true ages."""
+
+    def __init__(self, url: str, poll_s: float = 1.0) -> None:
+        from volspike_funding.store.view import View
+
+        self.url, self.where, self.poll_s = url, describe(url), poll_s
+        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
+        self.view = View()
+        self._redis = _client(url)
+        self._ref_bytes: bytes | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="redis-watch", daemon=True)
+
+    def start(self) -> "RedisStateCache":
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._redis.close()
+
+    def _loop(self) -> None:
+        import redis
+
+        pubsub = None
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(CHANNEL)
+                pubsub.get_message(timeout=self.poll_s)
+                while pubsub.get_message(timeout=0) is not None:
+                    pass  # a burst of changes is one re-read
+            except (redis.RedisError, OSError):
+                pubsub = None
+                self._stop.wait(self.poll_s)
+            try:
+                self.refresh()
+            except Exception:  # as the file's watcher: it must outlive any surprise; the next change retries
+                log.exception("store refresh failed")
+
+    def refresh(self) -> bool:
+        import redis
+
+        from volspike_funding.store import reference
+
+        previous = self.view
+        try:
+            raw = self._redis.hgetall(RECORDS)
+            ref_bytes = self._redis.get(REFERENCE)
+            keys = list(self._redis.scan_iter(DAEMON + "*", count=100))[:64]
+            raw_statuses = self._redis.mget(keys) if keys else []
+        except redis.RedisError as exc:
+            error = StateUnreadable("unreadable", f"redis {self.where}: {type(exc).__name__}: {exc}")
+            if previous.error is None:
+                log.warning("store problem (%s); serving the last good state with its true age", error)
+            self.view = previous.failed(error)
+            return True
+        ref = None
+        if ref_bytes is not None and ref_bytes != self._ref_bytes:  # remembered only once the whole read succeeded
+            try:
+                ref, self._ref_bytes = reference.parse(ref_bytes), ref_bytes
+            except StateUnreadable as exc:
+                log.warning("reference data in the store not usable: %s", exc)
+        # A value that is not JSON (an outsider's edit, a bug) costs its own symbol or status, never the read: a
+        # record becomes None, which the readers' record check counts as invalid, like a bad record in the file.
+        records = {k.decode(errors="replace"): _loads_or_none(v) for k, v in raw.items()}
+        statuses = [s for v in raw_statuses if v and isinstance(s := _loads_or_none(v), dict)]
+        document = snapshot_document(records, statuses, time.time())
+        if previous.error is not None:
+            log.info("store readable again")
+        self.view = previous.read(StateSnapshot(document, records, time.time()), ref)
+        return True
+
+
+def open_writer(settings: Settings) -> StateWriter | RedisStateWriter:
+    """The daemon's writer: the state file (one writer, locked), or the shared store (any number of daemons)."""
+    if not settings.store_url:
+        return StateWriter(settings.state_file)
+    writer = RedisStateWriter(settings.store_url, max_future_ms=int(settings.max_event_skew_s * 1000))
+    log.info("store: %s as daemon %s (other daemons may write too: the newest event time wins)", writer.where,
+             writer.daemon_id)
+    return writer
+
+
+def open_cache(settings: Settings, poll_s: float = 0.5) -> Any:
+    """The API's view: of the state file, or of the shared store (the same interface)."""
+    from volspike_funding.store.view import StateCache
+
+    if settings.store_url:
+        return RedisStateCache(settings.store_url, poll_s=max(poll_s, 0.05))
+    return StateCache(settings.state_file, poll_s=poll_s, reference_path=settings.reference_path)
