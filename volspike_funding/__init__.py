@@ -3,4 +3,6 @@
 The top-level scripts in the repository root are thin entry points over this package.
 """
 
-__version__ = "0.1.0"
+from volspike_funding.core.version import __version__
+
+__all__ = ["__version__"]

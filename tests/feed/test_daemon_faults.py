@@ -196,7 +196,7 @@ def test_delisted_symbols_age_then_are_dropped(fake_ws, make_settings, run_daemo
 def test_malformed_input_is_logged_at_most_once_a_minute_per_kind(caplog) -> None:
     import logging
 
-    from volspike_funding.core.cli import RateLimitedLog
+    from volspike_funding.core.logs import RateLimitedLog
 
     now = [0.0]
     log = RateLimitedLog(logging.getLogger("test.ratelog"), clock=lambda: now[0])

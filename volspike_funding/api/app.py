@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from volspike_funding import __version__
+from volspike_funding.core.version import __version__
 from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
 from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,

@@ -29,7 +29,7 @@ import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from volspike_funding.core.cli import RateLimitedLog
+from volspike_funding.core.logs import RateLimitedLog
 
 log = logging.getLogger("funding.api")
 

@@ -18,7 +18,8 @@ import uvicorn
 
 from volspike_funding.api.app import HealthLimits, create_app
 from volspike_funding.store.redis_store import open_cache
-from volspike_funding.core.cli import build_parser, run, settings_from_args, setup_logging
+from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
                            raise_fd_limit)
 from volspike_funding.core.errors import FundingError, SettingsError

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from volspike_funding import __version__
+from volspike_funding.core.version import __version__
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable
 
 log = logging.getLogger("funding.rest")

@@ -21,7 +21,7 @@ from typing import Any
 
 from volspike_funding.core.persist import load_json, save_json
 from volspike_funding.core.settings import Settings
-from volspike_funding.consumers.volume_rules import iso_z
+from volspike_funding.core.timefmt import iso_z
 
 HISTORY_S = 3600 + 120
 

@@ -19,16 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from volspike_funding.store import consumer_status
-from volspike_funding.consumers.sinks import REJECTED, Backend, Outbox, backends_from
+from volspike_funding.consumers.sinks import REJECTED, Backend, Outbox, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.cli import build_parser, run, settings_from_args, setup_logging
+from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.errors import RestError
 from volspike_funding.consumers.funding_source import FundingSource
 from volspike_funding.consumers.oi_alerts import OiAlert, OiAlertEngine, Sample
 from volspike_funding.consumers.oi_universe import Universe
 from volspike_funding.core.settings import CONSUMER, OI, Settings, secret_values
-from volspike_funding.consumers.volume_rules import iso_z
+from volspike_funding.core.timefmt import iso_z
 
 log = logging.getLogger("oi.poller")
 CHUNK = 100
@@ -128,7 +128,7 @@ class OiPoller:
                 alerts += self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
         self._queue(rows, alerts)
         self.loops += 1
-        consumer_status.report(self.settings.oi_state_file, "oi_poller", self.rest, self.backends,
+        report_status(self.settings.oi_state_file, "oi_poller", self.rest, self.backends,
                                self.outboxes.values())
         if self.loops % STATUS_EVERY == 1:
             log.info("loop %d: %d/%d symbols in %.2f s, %d priced in USD, %d alerts, %d posted, %d dropped; "

@@ -16,13 +16,15 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 import requests
 import urllib3
 
-from volspike_funding.core.cli import RateLimitedLog
+from volspike_funding.core.logs import RateLimitedLog
 from volspike_funding.core.settings import Settings, masked
+from volspike_funding.store import consumer_status
 
 log = logging.getLogger("funding.sinks")
 
@@ -236,6 +238,14 @@ class Outbox:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout)
+
+
+def report_status(state_file: Path, consumer: str, rest: Any, receivers: Iterable[Any],
+                  outboxes: Iterable[Outbox]) -> None:
+    """A consumer's status after a scan or loop: its REST client's counts, its receivers' delivery outcomes."""
+    consumer_status.write(consumer_status.status_path(state_file, consumer), consumer,
+                          {"requests": rest.requests_sent, "rateLimited": rest.rate_limited, "banned": rest.banned},
+                          delivery_counts(list(receivers), list(outboxes)))
 
 
 def delivery_counts(receivers: list[Any], outboxes: list[Outbox]) -> dict[str, int]:

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from volspike_funding.store import consumer_status
-from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from
+from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
-from volspike_funding.core.cli import build_parser, run, settings_from_args, setup_logging
+from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.logs import setup_logging
+from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
 from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
 from volspike_funding.core.value_parsers import iso_time
-from volspike_funding.consumers.volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, iso_z, is_spike,
+from volspike_funding.consumers.volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, is_spike,
                            klines_limit, pick_candles, slot_of)
 
 log = logging.getLogger("volume_alerts")
@@ -119,7 +120,7 @@ class VolumeAlerts:
         missing = sum(c is None for c in candles.values())
         log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
                  self._clock() - started, len(symbols), missing, len(alerts))
-        consumer_status.report(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
+        report_status(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
                                [*self.backends, self.telegram], self.outboxes.values())
         return alerts
 

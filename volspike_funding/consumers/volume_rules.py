@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from volspike_funding.core.persist import load_json, save_json
+from volspike_funding.core.timefmt import iso_z
 
 SLOT = timedelta(minutes=5)
 SPIKE, HALF_UPDATE, FULL_UPDATE = "SPIKE", "HALF_UPDATE", "FULL_UPDATE"
@@ -28,11 +29,6 @@ def slot_of(moment: datetime) -> datetime:
     """The 5-minute UTC boundary at or before ``moment``."""
     moment = moment.astimezone(timezone.utc)
     return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
-
-
-def iso_z(moment: datetime) -> str:
-    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-    return text.removesuffix(".000") + "Z"
 
 
 def ms(moment: datetime) -> int:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from volspike_funding import __version__
+from volspike_funding.core.version import __version__
 
 from volspike_funding.feed.streams import Subscriptions
 

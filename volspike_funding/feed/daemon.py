@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import orjson
 
 from volspike_funding.store import reference
-from volspike_funding.core.cli import EXIT_OK, RateLimitedLog, build_parser, run, settings_from_args, setup_logging
+from volspike_funding.core.cli import EXIT_OK, build_parser, run, settings_from_args
+from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, backoff_delay, warn_legacy_url
 from volspike_funding.core.errors import FrameError
 from volspike_funding.feed.streams import StreamManager

@@ -24,7 +24,7 @@ import orjson
 
 from volspike_funding.store import reference
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.cli import RateLimitedLog
+from volspike_funding.core.logs import RateLimitedLog
 from volspike_funding.core.errors import RateLimited, RestError
 from volspike_funding.store.reference import ReferenceData
 from volspike_funding.core.settings import Settings

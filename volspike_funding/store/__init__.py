@@ -1,1 +1,4 @@
-"""store"""
+"""Every format that crosses a process boundary, with its writer and its reader: the state file, the reference
+file, the comparison log, the consumers' status files, the file watcher and view, the Redis store."""
+
+__all__ = ["comparison_log", "consumer_status", "filewatch", "redis_store", "reference", "statefile", "view"]

@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
-from volspike_funding.consumers.sinks import delivery_counts
 from volspike_funding.core.persist import atomic_replace
 
 SUFFIX = ".status.json"
@@ -37,14 +36,6 @@ def write(path: Path, consumer: str, rest: dict[str, int], deliveries: dict[str,
                                            "rest": rest, "deliveries": deliveries}))
     except OSError:
         pass
-
-
-def report(state_file: Path, consumer: str, rest: Any, receivers: Iterable[Any],
-           outboxes: Iterable[Any]) -> None:
-    """A consumer's status after a scan or loop: its REST client's counts, its receivers' delivery outcomes."""
-    write(status_path(state_file, consumer), consumer,
-          {"requests": rest.requests_sent, "rateLimited": rest.rate_limited, "banned": rest.banned},
-          delivery_counts(list(receivers), list(outboxes)))
 
 
 def _count(raw: Any) -> int:
