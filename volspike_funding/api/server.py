@@ -87,7 +87,10 @@ def server_config(app: object, settings: Settings, log_level: str) -> uvicorn.Co
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("funding_api_server", "Serve funding rates and mark prices from the state file.", API)
+    parser = build_parser("funding_api_server", "Serve funding rates and mark prices from the state file.", API,
+                          exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT); 1 failed: the address "
+                                     "cannot be bound or the server stopped on an error (logged); 2 bad settings or "
+                                     "usage.")
 
     def body() -> int:
         settings = settings_from_args(parser.parse_args(argv), API)

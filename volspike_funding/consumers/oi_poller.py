@@ -186,7 +186,8 @@ class OiPoller:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("oi_realtime_poller", "Open interest of the liquid universe, priced in USD, to VolSpike.",
-                          CONSUMER, OI)
+                          CONSUMER, OI, exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT) or --once "
+                                                   "done; 1 failed (logged); 2 bad settings or usage.")
     parser.add_argument("--once", action="store_true", help="run one loop, then exit")
     parser.add_argument("--dry-run", action="store_true", help="poll and log, post nothing")
 

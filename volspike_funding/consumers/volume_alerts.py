@@ -214,7 +214,8 @@ def parse_now(raw: str) -> datetime:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("hourly_volume_alert_dual_env", "Hourly volume-spike alerts (Telegram + VolSpike).",
-                          CONSUMER, ALERTS)
+                          CONSUMER, ALERTS, exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT) or "
+                                                       "--once done; 1 failed (logged); 2 bad settings or usage.")
     parser.add_argument("--once", action="store_true", help="run one scan for the current slot, then exit")
     parser.add_argument("--now", metavar="ISO", help="with --once: the time whose 5-minute slot is scanned")
     parser.add_argument("--dry-run", action="store_true", help="log what would be sent, send nothing")

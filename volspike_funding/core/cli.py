@@ -11,12 +11,18 @@ from volspike_funding.core.errors import FundingError, SettingsError
 from volspike_funding.core.settings import ENV_FILE_VAR, Settings, load_settings, settings_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+SERVICE_EXIT_CODES = ("exit codes: 0 stopped on request (SIGTERM, SIGINT); 1 failed (the reason is logged); "
+                      "2 bad settings or usage (one line on stderr).")
 
 
-def build_parser(prog: str, description: str, *components: str) -> argparse.ArgumentParser:
-    """An argument parser with one flag per setting the component reads (flags win over the environment)."""
+def build_parser(prog: str, description: str, *components: str,
+                 exit_codes: str = SERVICE_EXIT_CODES) -> argparse.ArgumentParser:
+    """An argument parser with one flag per setting the component reads (flags win over the environment).
+
+    ``exit_codes`` is part of every ``--help``: scripts and units act on them."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     epilog="Every flag mirrors an environment variable; see README.md.")
+                                     epilog=f"{exit_codes} Every flag mirrors an environment variable; "
+                                            "see README.md.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--env-file", metavar="PATH",
                         help=f"operator env file (env {ENV_FILE_VAR}, default ~/.volspike.env)")

@@ -331,7 +331,10 @@ class Daemon:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("binance_funding_ws_daemon",
-                          "Keep Binance USD-M funding rates and mark prices in a shared state file.", DAEMON)
+                          "Keep Binance USD-M funding rates and mark prices in a shared state file.", DAEMON,
+                          exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT); 1 failed: the state could "
+                                     "not be written or another daemon holds its lock (logged); 2 bad settings or "
+                                     "usage.")
 
     def body() -> int:
         settings = settings_from_args(parser.parse_args(argv), DAEMON)
