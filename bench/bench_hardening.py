@@ -27,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_api import put_state, record  # noqa: E402
+from tests.api.test_api import put_state, record  # noqa: E402
 from volspike_funding.fake.http_fake import free_port, wait_until_serving  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 
