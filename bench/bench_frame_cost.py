@@ -21,7 +21,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from volspike_funding import statefile  # noqa: E402
+from volspike_funding.store import statefile  # noqa: E402
 from volspike_funding.fake.market import Market  # noqa: E402
 from volspike_funding.feed.state import FundingStore  # noqa: E402
 from volspike_funding.binance.wire import parse_frame  # noqa: E402
