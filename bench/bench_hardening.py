@@ -150,6 +150,51 @@ def lock_removal(tmp: Path) -> str:
             f"seen ({winner}; exit codes: first {first_code}, second {second_code}, None = still running)")
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def slow_readers(tmp: Path, clients: int, path: str, seconds: float = 25.0) -> str:
+    """``clients`` connections that each send one request for ``path`` and never read; the API's RSS over time."""
+    from tests.api.test_api_slow_readers import big_exchange_info
+
+    work = Path(tempfile.mkdtemp(dir=tmp))
+    state = work / ".funding_state.json"
+    put_state(state, {"BTCUSDT": record("BTCUSDT", 0)})
+    size = big_exchange_info(state)
+    port = free_port()
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(work / "none"), "FUNDING_STATE_FILE": str(state),
+           "FUNDING_API_PORT": str(port), "FUNDING_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(["prlimit", "--nofile=16384:16384", sys.executable, str(ROOT / "funding_api_server.py")],
+                            env=env, stderr=subprocess.DEVNULL)
+    held: list[socket.socket] = []
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}{path}", 15)
+        base = rss_mb(proc.pid)
+        for _ in range(clients):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            held.append(s)
+        t0, peak = time.monotonic(), base
+        while time.monotonic() - t0 < seconds:
+            peak = max(peak, rss_mb(proc.pid))
+            time.sleep(0.5)
+        ok, times = latencies(f"http://127.0.0.1:{port}/funding/BTCUSDT", 10)
+        end = rss_mb(proc.pid)
+    finally:
+        for s in held:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    answer = f"{size / 1e3:.0f} KB exchangeInfo" if "exchangeInfo" in path else path
+    return (f"  {clients} clients of {answer} that never read: RSS {base:.0f} MB before, peak {peak:.0f} MB, "
+            f"{end:.0f} MB after {seconds:.0f} s; a reading client meanwhile {ok}/10, p50 "
+            f"{statistics.median(times):.1f} ms")
+
+
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hardening-"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -157,6 +202,9 @@ def main() -> int:
     print("idle and slowloris connections (API under prlimit):")
     print(idle_survival(tmp, "16384:16384", 2000, 300))   # the unit: LimitNOFILE=16384
     print(idle_survival(tmp, "1024:16384", 2000, 300))    # systemd's default soft limit under the same hard one
+    print("slow readers (before the bounds: 4,000 clients of exchangeInfo took the API from 68 MB to 1,214 MB):")
+    print(slow_readers(tmp, 4000, "/fapi/v1/ping"))
+    print(slow_readers(tmp, 4000, "/fapi/v1/exchangeInfo"))
     print("event time an hour ahead:")
     print(future_recovery(tmp))
     print("lock file removal:")

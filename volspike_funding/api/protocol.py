@@ -11,6 +11,11 @@ Here, per connection:
   process never runs out of descriptors and a real client is told at once instead of hanging;
 - a request head larger than :data:`MAX_HEAD_BYTES` (200 KiB, above the largest batch URL the schema allows) is
   answered 431 (h11's default, 16 KiB, left longer URLs without any answer);
+- an answer the client does not read is bounded twice: when its unread bytes stay above the transport's high-water
+  mark for ``FUNDING_API_WRITE_TIMEOUT_S`` the connection is aborted, and the unread bytes of all such connections
+  together never exceed ``FUNDING_API_MAX_BUFFERED_MB`` (the connection that would exceed it is aborted at once).
+  ``close()`` waits for unread data to flush, so without this a client that never reads kept its answer in memory
+  for ever (measured: 4,000 such clients of exchangeInfo, 830 KB each, took the API from 68 MB to 1,214 MB);
 - protocol errors answer the API's JSON error shape.
 
 At start the soft descriptor limit is raised to the hard one (the unit sets ``LimitNOFILE=``), and a failing
@@ -35,6 +40,8 @@ log = logging.getLogger("funding.api")
 
 #: Above the longest batch URL the schema allows: 16,000 characters, each up to 12 bytes percent-encoded.
 MAX_HEAD_BYTES = 200 * 1024
+#: The kernel's send buffer per connection: a loopback client reads 830 KB of exchangeInfo in a few round trips.
+SEND_BUFFER_BYTES = 256 * 1024
 #: Descriptors kept free beyond the connection cap (the state file, inotify, logging, the listening socket).
 FD_HEADROOM = 64
 
@@ -53,15 +60,23 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s = 5.0
     max_connections = 4096
+    write_timeout_s = 10.0
+    max_buffered_bytes = 64 * 1024 * 1024
+    #: The connections whose unread answers are above the high-water mark, one set per configured class (server).
+    stalled: set["GuardedH11Protocol"] = set()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # h11 writes a response's head and body separately: without TCP_NODELAY, Nagle's algorithm holds the
             # body until the client's delayed ACK, 40 ms later on every keep-alive request (measured: 44 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A fixed kernel send buffer: autotuned, it grows to tcp_wmem's 4 MB per connection, where unread
+            # answers escape the budget below (and still cost the droplet's memory).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         if len(self.connections) > self.max_connections:
             _overload_log.warning("overloaded", f"more than {self.max_connections} open connections: new ones "
                                                 f"get 503 (FUNDING_API_MAX_CONNECTIONS)")
@@ -96,8 +111,47 @@ class GuardedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self._arm_head_timer()  # the next request's head gets the same deadline
 
+    def pause_writing(self) -> None:
+        """asyncio: this connection's unread answer is above the high-water mark (the client is not reading)."""
+        super().pause_writing()
+        stalled = type(self).stalled
+        stalled.add(self)
+        held = sum(p.transport.get_write_buffer_size() for p in stalled)
+        if held > self.max_buffered_bytes:
+            _slow_log.warning("slow_readers", f"{len(stalled)} connections hold {held / 1e6:.0f} MB of unread "
+                                              f"answers: dropping the newest (FUNDING_API_MAX_BUFFERED_MB)")
+            self._drop()
+            return
+        self._cancel_write_timer()
+        self._write_timer = self.loop.call_later(self.write_timeout_s, self._write_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_timer()
+        type(self).stalled.discard(self)
+
+    def _cancel_write_timer(self) -> None:
+        timer = getattr(self, "_write_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._write_timer = None
+
+    def _write_timeout(self) -> None:
+        self._write_timer = None
+        _slow_log.warning("slow_reader", f"an answer was not read for {self.write_timeout_s:g} s: connection "
+                                         "dropped (FUNDING_API_WRITE_TIMEOUT_S)")
+        self._drop()
+
+    def _drop(self) -> None:
+        """Abort, not close: ``close()`` would keep the unread bytes until the client reads them."""
+        self._cancel_write_timer()
+        type(self).stalled.discard(self)
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_write_timer()
+        type(self).stalled.discard(self)
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -117,11 +171,15 @@ class GuardedH11Protocol(H11Protocol):
 
 _overload_log = RateLimitedLog(log, 60.0)
 _accept_log = RateLimitedLog(log, 60.0)
+_slow_log = RateLimitedLog(log, 60.0)
 
 
-def protocol_class(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
+def protocol_class(header_timeout_s: float, max_connections: int, write_timeout_s: float = 10.0,
+                   max_buffered_mb: float = 64.0) -> type[GuardedH11Protocol]:
     return type("ConfiguredH11Protocol", (GuardedH11Protocol,),
-                {"header_timeout_s": header_timeout_s, "max_connections": max_connections})
+                {"header_timeout_s": header_timeout_s, "max_connections": max_connections,
+                 "write_timeout_s": write_timeout_s, "max_buffered_bytes": int(max_buffered_mb * 1024 * 1024),
+                 "stalled": set()})
 
 
 def raise_fd_limit() -> int:

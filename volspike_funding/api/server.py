@@ -81,7 +81,9 @@ def server_config(app: object, settings: Settings, log_level: str) -> uvicorn.Co
         log.warning("only %d descriptors: at most %d connections (FUNDING_API_MAX_CONNECTIONS %d); raise the unit's "
                     "LimitNOFILE=", fds, connections, settings.api_max_connections)
     # asyncio and h11 explicitly: uvloop/httptools, when installed, would bypass the protocol policy.
-    return uvicorn.Config(app, loop="asyncio", http=protocol_class(settings.api_header_timeout_s, connections),
+    return uvicorn.Config(app, loop="asyncio", http=protocol_class(settings.api_header_timeout_s, connections,
+                                                                settings.api_write_timeout_s,
+                                                                settings.api_max_buffered_mb),
                           log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
                           timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEAD_BYTES, lifespan="off")
 

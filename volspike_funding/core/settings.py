@@ -54,6 +54,8 @@ class Settings:
     api_allow_remote: bool
     api_header_timeout_s: float
     api_max_connections: int
+    api_write_timeout_s: float
+    api_max_buffered_mb: float
     log_level: str
     ws_funding_enabled: bool
     ws_funding_api_url: str

@@ -97,6 +97,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_API_MAX_CONNECTIONS", "api_max_connections", "4096", v.count(1),
             "Open connections at most (also capped by the descriptor limit); beyond, a new connection gets an "
             "immediate 503.", (API,)),
+    Setting("FUNDING_API_WRITE_TIMEOUT_S", "api_write_timeout_s", "10", v.number(0, strict=True),
+            "An answer the client does not read (its buffer stays above the high-water mark) for this long is "
+            "dropped with its connection: a slow or stuck reader cannot hold the API's memory.", (API,)),
+    Setting("FUNDING_API_MAX_BUFFERED_MB", "api_max_buffered_mb", "64", v.number(0, strict=True),
+            "Unread answers held for slow clients, all connections together; beyond, the connection whose answer "
+            "tipped it over is dropped (RSS stays flat however many clients stop reading).", (API,)),
     Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", v.log_level, "DEBUG, INFO, WARNING or ERROR.",
             (DAEMON, API, CONSUMER, ALERTS)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------
