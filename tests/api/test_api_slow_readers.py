@@ -1,4 +1,5 @@
-"""Clients that send a request and never read the answer cannot hold the API's memory (issue 20, point 4).
+"""Clients that send a request and never read the answer cannot hold the API's memory (issue 20, point 4); a stop
+on request exits 0 (issue 23, point 9).
 
 Measured before the fix: 4,000 such clients of exchangeInfo (830 KB an answer) took the API from 68 MB to 1,214 MB
 of RSS, and ``close()`` kept every unread answer for ever.
@@ -7,6 +8,7 @@ of RSS, and ``close()`` kept every unread answer for ever.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -79,3 +81,12 @@ def test_unread_answers_are_bounded_and_dropped(tmp_path: Path) -> None:
         log = api.stop()
     assert "FUNDING_API_MAX_BUFFERED_MB" in log and "FUNDING_API_WRITE_TIMEOUT_S" in log
     assert "Traceback" not in log
+
+
+def test_sigterm_and_sigint_exit_0_as_documented(tmp_path: Path) -> None:
+    """uvicorn re-raises a signal it handled after shutting down: the API ended by SIGTERM (-15), not with 0."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        api = ApiProcess(tmp_path)
+        api.proc.send_signal(sig)
+        assert api.proc.wait(15) == 0, f"exit code after {sig.name}"
+        assert "Traceback" not in api.log.read_text()

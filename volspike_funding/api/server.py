@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from types import FrameType
 from typing import Sequence
 
 import uvicorn
@@ -72,6 +73,12 @@ class Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         quiet_accept_errors(asyncio.get_running_loop())
         await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Only set the flags: uvicorn re-raises a captured signal after its shutdown, so a SIGTERM the API had
+        handled cleanly ended the process by that signal, not with the documented exit code 0."""
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def server_config(app: object, settings: Settings, log_level: str) -> uvicorn.Config:
