@@ -8,7 +8,7 @@ import queue
 import pytest
 
 from volspike_funding.feed.connection import Connection
-from volspike_funding.feed.connection import backoff_delay
+from volspike_funding.core.retry import Backoff
 from volspike_funding.fake.market import DELIVERY_SYMBOL, NON_ASCII_SYMBOL
 from volspike_funding.store.statefile import binance_strings
 
@@ -143,19 +143,11 @@ def test_heartbeat_rewrites_the_file_while_no_data_arrives(fake_ws, make_setting
     wait_until(lambda: d.doc()["heartbeat_at"] > first + 0.3)
 
 
-def test_backoff_grows_caps_and_uses_full_jitter() -> None:
-    caps = [backoff_delay(n, 1.0, 60.0, lambda: 1.0)[1] for n in range(1, 10)]
-    assert caps == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-    assert backoff_delay(5, 1.0, 60.0, lambda: 0.0)[0] == 0.0
-    assert backoff_delay(5, 1.0, 60.0, lambda: 0.5)[0] == 8.0
-    assert backoff_delay(10_000, 1.0, 60.0, lambda: 1.0)[1] == 60.0
-
-
 def test_consecutive_refusals_really_grow_the_delay(fake_ws, make_settings, run_daemon) -> None:
     fake_ws.refuse_handshakes(503, count=100)
     d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_BACKOFF_MAX_S="100"))
     wait_until(lambda: d.daemon.failures >= 6)
-    assert backoff_delay(d.daemon.failures, 0.02, 100, lambda: 1.0)[1] >= 0.02 * 2 ** 5
+    assert Backoff(0.02, 100).ceiling(d.daemon.failures) >= 0.02 * 2 ** 5
 
 
 def test_unreachable_port_is_reported(make_settings, run_daemon) -> None:

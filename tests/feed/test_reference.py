@@ -127,3 +127,29 @@ def test_a_premium_index_without_interest_rates_is_not_fetched_in_a_loop() -> No
         time.sleep(0.5)  # time enough for a loop to show
         fetcher.stop()
         assert rest.counts["/fapi/v1/premiumIndex"] == 1 and results[-1].interest_rates_at is not None
+
+
+def test_a_429_with_retry_after_inf_does_not_stop_reference_refreshes_for_ever() -> None:
+    """It did: the client paused until ``inf`` and the fetcher's next try was at ``inf``, so the daemon's
+    reference data never refreshed again. Now the pause is the default minute, and the next try after it works."""
+    from volspike_funding.binance.rest import DEFAULT_PAUSE_S, BinanceRest
+    from volspike_funding.store.reference import ReferenceData
+    from volspike_funding.feed.reference_fetch import ReferenceFetcher
+
+    now = [time.time()]
+    with FakeBinanceRest(Market(30)) as rest:
+        rest.fail("/fapi/v1/exchangeInfo", 429, headers={"Retry-After": "inf"})
+        results: list[tuple[ReferenceData, str | None]] = []
+        fetcher = ReferenceFetcher(BinanceRest(rest.url, retries=0, clock=lambda: now[0]), ReferenceData(),
+                                   lambda data, error: results.append((data, error)), refresh_s=900,
+                                   interest_refresh_s=3600, clock=lambda: now[0])
+        fetcher.start()
+        try:
+            wait_until(lambda: results)
+            assert "HTTP 429" in (results[0][1] or "") and results[0][0].exchange_info_at is None
+            now[0] += DEFAULT_PAUSE_S + 1
+            fetcher.request_refresh("the pause is over")  # wakes the thread instead of a real minute's wait
+            wait_until(lambda: results[-1][0].exchange_info_at is not None and results[-1][1] is None)
+        finally:
+            fetcher.stop()
+        assert rest.counts["/fapi/v1/exchangeInfo"] == 2

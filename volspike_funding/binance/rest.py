@@ -5,12 +5,12 @@ Binance counts request weight per IP and minute (limit 2400), across all our pro
 A 429 pauses every call of the process for ``Retry-After`` (a call during a pause raises at once, sending
 nothing); a 418 (IP ban) does the same and logs at ERROR. GETs are retried on 5xx, timeouts and connection errors
 with capped exponential backoff; other 4xx are never retried. Thread-safe: the OI poller shares it across a pool.
+A pause is never longer than its cap (an unusable ``Retry-After`` such as ``inf`` pauses ``DEFAULT_PAUSE_S``).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -19,21 +19,29 @@ import requests
 
 from volspike_funding.core.version import __version__
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable
+from volspike_funding.core.retry import LONGEST_WAIT_S, Backoff, parse_retry_after
 
 log = logging.getLogger("funding.rest")
 
 WEIGHT_LIMIT_1M = 2400
 SLOW_DOWN_AT, WAIT_AT = 0.80, 0.95
 DEFAULT_PAUSE_S = 60.0
+#: A 429 waits out a rate-limit window (Binance's request weight is counted per minute): 15 windows is plenty.
+MAX_429_PAUSE_S = 900.0
+#: A 418 lasts until the ban ends, up to Binance's longest (3 days); sending during a ban lengthens it.
+MAX_418_PAUSE_S = LONGEST_WAIT_S
 
 
 class BinanceRest:
     def __init__(self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff_s: float = 0.5,
                  backoff_max_s: float = 5.0, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 max_429_pause_s: float = MAX_429_PAUSE_S, max_418_pause_s: float = MAX_418_PAUSE_S) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout, self._retries = timeout, retries
-        self._backoff_s, self._backoff_max_s = backoff_s, backoff_max_s
+        # Half jitter: spreads the OI poller's parallel retries without ever retrying at once.
+        self._backoff = Backoff(backoff_s, backoff_max_s, jitter=0.5)
+        self._max_pause = {429: max_429_pause_s, 418: max_418_pause_s}
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"volspike-funding/{__version__}"
         self._sleep, self._clock = sleep, clock
@@ -103,7 +111,7 @@ class BinanceRest:
             if attempt >= self._retries:
                 raise Unavailable(f"{failure} (after {attempt + 1} attempts)")
             attempt += 1
-            delay = random.uniform(0.5, 1.0) * min(self._backoff_max_s, self._backoff_s * 2 ** (attempt - 1))
+            delay = self._backoff.delay(attempt)
             log.warning("%s; retry %d/%d in %.2f s", failure, attempt, self._retries, delay)
             self._sleep(delay)
 
@@ -115,10 +123,12 @@ class BinanceRest:
                 self._weight_minute = int(self._clock() // 60)
 
     def _rate_limited(self, response: requests.Response, path: str) -> None:
-        try:
-            retry_after = float(response.headers.get("Retry-After", DEFAULT_PAUSE_S))
-        except ValueError:
-            retry_after = DEFAULT_PAUSE_S
+        cap = self._max_pause[response.status_code]
+        raw = response.headers.get("Retry-After")
+        retry_after = parse_retry_after(raw, cap, now=self._clock)
+        ignored = f" (unusable Retry-After {raw[:20]!r} ignored)" if raw is not None and retry_after is None else ""
+        if retry_after is None:
+            retry_after = min(DEFAULT_PAUSE_S, cap)
         with self._lock:
             if response.status_code == 418:
                 self.banned += 1
@@ -127,10 +137,10 @@ class BinanceRest:
         if response.status_code == 418:
             self._pause(IpBanned, retry_after)
             log.error("BINANCE IP BAN (HTTP 418) on %s: every REST call paused for %.0f s. Something is sending "
-                      "too many requests from this IP; check every process on this host.", path, retry_after)
+                      "too many requests from this IP; check every process on this host.%s", path, retry_after, ignored)
             raise IpBanned(f"HTTP 418 (IP banned) on {path}; paused {retry_after:.0f} s", retry_after)
         self._pause(RateLimited, retry_after)
-        log.warning("HTTP 429 on %s: every REST call paused for %.0f s", path, retry_after)
+        log.warning("HTTP 429 on %s: every REST call paused for %.0f s%s", path, retry_after, ignored)
         raise RateLimited(f"HTTP 429 on {path}; paused {retry_after:.0f} s", retry_after)
 
     @staticmethod

@@ -23,6 +23,7 @@ import requests
 import urllib3
 
 from volspike_funding.core.logs import RateLimitedLog
+from volspike_funding.core.retry import Backoff, parse_retry_after
 from volspike_funding.core.settings import Settings, masked
 from volspike_funding.store import consumer_status
 
@@ -35,18 +36,20 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_RETRY_AFTER_S = 30.0
 
 
+#: The waits between attempts that surely did not arrive: 1 s, then 2 s (no jitter: one sender per receiver).
+WAITS = Backoff(1.0, 2.0)
+
+
 def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
+    raw: Any = response.headers.get("Retry-After")
     if raw is None and response.headers.get("content-type", "").startswith("application/json"):
         try:  # Telegram: {"ok": false, "error_code": 429, "parameters": {"retry_after": 3}}
             raw = response.json().get("parameters", {}).get("retry_after")
         except (ValueError, AttributeError):
             raw = None
-    try:
-        value = float(raw) if raw is not None else None
-    except (TypeError, ValueError):
+    if not isinstance(raw, (str, int, float)):
         return None
-    return value if value is not None and 0 <= value <= MAX_RETRY_AFTER_S else None
+    return parse_retry_after(raw, MAX_RETRY_AFTER_S, clamp=False)  # longer: given up, not waited for
 
 
 def _surely_not_sent(exc: requests.RequestException) -> bool:
@@ -64,7 +67,7 @@ def deliver(session: requests.Session, name: str, url: str, what: str, *, json: 
     """POST once (plus retries of what surely did not arrive); returns ACCEPTED, REJECTED or UNCERTAIN."""
     problem = ""
     for attempt in range(1, ATTEMPTS + 1):
-        wait = float(attempt)
+        wait = WAITS.delay(attempt)
         try:
             response = session.post(url, json=json, headers=dict(headers),
                                     timeout=(min(CONNECT_TIMEOUT_S, timeout_s), timeout_s))

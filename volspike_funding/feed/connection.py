@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import queue
 import socket
 import threading
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import websocket
 
+from volspike_funding.core.retry import LONGEST_WAIT_S, parse_retry_after
 from volspike_funding.core.version import __version__
 
 from volspike_funding.feed.streams import Subscriptions
@@ -43,24 +43,13 @@ class Event:
     payload: Any = field(default=None, compare=False)
 
 
-def parse_retry_after(raw: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header; ``None`` for absent, non-numeric, negative or non-finite values
-    (``inf`` once stopped every reconnect for ever). HTTP dates are not used by Binance."""
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
 def describe(exc: BaseException) -> tuple[str, float | None]:
     """A one-line reason for a failed or lost connection, and the server's usable ``Retry-After`` if it sent one."""
     if isinstance(exc, websocket.WebSocketBadStatusException):
         headers = exc.resp_headers or {}
         raw = headers.get("retry-after") or headers.get("Retry-After")
-        retry_after = parse_retry_after(raw)
+        # Capped loosely here; the daemon holds it to its own backoff cap (and logs what the server asked).
+        retry_after = parse_retry_after(raw, LONGEST_WAIT_S)
         ignored = f" (unusable Retry-After {raw[:20]!r} ignored)" if raw is not None and retry_after is None else ""
         return f"handshake refused: HTTP {exc.status_code}{ignored}", retry_after
     if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
@@ -173,12 +162,6 @@ class Connection:
             if ws_final is not None:
                 ws_final.shutdown()
             self._emit(CLOSED, reason=self._abort_reason or reason, retry_after=retry_after)
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: Callable[[], float]) -> tuple[float, float]:
-    """Full-jitter exponential backoff: ``(delay, cap)`` with the cap doubling per consecutive failure."""
-    cap = min(maximum, initial * 2.0 ** min(max(failures - 1, 0), 60))
-    return rng() * cap, cap
 
 
 def warn_legacy_url(url: str) -> None:

@@ -20,7 +20,8 @@ import orjson
 from volspike_funding.store import reference
 from volspike_funding.core.cli import EXIT_OK, build_parser, run, settings_from_args
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
-from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, backoff_delay, warn_legacy_url
+from volspike_funding.core.retry import Backoff
+from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
 from volspike_funding.core.errors import FrameError
 from volspike_funding.feed.streams import StreamManager
 from volspike_funding.store.reference import ReferenceData
@@ -47,7 +48,8 @@ class Daemon:
     def __init__(self, settings: Settings, *, rng: Callable[[], float] = random.random,
                  notifier: Notifier | None = None, tick_s: float = TICK_S) -> None:
         self.settings = settings
-        self._rng = rng
+        # Full jitter: daemons restarted together (a deploy, a Binance outage) do not reconnect in step.
+        self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, jitter=1.0, rng=rng)
         self._notifier = notifier or Notifier()
         self._tick = min(tick_s, settings.no_data_timeout_s / 4)
         self._events: queue.Queue[Event] = queue.Queue()
@@ -237,8 +239,7 @@ class Daemon:
         self.active = None
         self.failures += 1
         self.store.connection["reconnect_attempts"] += 1
-        delay, cap = backoff_delay(self.failures, self.settings.backoff_initial_s, self.settings.backoff_max_s,
-                                   self._rng)
+        delay, cap = self._backoff.delay(self.failures), self._backoff.ceiling(self.failures)
         if event.retry_after is not None:
             # Honoured as a minimum, but never beyond our own backoff cap: one refused handshake asking for an
             # hour must not stop reconnecting for an hour.

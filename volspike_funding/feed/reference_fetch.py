@@ -26,6 +26,7 @@ from volspike_funding.store import reference
 from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.core.logs import RateLimitedLog
 from volspike_funding.core.errors import RateLimited, RestError
+from volspike_funding.core.retry import Backoff
 from volspike_funding.store.reference import ReferenceData
 from volspike_funding.core.settings import Settings
 
@@ -43,7 +44,9 @@ class ReferenceFetcher:
                  retry_initial_s: float = RETRY_INITIAL_S, early_min_s: float = EARLY_REFRESH_MIN_S) -> None:
         self._rest, self.data, self._on_result = rest, current.with_(refresh_interval_s=refresh_s), on_result
         self._refresh_s, self._interest_s = refresh_s, interest_refresh_s
-        self._clock, self._retry_initial, self._early_min = clock, retry_initial_s, early_min_s
+        self._clock, self._early_min = clock, early_min_s
+        # No jitter: one fetcher per host, and its waits (1 min, doubling, up to the interval) are documented.
+        self._backoff = Backoff(min(retry_initial_s, refresh_s), refresh_s)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._early = False
@@ -120,7 +123,7 @@ class ReferenceFetcher:
                                                             "last known rates until the next hourly refresh")
         except RestError as exc:
             self._failures += 1
-            delay = min(self._refresh_s, self._retry_initial * 2 ** (self._failures - 1))
+            delay = self._backoff.delay(self._failures)
             if isinstance(exc, RateLimited):
                 delay = max(delay, exc.retry_after)
             self._retry_at = self._clock() + delay

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from volspike_funding.core.errors import StateUnreadable
+from volspike_funding.core.retry import Backoff
 from volspike_funding.core.settings import Settings
 from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot, StateWriter
 
@@ -93,7 +94,7 @@ class RedisStateWriter:
         self._redis = _client(url)
         self._script = self._redis.register_script(NEWEST_WINS)
         self._sent: dict[str, int] = {}
-        self._retry_at, self._delay = 0.0, 0.5
+        self._retry_at, self._backoff = 0.0, Backoff(0.5, 10.0)  # 0.5 s, doubling, up to 10 s
         self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
 
     def write(self, document: dict[str, Any]) -> int:
@@ -129,12 +130,11 @@ class RedisStateWriter:
             pipe.execute()
         except redis.RedisError as exc:
             self._sent.clear()  # Redis may have restarted empty: send everything once it is back
-            self._retry_at = time.monotonic() + self._delay
-            self._delay = min(self._delay * 2, 10.0)
+            self._retry_at = time.monotonic() + self._backoff.next()
             raise OSError(f"{type(exc).__name__}: {exc}") from None
-        if self._delay > 0.5:
+        if self._backoff.failures:
             log.info("redis %s reachable again; writing", self.where)
-        self._delay = 0.5
+        self._backoff.reset()
         sent.update(changed)
         for symbol in gone:
             del sent[symbol]
