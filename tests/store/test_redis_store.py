@@ -103,9 +103,9 @@ def connected(store: RedisServer, proc: subprocess.Popen[str]) -> bool:
     its host and pid)."""
     import redis
 
-    from volspike_funding.store.redis_store import DAEMON
+    from volspike_funding.store.redis_layout import DAEMONS
 
-    raw = redis.Redis.from_url(store.url, socket_timeout=2).get(f"{DAEMON}{socket.gethostname()}-{proc.pid}")
+    raw = redis.Redis.from_url(store.url, socket_timeout=2).hget(DAEMONS, f"{socket.gethostname()}-{proc.pid}")
     return raw is not None and bool((json.loads(raw).get("connection_status") or {}).get("connected"))
 
 
@@ -177,7 +177,8 @@ def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_
     the other symbols, counts the bad record as invalid, and keeps following the store."""
     import redis
 
-    from volspike_funding.store.redis_store import DAEMON, RECORDS, RedisStateWriter
+    from volspike_funding.store.redis_layout import DAEMONS, RECORDS
+    from volspike_funding.store.redis_store import RedisStateWriter
 
     def record(symbol: str, price: float) -> dict[str, Any]:
         now = time.time()
@@ -187,7 +188,7 @@ def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_
     writer.write({"funding_state": {"BTCUSDT": record("BTCUSDT", 100.0)}, "heartbeat_interval_s": 5})
     client = redis.Redis.from_url(redis_server.url)
     client.hset(RECORDS, "ETHUSDT", b"\x00not json")
-    client.set(DAEMON + "intruder", b"{broken")
+    client.hset(DAEMONS, "intruder", b"{broken")
     settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STORE_URL": redis_server.url,
                               "FUNDING_STATE_FILE": str(tmp_path / "elsewhere" / "state.json")})
     with ServerThread(settings, poll_s=0.05) as api:

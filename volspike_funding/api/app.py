@@ -56,8 +56,11 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
     warnings: list[str] = []
     connection = snap.connection if snap else {}
     alive = bool(snap and snap.daemon_alive(now))
+    store_error = snap.document.get("storeError") if snap else None  # the shared store refuses the daemons' writes
     if snap is None:
         reasons.append(f"state unavailable: {view.error.reason if view.error else 'missing'}")
+    elif store_error:
+        reasons.append(f"{store_error}: the daemons cannot report (their data and status are not stored)")
     elif not alive:
         beat = snap.heartbeat_age(now)
         reasons.append("daemon stopped" if snap.document.get("stopped_at") is not None else
@@ -86,6 +89,9 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
     if snap is not None and snap.invalid:
         warnings.append(f"{snap.invalid} malformed records in the state file are not served: "
                         f"{'; '.join(snap.invalid_examples)}")
+    if snap is not None and snap.document.get("invalidDaemonStatuses"):
+        warnings.append(f"{snap.document['invalidDaemonStatuses']} daemon status records in the store are not a "
+                        "daemon's (malformed, forged or expired heartbeat): ignored")
     ref_status = (snap.document.get("reference") if snap else None) or {}
     ref = view.reference
     ref_age = ref.age(now) if ref is not None else None

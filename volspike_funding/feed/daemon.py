@@ -166,7 +166,7 @@ class Daemon:
             except OSError as exc:
                 self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
             if isinstance(self._writer, RedisStateWriter):
-                self._writer.write_reference(orjson.dumps(data.document()))
+                self._writer.write_reference(orjson.dumps(data.document()), data.symbols if data.known else None)
             self.store.set_reference(data)
             self.streams.replan()
             release_memory()

@@ -2,13 +2,7 @@
 reader. One owner of the Redis layout; :func:`open_writer` and :func:`open_cache` choose.
 
 Chosen with ``FUNDING_STORE_URL=redis://[:password@]host:port/db`` (``rediss://`` for TLS); empty keeps the state
-file. Layout, under the prefix ``volspike:funding:``::
-
-    records            hash  symbol -> the state file's record (JSON), newest Binance event time wins
-    events             hash  symbol -> that record's eventTime (ms), compared server-side
-    daemon:<id>        JSON  one daemon's status (the state file's document without funding_state), TTL 3 beats
-    reference          the reference-data file's document (exchangeInfo, fundingInfo, interest rates)
-    changed            pub/sub channel: a message after every write that changed something
+file. The keys and scripts are :mod:`.redis_layout`'s.
 
 Any number of daemons write at once, no leader: :data:`NEWEST_WINS` applies each update atomically and only if its
 event time is newer than the stored one — and never one stamped further ahead of Redis's own clock than
@@ -23,43 +17,22 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
 from volspike_funding.core.errors import StateUnreadable
 from volspike_funding.core.retry import Backoff
 from volspike_funding.core.settings import Settings
+from volspike_funding.store.redis_layout import (BEATS, CHANNEL, DAEMONS, EVENTS, HEARTBEAT, NEWEST_WINS, PROBE,
+                                                 RECORDS, REFERENCE, STORED, beat_ms, checked_status, status_ttl_s,
+                                                 store_now)
 from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot, StateWriter
 
 log = logging.getLogger("funding.store")
 
-PREFIX = "volspike:funding:"
-RECORDS, EVENTS, CHANNEL, DAEMON = PREFIX + "records", PREFIX + "events", PREFIX + "changed", PREFIX + "daemon:"
-#: Binance's reference data (:mod:`.reference`'s document), so API instances on other hosts serve it too.
-REFERENCE = PREFIX + "reference"
-
-# ARGV: max_future_ms, slack_ms, channel, then (symbol, eventTime, record) triples.
-NEWEST_WINS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local max_future, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
-local changed = 0
-for i = 4, #ARGV, 3 do
-  local symbol, event, record = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if event <= now + max_future then
-    local old = tonumber(redis.call('HGET', KEYS[2], symbol))
-    if (not old) or old < event or old > now + slack then
-      redis.call('HSET', KEYS[2], symbol, event)
-      redis.call('HSET', KEYS[1], symbol, record)
-      changed = changed + 1
-    end
-  end
-end
-if changed > 0 then redis.call('PUBLISH', ARGV[3], changed) end
-return changed
-"""
-
+#: Daemon status records read per refresh (more are counted as invalid, never read).
+MAX_STATUSES = 64
 
 def _client(url: str) -> Any:
     import redis  # only with FUNDING_STORE_URL: the file-only deployment never loads it
@@ -93,6 +66,9 @@ class RedisStateWriter:
         self._max_future, self._slack = max_future_ms, slack_ms
         self._redis = _client(url)
         self._script = self._redis.register_script(NEWEST_WINS)
+        self._heartbeat = self._redis.register_script(HEARTBEAT)
+        #: The last reference document written, put back if the store loses it (a restart, FLUSHALL).
+        self._reference: bytes | None = None
         self._sent: dict[str, int] = {}
         self._retry_at, self._backoff = 0.0, Backoff(0.5, 10.0)  # 0.5 s, doubling, up to 10 s
         self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
@@ -116,18 +92,23 @@ class RedisStateWriter:
         gone = [symbol for symbol in sent if symbol not in records]
         status = {k: v for k, v in document.items() if k != "funding_state"}
         status["daemon_id"] = self.daemon_id
-        ttl_ms = int(max(3 * float(document.get("heartbeat_interval_s") or 5.0), 15.0) * 1000)
+        ttl_ms = int(status_ttl_s(document.get("heartbeat_interval_s")) * 1000)
         try:
             pipe = self._redis.pipeline(transaction=False)
             if changed:
-                self._script(keys=[RECORDS, EVENTS], args=args, client=pipe)
+                self._script(keys=[RECORDS, EVENTS, STORED], args=args, client=pipe)
             if gone:
                 pipe.hdel(RECORDS, *gone)
                 pipe.hdel(EVENTS, *gone)
-            pipe.set(DAEMON + self.daemon_id, orjson.dumps(status), px=ttl_ms)
+                pipe.hdel(STORED, *gone)
+            self._heartbeat(keys=[DAEMONS, BEATS], args=[self.daemon_id, orjson.dumps(status), ttl_ms], client=pipe)
             if not changed:
                 pipe.publish(CHANNEL, 0)  # the heartbeat: readers refresh the daemons' status too
-            pipe.execute()
+            pipe.exists(REFERENCE)
+            has_reference = pipe.execute()[-1]
+            if not has_reference and self._reference is not None:
+                self._redis.set(REFERENCE, self._reference)
+                log.info("reference data put back into redis %s (the store had lost it)", self.where)
         except redis.RedisError as exc:
             self._sent.clear()  # Redis may have restarted empty: send everything once it is back
             self._retry_at = time.monotonic() + self._backoff.next()
@@ -140,12 +121,25 @@ class RedisStateWriter:
             del sent[symbol]
         return len(changed)
 
-    def write_reference(self, document: bytes) -> None:
-        """The reference data, for API instances on other hosts (a few times an hour; best effort)."""
+    def write_reference(self, document: bytes, listed: Iterable[str] | None = None) -> None:
+        """The reference data, for API instances on other hosts (a few times an hour; best effort). With
+        ``listed``, records of symbols the listing lacks leave the store too, whoever wrote them: a symbol
+        delisted while no daemon ran would otherwise be served as stale for ever instead of "not found"."""
         import redis
 
+        self._reference = document
         try:
             self._redis.set(REFERENCE, document)
+            if listed is not None:
+                known = set(listed)
+                gone = [k for k in self._redis.hkeys(RECORDS) if k.decode(errors="replace") not in known]
+                if known and gone:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for key in (RECORDS, EVENTS, STORED):
+                        pipe.hdel(key, *gone)
+                    pipe.publish(CHANNEL, len(gone))
+                    pipe.execute()
+                    log.info("store: %d records of symbols exchangeInfo does not list removed", len(gone))
         except redis.RedisError as exc:
             log.warning("reference data not stored in redis %s: %s", self.where, type(exc).__name__)
 
@@ -153,9 +147,11 @@ class RedisStateWriter:
         self._redis.close()
 
 
-def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], now: float) -> dict[str, Any]:
+def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], now: float, *,
+                      invalid_statuses: int = 0, store_error: str | None = None) -> dict[str, Any]:
     """The state file's document from the store: the records, and the status of the best daemon (alive and
-    connected first, freshest heartbeat next), plus every daemon's id, liveness and connection."""
+    connected first, freshest heartbeat next), plus every daemon's id, liveness and connection, the status
+    records that were not a daemon's (ignored, counted) and why the store refuses writes, if it does."""
     def rank(s: dict[str, Any]) -> tuple[bool, bool, float]:
         beat = s.get("heartbeat_at") if isinstance(s.get("heartbeat_at"), (int, float)) else 0.0
         return (s.get("stopped_at") is None, bool((s.get("connection_status") or {}).get("connected")), beat)
@@ -163,7 +159,8 @@ def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], n
     best = max(statuses, key=rank, default={"heartbeat_at": None, "stopped_at": now})
     daemons = [{"id": s.get("daemon_id"), "alive": s.get("stopped_at") is None,
                 "connected": bool((s.get("connection_status") or {}).get("connected"))} for s in statuses]
-    return {**best, "schemaVersion": SCHEMA_VERSION, "funding_state": records, "daemons": daemons}
+    return {**best, "schemaVersion": SCHEMA_VERSION, "funding_state": records, "daemons": daemons,
+            "invalidDaemonStatuses": invalid_statuses, "storeError": store_error}
 
 
 class RedisStateCache:
@@ -218,10 +215,11 @@ class RedisStateCache:
 
         previous = self.view
         try:
-            raw = self._redis.hgetall(RECORDS)
-            ref_bytes = self._redis.get(REFERENCE)
-            keys = list(self._redis.scan_iter(DAEMON + "*", count=100))[:64]
-            raw_statuses = self._redis.mget(keys) if keys else []
+            pipe = self._redis.pipeline(transaction=False)
+            for step in (pipe.time, lambda: pipe.hgetall(RECORDS), lambda: pipe.hgetall(STORED),
+                         lambda: pipe.get(REFERENCE), lambda: pipe.hgetall(DAEMONS), lambda: pipe.hgetall(BEATS)):
+                step()
+            redis_time, raw, stored, ref_bytes, raw_statuses, beats = pipe.execute()
         except redis.RedisError as exc:
             error = StateUnreadable("unreadable", f"redis {self.where}: {type(exc).__name__}: {exc}")
             if previous.error is None:
@@ -236,13 +234,43 @@ class RedisStateCache:
                 log.warning("reference data in the store not usable: %s", exc)
         # A value that is not JSON (an outsider's edit, a bug) costs its own symbol or status, never the read: a
         # record becomes None, which the readers' record check counts as invalid, like a bad record in the file.
+        now = time.time()
+        store_now_s = store_now(redis_time)
+        offset = now - store_now_s  # the reader's clock minus the store's: every cross-host time is the store's
         records = {k.decode(errors="replace"): _loads_or_none(v) for k, v in raw.items()}
-        statuses = [s for v in raw_statuses if v and isinstance(s := _loads_or_none(v), dict)]
-        document = snapshot_document(records, statuses, time.time())
+        for key, stamp in stored.items():
+            record, at = records.get(key.decode(errors="replace")), beat_ms(stamp)
+            if isinstance(record, dict) and at is not None:
+                record["updatedAt"] = at / 1000 + offset
+        statuses, invalid = [], 0
+        for key, value in list(raw_statuses.items())[:MAX_STATUSES]:
+            daemon_id = key.decode(errors="replace")
+            status = checked_status(daemon_id, _loads_or_none(value), beat_ms(beats.get(key)),
+                                    store_now_s * 1000, offset)
+            if status is None:
+                invalid += 1
+            else:
+                statuses.append(status)
+        invalid += max(0, len(raw_statuses) - MAX_STATUSES)
+        store_error = None if any(s.get("stopped_at") is None for s in statuses) else self._write_refusal()
+        document = snapshot_document(records, statuses, now, invalid_statuses=invalid, store_error=store_error)
         if previous.error is not None:
             log.info("store readable again")
         self.view = previous.read(StateSnapshot(document, records, time.time()), ref)
         return True
+
+    def _write_refusal(self) -> str | None:
+        """With no live daemon status: whether the store refuses writes (``maxmemory`` reached), which would
+        read as "daemon stopped" while the daemons run and retry. One tiny expiring key, never a record."""
+        import redis
+
+        try:
+            self._redis.set(PROBE, b"1", px=5_000)
+        except redis.ResponseError as exc:
+            return f"redis {self.where} refuses writes ({type(exc).__name__}: {str(exc).rstrip('.')})"
+        except redis.RedisError:
+            return None  # unreachable: the read just before succeeded; the next refresh says it
+        return None
 
 
 def open_writer(settings: Settings) -> StateWriter | RedisStateWriter:
