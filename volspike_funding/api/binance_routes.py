@@ -45,15 +45,23 @@ class BinanceError(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": BinanceError} for code in (400, 404, 503)}
 ERRORS[431] = {"description": "request head over 200 KiB, refused before routing ({\"detail\": {\"error\"}})"}
+#: Binance's UNSUPPORTED_OPERATION: ccxt maps it to BadRequest, the connectors raise their client error with it.
+NOT_SERVED_CODE = -1020
 
 
 def binance_error(status: int, code: int, msg: str) -> Response:
     return Response(orjson.dumps({"code": code, "msg": msg}), status_code=status, media_type="application/json")
 
 
-def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(body if isinstance(body, bytes) else orjson.dumps(body), media_type="application/json",
-                    headers=headers)
+def not_served(method: str, path: str) -> dict[str, Any]:
+    """The body for a path or method this service does not serve, in Binance's shape."""
+    return {"code": NOT_SERVED_CODE, "msg": f"{method[:10]} {path[:80]} is not served here: this local read-only "
+                                            f"service answers only GET {', '.join(ROUTES)} and /funding/*"}
+
+
+def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
+    return Response(body if isinstance(body, bytes) else orjson.dumps(body), status_code=status,
+                    media_type="application/json", headers=headers)
 
 
 def premium_index_item(record: dict[str, Any], view: View) -> dict[str, Any]:
@@ -144,10 +152,9 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
     async def ping() -> Response:
         return _json({})
 
-    # GET only: another method on a route we serve is 405, as the OpenAPI document says.
+    # GET only: another method on a route we serve is 405 (the app's routing-error handler, in the same shape).
     @router.get("/fapi/{rest:path}", include_in_schema=False)
-    async def not_served(rest: str) -> Response:
-        return binance_error(404, -1000, f"/fapi/{rest[:80]} is not served here; this local service answers only "
-                                         f"{', '.join(ROUTES)}")
+    async def other_fapi(rest: str) -> Response:
+        return _json(not_served("GET", f"/fapi/{rest}"), status=404)
 
     return router
