@@ -217,7 +217,7 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
         check_symbol(symbol)
         body, fresh = symbol_answer(usable_view(), symbol, time.time(), stale_after_s)
         if not fresh:
-            raise api_error(404 if body["error"] == "Symbol not found" else 503, **body)
+            raise api_error(404 if body["error"] in ("Symbol not found", "Not trading") else 503, **body)
         return json_response(body)
 
     app.include_router(binance_router(cache, stale_after_s))
