@@ -230,12 +230,12 @@ def test_the_cannot_connect_hint_points_at_the_network_only_when_the_network_fai
 
     import websocket
 
-    from volspike_funding.feed.connection import cannot_connect
+    from volspike_funding.feed.connection import cannot_connect, describe
 
-    dns = socket.gaierror(-3, "Temporary failure in name resolution")
-    assert cannot_connect("wss://fstream.binance.com/market/ws", dns, dns.strerror) == (
-        "cannot connect to fstream.binance.com: Temporary failure in name resolution (check DNS and that outbound "
-        "TCP 443 is allowed)")
+    dns = websocket.WebSocketAddressException(socket.gaierror(-3, "Temporary failure in name resolution"))
+    assert cannot_connect("wss://fstream.binance.com/market/ws", dns, describe(dns)[0]) == (
+        "cannot connect to fstream.binance.com: DNS lookup failed: Temporary failure in name resolution (check DNS "
+        "and that outbound TCP 443 is allowed)")
     refused = websocket.WebSocketBadStatusException("Handshake status %d %s", 451, "Unavailable")
     assert cannot_connect("wss://fstream.binance.com/market/ws", refused, "handshake refused: HTTP 451") == (
         "handshake refused: HTTP 451")  # the server answered: no network hint

@@ -67,6 +67,9 @@ def describe(exc: BaseException) -> tuple[str, float | None]:
         return "timed out", None
     if isinstance(exc, websocket.WebSocketConnectionClosedException):
         return "connection closed by peer", None
+    if isinstance(exc, websocket.WebSocketAddressException):  # wraps the resolver's gaierror
+        inner = exc.args[0] if exc.args else None
+        return f"DNS lookup failed: {getattr(inner, 'strerror', None) or exc}", None
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror, None
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
