@@ -3,9 +3,15 @@ bulk list leaves out, and every path or method not served here in Binance's erro
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import requests
 
+from volspike_funding.store import statefile
+
+from ..conftest import wait_until
 from .test_api import Api, api, put_reference, record  # noqa: F401  (api: the fixture)
 
 
@@ -111,3 +117,17 @@ def test_binance_futures_connector_raises_its_client_error_on_routes_not_served(
         with pytest.raises(ClientError) as info:
             call()
         assert (info.value.status_code, info.value.error_code) == (status, -1020)
+
+
+def test_health_does_not_call_a_connection_never_made_disconnected(api: Api) -> None:
+    now = time.time()
+    reason = ("cannot connect to fstream.binance.com: DNS lookup failed: Name or service not known (check DNS and "
+              "that outbound TCP 443 is allowed)")
+    connection = {**statefile.new_connection_status("wss://x"), "last_error": reason}
+    doc = statefile.build_document({}, connection, {}, now=now, heartbeat_s=5, started_at=now - 10)
+    tmp = api.path.with_name(".t")
+    tmp.write_bytes(statefile.encode(doc))
+    os.replace(tmp, api.path)
+    written = statefile.identity(api.path)
+    wait_until(lambda: api.server.cache.identity == written, 5)
+    assert api.get("/funding/health").json()["reasons"][0] == f"websocket not connected: {reason}"

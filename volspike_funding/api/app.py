@@ -63,7 +63,9 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
         reasons.append("daemon stopped" if snap.document.get("stopped_at") is not None else
                        f"daemon not running: last heartbeat {'never' if beat is None else f'{beat:.0f} s ago'}")
     elif not connection.get("connected"):
-        reasons.append(f"websocket disconnected: {connection.get('last_error') or 'not connected yet'}")
+        never = connection.get("last_connected_time") is None  # nothing was ever connected to be "disconnected"
+        reasons.append(f"websocket {'not connected' if never else 'disconnected'}: "
+                       f"{connection.get('last_error') or 'not connected yet'}")
     newest = now - view.updated_sorted[-1] if view.updated_sorted else None
     oldest = now - view.updated_sorted[0] if view.updated_sorted else None
     if snap is not None and newest is None:
