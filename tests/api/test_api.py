@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import pytest
 import requests
 
@@ -47,6 +48,18 @@ def put_state(path: Path, symbols: dict[str, dict[str, Any]], *, connected: bool
     tmp = path.with_name(".t")
     tmp.write_bytes(statefile.encode(doc))
     os.replace(tmp, path)
+
+
+def put_reference(api: "Api", *trading: str, **other_status: str) -> None:
+    """Write an exchangeInfo listing ``trading`` (TRADING) and ``other_status`` (symbol=status) next to the state."""
+    from volspike_funding.store import reference
+
+    entries = [{"symbol": s, "status": "TRADING", "contractType": "PERPETUAL"} for s in trading]
+    entries += [{"symbol": s, "status": st, "contractType": "PERPETUAL"} for s, st in other_status.items()]
+    info = orjson.dumps({"symbols": entries})
+    reference.write(api.path.with_name(".funding_reference.json"), reference.ReferenceData(info, time.time()))
+    wait_until(lambda: api.server.cache.view.reference is not None
+               and api.server.cache.view.reference.exchange_info == info, 5)
 
 
 class Api:
@@ -98,7 +111,7 @@ def test_lookup_is_case_insensitive_and_non_ascii_works(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path, status, error", [
-    ("/funding/NOPEUSDT", 404, "Symbol not found"),
+    ("/funding/NOPEUSDT", 503, "No data yet"),  # no exchangeInfo here: "not found" cannot be told yet
     ("/funding/" + "A" * 41, 400, "Invalid symbol"),
     ("/funding/%01BTC", 400, "Invalid symbol"),
     ("/funding/%20", 400, "Invalid symbol"),
@@ -126,7 +139,7 @@ def test_batch_folds_duplicates_and_reports_missing_and_stale(api: Api) -> None:
     assert (body["found"], body["missing"], body["total"]) == (2, 2, 4)
     by_symbol = {item["symbol"]: item for item in body["data"]}
     assert set(by_symbol["BTCUSDT"]) == FIELDS
-    assert by_symbol["NOPE"] == {"symbol": "NOPE", "error": "Symbol not found"}
+    assert by_symbol["NOPE"]["error"] == "No data yet" and by_symbol["NOPE"]["listingStatus"] is None
     assert by_symbol["OLDUSDT"]["error"] == "Data stale" and by_symbol["OLDUSDT"]["maxAgeSeconds"] == 60
 
 
@@ -206,8 +219,8 @@ def test_premium_index_is_binance_shaped(api: Api) -> None:
     assert every.headers["x-stale-symbols"] == "1"
     delivery = [i for i in every.json() if i["symbol"] == "BTCUSDT_261225"][0]
     assert delivery["lastFundingRate"] == "" and delivery["nextFundingTime"] == 0
-    bad = api.get("/fapi/v1/premiumIndex", params={"symbol": "NOPE"})
-    assert bad.status_code == 400 and bad.json() == {"code": -1121, "msg": "Invalid symbol."}
+    bad = api.get("/fapi/v1/premiumIndex", params={"symbol": "NOPE"})  # listing unknown: retryable, not -1121
+    assert bad.status_code == 503 and bad.json()["code"] == -1001
     stale = api.get("/fapi/v1/premiumIndex", params={"symbol": "OLDUSDT"})
     assert stale.status_code == 503 and stale.json()["code"] == -1001
 
@@ -217,6 +230,7 @@ def test_a_real_binance_client_library_works_against_the_api(api: Api) -> None:
     from binance.um_futures import UMFutures
 
     api.put({"BTCUSDT": record("BTCUSDT", 0, mark="97000.10000000"), "ETHUSDT": record("ETHUSDT", 0)})
+    put_reference(api, "BTCUSDT", "ETHUSDT")  # -1121 needs a known listing
     client = UMFutures(base_url=api.server.url)
     assert client.mark_price(symbol="BTCUSDT")["markPrice"] == "97000.10000000"
     assert {i["symbol"] for i in client.mark_price()} == {"BTCUSDT", "ETHUSDT"}
@@ -244,7 +258,7 @@ def test_metrics_exposition(api: Api) -> None:
                    "funding_daemon_reconnects_total 0.0", "funding_daemon_messages_total 5.0",
                    'funding_daemon_malformed_total{kind="bad_json"} 2.0',
                    'funding_api_requests_total{route="/funding/{symbol}",status="200"} 1.0',
-                   'funding_api_requests_total{route="/funding/{symbol}",status="404"} 1.0'):
+                   'funding_api_requests_total{route="/funding/{symbol}",status="503"} 1.0'):
         assert needle in text, needle
 
 

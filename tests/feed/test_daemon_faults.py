@@ -198,3 +198,36 @@ def test_malformed_input_is_logged_at_most_once_a_minute_per_kind(caplog) -> Non
     now[0] = 60.0
     assert log.warning("bad_json", "x")
     assert "(2 more since the last report)" in caplog.text
+
+
+def test_a_connection_never_made_names_the_host_and_is_not_called_disconnected(make_settings, run_daemon,
+                                                                                caplog) -> None:
+    """Without internet the daemon logged "disconnected: Name or service not known" about a connection it never
+    had, without naming the host."""
+    import logging
+
+    from volspike_funding.fake.http_fake import free_port
+
+    with caplog.at_level(logging.WARNING, logger="funding.daemon"):
+        d = run_daemon(make_settings(BINANCE_WS_URL=f"ws://127.0.0.1:{free_port()}/market/ws/!markPrice@arr@1s"))
+        wait_until(lambda: d.doc()["connection_status"]["reconnect_attempts"] >= 2)
+    error = d.doc()["connection_status"]["last_error"]
+    assert error.startswith("cannot connect to 127.0.0.1: ") and "check DNS and that outbound TCP" in error
+    lines = [r.getMessage() for r in caplog.records if "cannot connect to 127.0.0.1" in r.getMessage()]
+    assert lines and all(line.startswith("cannot connect") and "; retrying in " in line for line in lines)
+
+
+def test_the_cannot_connect_hint_points_at_the_network_only_when_the_network_failed() -> None:
+    import socket
+
+    import websocket
+
+    from volspike_funding.feed.connection import cannot_connect, describe
+
+    dns = websocket.WebSocketAddressException(socket.gaierror(-3, "Temporary failure in name resolution"))
+    assert cannot_connect("wss://fstream.binance.com/market/ws", dns, describe(dns)[0]) == (
+        "cannot connect to fstream.binance.com: DNS lookup failed: Temporary failure in name resolution (check DNS "
+        "and that outbound TCP 443 is allowed)")
+    refused = websocket.WebSocketBadStatusException("Handshake status %d %s", 451, "Unavailable")
+    assert cannot_connect("wss://fstream.binance.com/market/ws", refused, "handshake refused: HTTP 451") == (
+        "handshake refused: HTTP 451")  # the server answered: no network hint

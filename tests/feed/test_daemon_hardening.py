@@ -193,7 +193,7 @@ def test_malformed_records_are_skipped_counted_and_never_a_500(make_settings: Ca
         batch = requests.get(api.url + "/funding/batch", timeout=5).json()
         assert batch["total"] == 1
         for name in ("NOSYMUSDT", "FUTUREUSDT", "ABCUSDT"):
-            assert requests.get(f"{api.url}/funding/{name}", timeout=5).status_code == 404
+            assert requests.get(f"{api.url}/funding/{name}", timeout=5).status_code == 503  # no listing known
         health = requests.get(api.url + "/funding/health", timeout=5).json()
         assert health["invalidRecords"] == 3 and any("3 malformed records" in w for w in health["warnings"])
         assert "funding_invalid_records 3.0" in requests.get(api.url + "/metrics", timeout=5).text

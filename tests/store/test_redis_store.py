@@ -193,7 +193,7 @@ def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_
                               "FUNDING_STATE_FILE": str(tmp_path / "elsewhere" / "state.json")})
     with ServerThread(settings, poll_s=0.05) as api:
         assert requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()["markPrice"] == 100.0
-        assert requests.get(api.url + "/funding/ETHUSDT", timeout=2).status_code == 404
+        assert requests.get(api.url + "/funding/ETHUSDT", timeout=2).status_code == 503  # no listing: not "not found"
         health = requests.get(api.url + "/funding/health", timeout=2).json()
         assert health["invalidRecords"] == 1 and health["stateReadError"] is None
         writer.write({"funding_state": {"BTCUSDT": record("BTCUSDT", 101.0)}, "heartbeat_interval_s": 5})

@@ -235,3 +235,73 @@ def test_consumers_take_their_universe_from_the_local_exchange_info(live: Live, 
                                                    "VOLUME_ALERT_STATE_FILE": str(tmp_path / "b.json")},
                                                 "FUNDING_SOURCE_MODE": "rest"}), dry_run=True)
         assert rest_only.universe() == universe and rest.counts["/fapi/v1/exchangeInfo"] == 1
+
+
+# -- answers a client can act on: final for what will never work, retryable for "not yet" ----------------------------
+
+def ccxt_usdm(live: Live) -> Any:
+    import ccxt
+
+    exchange = ccxt.binanceusdm({"timeout": 5000})
+    for name, url in list(exchange.urls["api"].items()):
+        if name.startswith("fapi"):  # fapiData too: /futures/data/*
+            exchange.urls["api"][name] = url.replace("https://fapi.binance.com", live.url)
+    exchange.load_markets()
+    return exchange
+
+
+def test_ccxt_raises_final_errors_for_routes_not_served_and_symbols_not_trading(live: Live) -> None:
+    """-1000 was ccxt's retryable OperationFailed: a retry loop on funding history, depth or tickers never ended."""
+    import ccxt
+
+    exchange = ccxt_usdm(live)
+    for call in (lambda: exchange.fetch_funding_rate_history("BTC/USDT:USDT"),
+                 lambda: exchange.fetch_open_interest_history("BTC/USDT:USDT", "5m"),
+                 lambda: exchange.fetch_order_book("BTC/USDT:USDT"), exchange.fetch_tickers):
+        with pytest.raises(ccxt.BadRequest, match="-1020"):
+            call()
+    # SETTLING, no data: -1122, ccxt's final ExchangeError (BadRequest on fapi.binance.com's own URL map).
+    with pytest.raises(ccxt.ExchangeError, match="OLDCOINUSDT is SETTLING") as info:
+        exchange.fetch_funding_rate("OLDCOIN/USDT:USDT")
+    assert not isinstance(info.value, ccxt.OperationFailed)
+
+
+def test_the_bulk_list_says_how_many_listed_symbols_it_left_out(live: Live) -> None:
+    exchange = ccxt_usdm(live)
+    rates = exchange.fetch_funding_rates(["BTC/USDT:USDT", f"{SILENT_SYMBOL.removesuffix('USDT')}/USDT:USDT"])
+    assert list(rates) == ["BTC/USDT:USDT"]  # Binance's shape has no place for the absent one: the header says it
+    assert int(exchange.last_response_headers["X-Missing-Symbols"]) >= 1
+    assert live.get("/fapi/v1/premiumIndex").headers["X-Missing-Symbols"] == exchange.last_response_headers[
+        "X-Missing-Symbols"]
+
+
+def test_python_binance_and_the_sdks_raise_their_client_errors_with_binance_codes(live: Live) -> None:
+    from binance.client import Client
+    from binance.error import ClientError
+    from binance.exceptions import BinanceAPIException
+    from binance.um_futures import UMFutures
+    from binance_common.errors import BadRequestError, NotFoundError
+    from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
+        ConfigurationRestAPI, DerivativesTradingUsdsFutures)
+
+    client = Client(ping=False)
+    client.FUTURES_URL, client.FUTURES_DATA_URL = live.url + "/fapi", live.url + "/futures/data"
+    for call, code in ((lambda: client.futures_funding_rate(symbol="BTCUSDT"), -1020),
+                       (lambda: client.futures_open_interest_hist(symbol="BTCUSDT", period="5m"), -1020),
+                       (lambda: client.futures_mark_price(symbol="OLDCOINUSDT"), -1122)):
+        with pytest.raises(BinanceAPIException) as py_info:
+            call()
+        assert py_info.value.code == code
+    rest = DerivativesTradingUsdsFutures(config_rest_api=ConfigurationRestAPI(base_path=live.url, timeout=5000)).rest_api
+    with pytest.raises(NotFoundError, match="-1020"):
+        rest.open_interest_statistics(symbol="BTCUSDT", period="5m")
+    with pytest.raises(BadRequestError, match="-1122"):
+        rest.mark_price(symbol="OLDCOINUSDT")
+    connector = UMFutures(key="k" * 64, secret="s" * 64, base_url=live.url)
+    for call, status, code in ((lambda: connector.open_interest_hist("BTCUSDT", "5m"), 404, -1020),  # KeyError before
+                               (lambda: connector.new_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=1),
+                                405, -1020),
+                               (lambda: connector.mark_price("OLDCOINUSDT"), 400, -1122)):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert (info.value.status_code, info.value.error_code) == (status, code)

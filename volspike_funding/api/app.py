@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from volspike_funding.core.version import __version__
-from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router
+from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router, not_served
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
 from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,
                          SymbolFunding, api_error, check_symbol, symbol_answer)
@@ -66,7 +66,9 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
         reasons.append("daemon stopped" if snap.document.get("stopped_at") is not None else
                        f"daemon not running: last heartbeat {'never' if beat is None else f'{beat:.0f} s ago'}")
     elif not connection.get("connected"):
-        reasons.append(f"websocket disconnected: {connection.get('last_error') or 'not connected yet'}")
+        never = connection.get("last_connected_time") is None  # nothing was ever connected to be "disconnected"
+        reasons.append(f"websocket {'not connected' if never else 'disconnected'}: "
+                       f"{connection.get('last_error') or 'not connected yet'}")
     newest = now - view.updated_sorted[-1] if view.updated_sorted else None
     oldest = now - view.updated_sorted[0] if view.updated_sorted else None
     if snap is not None and newest is None:
@@ -151,6 +153,13 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, dict) else {"error": str(exc.detail), "path": request.url.path}
+        if not isinstance(exc.detail, dict) and exc.status_code in (404, 405):
+            # Routing found no path or no method: Binance clients read code/msg (a body without them was a
+            # KeyError: 'code' in binance-futures-connector); /fapi/* answers in Binance's shape only.
+            body = not_served(request.method, request.url.path)
+            if not request.url.path.startswith("/fapi/"):
+                body["detail"] = detail
+            return json_response(body, exc.status_code, getattr(exc, "headers", None))
         return json_response({"detail": detail}, exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -216,7 +225,7 @@ def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | N
         check_symbol(symbol)
         body, fresh = symbol_answer(usable_view(), symbol, time.time(), stale_after_s)
         if not fresh:
-            raise api_error(404 if body["error"] == "Symbol not found" else 503, **body)
+            raise api_error(404 if body["error"] in ("Symbol not found", "Not trading") else 503, **body)
         return json_response(body)
 
     app.include_router(binance_router(cache, stale_after_s))

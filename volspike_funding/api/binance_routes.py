@@ -1,10 +1,13 @@
 """The Binance-compatible surface: ``/fapi/v1/*`` market-data routes that real clients read with only their base URL
 changed (ccxt ``binanceusdm``, python-binance, Binance's own SDKs, binance-futures-connector).
 
-Answers and errors are Binance's: ``{"code": ..., "msg": ...}``. A symbol Binance does not list is 400 ``-1121``;
-one it lists but we have no fresh data for is 503 ``-1001`` (retryable: a client falls back instead of deciding the
-symbol does not exist). Any other ``/fapi/*`` path is 404 in Binance's shape, so clients raise their own error
-type. Every answer carries ``X-Data-Age-Seconds`` where an age applies.
+Answers and errors are Binance's: ``{"code": ..., "msg": ...}``. A symbol Binance's known listing lacks is 400
+``-1121``; one it lists but we have no fresh data for, or any well-formed symbol before exchangeInfo is known, is
+503 ``-1001`` (retryable: a client falls back instead of deciding the symbol does not exist); one listed with a
+status other than TRADING and without fresh data is 400 ``-1122`` naming the status (final: no data will come).
+Any path or method not served here is 404/405 ``-1020`` (UNSUPPORTED_OPERATION), which clients treat as final:
+``-1000`` is ccxt's retryable ``OperationFailed``, so a retry loop on an unserved route never ended. Every answer
+carries ``X-Data-Age-Seconds`` where an age applies.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from volspike_funding.store.view import StateCache, View
+from volspike_funding.store.reference import listing
 from volspike_funding.store.statefile import age_of, binance_strings
-from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH
+from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH, symbol_problem
 
 ROUTES = ["/fapi/v1/premiumIndex", "/fapi/v1/exchangeInfo", "/fapi/v1/fundingInfo", "/fapi/v1/time",
           "/fapi/v1/ping"]
@@ -45,15 +49,23 @@ class BinanceError(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": BinanceError} for code in (400, 404, 503)}
 ERRORS[431] = {"description": "request head over 200 KiB, refused before routing ({\"detail\": {\"error\"}})"}
+#: Binance's UNSUPPORTED_OPERATION: ccxt maps it to BadRequest, the connectors raise their client error with it.
+NOT_SERVED_CODE = -1020
 
 
 def binance_error(status: int, code: int, msg: str) -> Response:
     return Response(orjson.dumps({"code": code, "msg": msg}), status_code=status, media_type="application/json")
 
 
-def _json(body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(body if isinstance(body, bytes) else orjson.dumps(body), media_type="application/json",
-                    headers=headers)
+def not_served(method: str, path: str) -> dict[str, Any]:
+    """The body for a path or method this service does not serve, in Binance's shape."""
+    return {"code": NOT_SERVED_CODE, "msg": f"{method[:10]} {path[:80]} is not served here: this local read-only "
+                                            f"service answers only GET {', '.join(ROUTES)} and /funding/*"}
+
+
+def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
+    return Response(body if isinstance(body, bytes) else orjson.dumps(body), status_code=status,
+                    media_type="application/json", headers=headers)
 
 
 def premium_index_item(record: dict[str, Any], view: View) -> dict[str, Any]:
@@ -99,21 +111,32 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
             return unavailable("Data")
         if symbol is not None:
             record = snap.lookup(symbol) if symbol and len(symbol) <= MAX_SYMBOL_LENGTH else None
-            if record is None:
-                ref = view.reference
-                if ref is not None and symbol and ref.resolve(symbol) is not None:
-                    return binance_error(503, -1001, f"No data yet for listed symbol {symbol}; please try again.")
-                return binance_error(400, -1121, "Invalid symbol.")
-            age = age_of(record, now)
-            if age is None or age > stale_after_s:
+            age = age_of(record, now) if record is not None else None
+            if record is not None and age is not None and age <= stale_after_s:
+                return _json(premium_index_item(record, view), {"X-Data-Age-Seconds": f"{age:.3f}"})
+            verdict, listed, status = listing(view.reference, symbol)
+            if verdict == "not trading":  # Binance's INVALID_SYMBOL_STATUS: final, where -1001 was retried for ever
+                return binance_error(400, -1122, f"Invalid symbol status: {listed} is {status} on Binance, not "
+                                                 "TRADING; no fresh data will come.")
+            if record is not None:
                 # Binance's "try again" error: a client library raises, and its caller can fall back to REST.
                 return binance_error(503, -1001, f"Data stale ({age} s); please try again.")
-            return _json(premium_index_item(record, view), {"X-Data-Age-Seconds": f"{age:.3f}"})
+            if verdict == "trading":
+                return binance_error(503, -1001, f"No data yet for listed symbol {listed}; please try again.")
+            if verdict == "unknown" and symbol_problem(symbol) is None:
+                # Without exchangeInfo "not listed" cannot be told from "not fetched yet": -1121 would be final.
+                return binance_error(503, -1001, f"No data yet for {symbol}, and Binance's listing is not known "
+                                                 "yet; please try again.")
+            return binance_error(400, -1121, "Invalid symbol.")
         fresh = [premium_index_item(r, view) for r in snap.symbols.values()
                  if (a := age_of(r, now)) is not None and a <= stale_after_s]
         if not fresh:
             return binance_error(503, -1001, "No fresh data for any symbol; please try again.")
-        return _json(fresh, {"X-Stale-Symbols": str(len(snap.symbols) - len(fresh))})
+        headers = {"X-Stale-Symbols": str(len(snap.symbols) - len(fresh))}
+        ref = view.reference
+        if ref is not None and ref.known:  # listed and trading, never any data: left out of the list, counted here
+            headers["X-Missing-Symbols"] = str(sum(1 for s in ref.trading if s not in snap.symbols))
+        return _json(fresh, headers)
 
     def reference_answer(part: str) -> Response:
         view = cache.view
@@ -144,10 +167,9 @@ def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
     async def ping() -> Response:
         return _json({})
 
-    # GET only: another method on a route we serve is 405, as the OpenAPI document says.
+    # GET only: another method on a route we serve is 405 (the app's routing-error handler, in the same shape).
     @router.get("/fapi/{rest:path}", include_in_schema=False)
-    async def not_served(rest: str) -> Response:
-        return binance_error(404, -1000, f"/fapi/{rest[:80]} is not served here; this local service answers only "
-                                         f"{', '.join(ROUTES)}")
+    async def other_fapi(rest: str) -> Response:
+        return _json(not_served("GET", f"/fapi/{rest}"), status=404)
 
     return router

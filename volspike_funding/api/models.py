@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from volspike_funding.store.view import View
-from volspike_funding.store.reference import ReferenceData
+from volspike_funding.store.reference import ReferenceData, listing
 from volspike_funding.store.statefile import age_of
 from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH, symbol_problem
 
@@ -46,10 +46,13 @@ class SymbolFunding(BaseModel):
 
 class BatchError(BaseModel):
     symbol: str
-    error: str = Field(description="'Symbol not found' (Binance does not list it), 'No data yet' (listed, "
-                                   "retryable) or 'Data stale'")
+    error: str = Field(description="'Symbol not found' (Binance's known listing lacks it), 'Not trading' (listed "
+                                   "with another status, no fresh data: final), 'No data yet' (listed, or the "
+                                   "listing not known yet: retryable) or 'Data stale'")
     ageSeconds: float | None = None
     maxAgeSeconds: float | None = None
+    reason: str | None = None
+    listingStatus: str | None = Field(None, description="exchangeInfo's status; null when the listing is unknown")
 
 
 class BatchResponse(BaseModel):
@@ -128,20 +131,28 @@ def symbol_body(key: str, record: dict[str, Any], now: float, stale_after: float
 
 def symbol_answer(view: View, name: str, now: float, stale_after: float) -> tuple[dict[str, Any], bool]:
     """The answer for one asked-for symbol and whether it is fresh data; otherwise ``{"symbol", "error", ...}``
-    (``Symbol not found``, ``No data yet`` or ``Data stale``), as a batch item and as the single-symbol route's
-    error detail."""
+    (``Symbol not found``, ``Not trading``, ``No data yet`` or ``Data stale``), as a batch item and as the
+    single-symbol route's error detail. "Not found" needs Binance's listing: until exchangeInfo is known a symbol
+    without data is "No data yet" (retryable), never "not found" (final)."""
     snap = view.snapshot
     key = snap.resolve(name) if snap is not None else None
-    if key is None:
-        listed = view.reference.resolve(name) if view.reference is not None else None
-        if listed is not None:
-            return {"symbol": listed, "error": "No data yet",
-                    "reason": "Binance lists this symbol but has sent no data for it yet (or its market is closed)",
-                    "listingStatus": view.reference.symbols[listed].get("status")}, False
-        return {"symbol": name, "error": "Symbol not found"}, False
-    assert snap is not None
-    body = symbol_body(key, snap.raw[key], now, stale_after, view.reference)
-    if body["stale"]:
+    body = symbol_body(key, snap.raw[key], now, stale_after, view.reference) if snap is not None and key else None
+    if body is not None and not body["stale"]:
+        return body, True
+    verdict, listed, status = listing(view.reference, name)
+    if verdict == "not trading":  # no data will come: a final answer, not one to retry for ever
+        return {"symbol": listed, "error": "Not trading", "reason": f"Binance lists this symbol as {status}, not "
+                "TRADING: no fresh data will come", "listingStatus": status,
+                **({"ageSeconds": body["ageSeconds"]} if body is not None else {})}, False
+    if body is not None:
         return {"symbol": body["symbol"], "error": "Data stale", "ageSeconds": body["ageSeconds"],
                 "maxAgeSeconds": stale_after}, False
-    return body, True
+    if verdict == "trading":
+        return {"symbol": listed, "error": "No data yet",
+                "reason": "Binance lists this symbol but has sent no data for it yet (or its market is closed)",
+                "listingStatus": status}, False
+    if verdict == "unknown":
+        return {"symbol": name, "error": "No data yet", "reason": "no data for this symbol, and Binance's listing "
+                "(exchangeInfo) is not known yet, so whether it exists cannot be told; retry later",
+                "listingStatus": None}, False
+    return {"symbol": name, "error": "Symbol not found"}, False

@@ -56,9 +56,23 @@ def describe(exc: BaseException) -> tuple[str, float | None]:
         return "timed out", None
     if isinstance(exc, websocket.WebSocketConnectionClosedException):
         return "connection closed by peer", None
+    if isinstance(exc, websocket.WebSocketAddressException):  # wraps the resolver's gaierror
+        inner = exc.args[0] if exc.args else None
+        return f"DNS lookup failed: {getattr(inner, 'strerror', None) or exc}", None
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror, None
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
+
+
+def cannot_connect(url: str, exc: BaseException, reason: str) -> str:
+    """The reason for a connection never made: it names the host, with a hint (a fresh droplet without DNS or
+    outbound 443 logged only "disconnected: Name or service not known"). A refused handshake is left as it is:
+    the server answered, so the network is not the cause."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        return reason
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    return f"cannot connect to {parts.hostname}: {reason} (check DNS and that outbound TCP {port} is allowed)"
 
 
 class Connection:
@@ -131,11 +145,12 @@ class Connection:
         self._events.put(Event(self, kind, self._clock(), **fields))  # type: ignore[arg-type]
 
     def _run(self) -> None:
-        reason, retry_after = "", None
+        reason, retry_after, connected = "", None, False
         try:
             ws = websocket.create_connection(
                 self.url, timeout=self._connect_timeout, skip_utf8_validation=True, enable_multithread=True,
                 header={"User-Agent": f"volspike-funding/{__version__}"})
+            connected = True
             with self._lock:
                 self._ws = ws
                 aborted = self._abort_reason is not None
@@ -156,6 +171,8 @@ class Connection:
                     self._emit(FRAME, data=data)
         except Exception as exc:  # every way a socket can end is a reason to reconnect, reported once
             reason, retry_after = describe(exc)
+            if not connected:
+                reason = cannot_connect(self.url, exc, reason)
         finally:
             with self._lock:
                 ws_final, self._ws = self._ws, None

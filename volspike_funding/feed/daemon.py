@@ -249,8 +249,9 @@ class Daemon:
             delay = max(delay, used)
         self._reconnect_at = time.monotonic() + delay
         self._mark_disconnected(event.at, reason)
-        log.warning("disconnected: %s; reconnecting in %.2f s (backoff cap %.1f s, consecutive failure %d)",
-                    reason, delay, cap, self.failures)
+        # A connection never opened was not "disconnected": its reason says "cannot connect to <host>".
+        log.warning(("disconnected: %s; reconnecting" if conn.opened is not None else "%s; retrying") +
+                    " in %.2f s (backoff cap %.1f s, consecutive failure %d)", reason, delay, cap, self.failures)
         self._write()
 
     def _mark_disconnected(self, at: float, reason: str) -> None:

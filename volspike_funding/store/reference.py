@@ -131,6 +131,20 @@ class ReferenceData:
                 "interestRates": self.interest_rates, "interestRatesAt": self.interest_rates_at}
 
 
+def listing(data: "ReferenceData | None", symbol: str) -> tuple[str, str | None, str | None]:
+    """What Binance's listing says of ``symbol``: ``(verdict, listed name, exchangeInfo status)`` with verdict
+    ``"unknown"`` (no exchangeInfo yet: "not listed" cannot be told from "not fetched"), ``"unlisted"``,
+    ``"trading"`` or ``"not trading"`` (listed with another status: SETTLING, PENDING_TRADING, ...)."""
+    if data is None or not data.known:
+        return "unknown", None, None
+    key = data.resolve(symbol)
+    if key is None:
+        return "unlisted", None, None
+    status = data.symbols[key].get("status")
+    # A missing status claims nothing: the symbol stays retryable rather than final on a guess.
+    return ("not trading" if isinstance(status, str) and status != "TRADING" else "trading"), key, status
+
+
 def _time(raw: Any) -> float | None:
     return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw > 0 else None
 
