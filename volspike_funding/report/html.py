@@ -13,6 +13,8 @@ import io
 from datetime import datetime, timezone
 from typing import Any
 
+from volspike_funding.report.text import mismatched_fields
+
 FIELDS = ("fundingRate", "markPrice")
 COLOURS = {"SAFE TO SWITCH": "#1a7f37", "REVIEW NEEDED": "#cf222e", "INSUFFICIENT DATA": "#9a6700"}
 
@@ -123,9 +125,10 @@ def render(result: dict[str, Any]) -> str:
                       c["threshold"], "yes" if c["met"] else "NO"] for c in result["checks"]])
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
     cov = result["coverage"]
-    worst = _table(["symbol", "compared", "mismatches", "worst relative difference", "field"],
-                   [[w["symbol"], w["comparisons"] or "-", w["mismatches"], f"{w['worstRelDiff']:.3g}",
-                     w["worstField"]] for w in result["worstSymbols"]])
+    worst = _table(["symbol", "compared", "mismatches", "worst relative difference", "mismatched fields"],
+                   [[w["symbol"], w["comparisons"], w["mismatches"],
+                     None if w["worstRelDiff"] is None else f"{w['worstRelDiff']:.3g}", mismatched_fields(w)]
+                    for w in result["worstSymbols"]])
     sections = [("Verdict", f"<p class=verdict style='background:{COLOURS.get(verdict, '#6e7781')}'>"
                             f"{html.escape(verdict)}</p><ul>{reasons}</ul>{checks}"),
                 ("Match rate per hour", match_rate_chart(result)),
