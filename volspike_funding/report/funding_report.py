@@ -309,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from volspike_funding.report.text import render
 
         args = parser.parse_args(argv)
+        settings = settings_from_args(args, REPORT)
         if not args.inputs:  # it used to wait on a terminal's stdin without a word
             raise SettingsError("no LOG given: name the log files, or '-' to read standard input "
                                 "(journalctl -o json ... | validate_funding_comparison.py -)")
-        settings = settings_from_args(args, REPORT)
         now = datetime.now(timezone.utc)
         since = parse_when(args.since, now) if args.since else None
         until = parse_when(args.until, now) if args.until else None
