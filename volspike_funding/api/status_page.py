@@ -81,9 +81,11 @@ function tick() {
   const h = health, down = unreachableSince !== null;
   if (down) {
     $("health").textContent = "API unreachable"; $("health").className = "unhealthy";
-    const last = answeredAt === null ? "it has not answered yet" : "last answer at " + utc(answeredAt) +
-      " (" + Math.round(since()) + " s ago); the figures below are from then, ages still counting";
-    list($("reasons"), ["the API has not answered since " + utc(unreachableSince) + ": " + problem, last]);
+    const from = answeredAt === null ? unreachableSince : answeredAt;
+    list($("reasons"), ["the API has not answered since " + utc(from) + " (" +
+      Math.round((Date.now() - from) / 1000) + " s): " + problem,
+      answeredAt === null ? "no answer since this page was loaded"
+        : "the figures below are from its last answer; their ages keep counting"]);
   }
   if (h) {
     if (!down) {
@@ -99,7 +101,7 @@ function tick() {
     $("reconnects").textContent = h.reconnectAttempts;
     $("stale").textContent = h.staleSymbols;
   }
-  $("updated").textContent = answeredAt === null ? "" : "answered " + utc(answeredAt);
+  $("updated").textContent = answeredAt === null ? "" : "last answer " + utc(answeredAt);
   render();
 }
 async function getJson(path) {
