@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_report import SUMMARY_MARKER, old_format  # noqa: E402
+from tests.report.test_report import SUMMARY_MARKER, old_format  # noqa: E402
 from volspike_funding.store.comparison_log import FUNDING, MARK, ComparisonLog  # noqa: E402
 from volspike_funding.report.funding_report import Report, feed_all  # noqa: E402
 from volspike_funding.core.settings import load_settings  # noqa: E402
