@@ -101,7 +101,8 @@ def polls_pass(health: FakeHealth, n: int = 20) -> None:
 
 def test_one_message_when_unhealthy_for_the_delay_one_when_healthy_again(
         tmp_path: Path, health: FakeHealth, telegram: FakeTelegram, notifier: Callable[..., Notifier]) -> None:
-    n = notifier(health.url + "/funding/health", telegram.url)
+    # a delay far above a few polls' time, even on a loaded machine, so the blip below is surely shorter
+    n = notifier(health.url + "/funding/health", telegram.url, HEALTH_NOTIFY_AFTER_S="3")
     polls_pass(health, 5)
     assert telegram.messages == []  # healthy: nothing to say
     health.reasons = ["daemon stopped"]
