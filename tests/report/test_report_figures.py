@@ -139,3 +139,16 @@ def test_ctrl_c_exits_130_never_0(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 130, (proc.returncode, err)
     assert out == "" and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``validate_funding_comparison.py LOG | head``: the pipe closes before the report is written."""
+    log = tmp_path / "day.log"
+    log.write_text("\n".join(generate()) + "\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(log)], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=60,
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": "/nonexistent"})
+    os.close(write)
+    assert "Traceback" not in proc.stderr and proc.stderr == "" and proc.returncode == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -325,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Path(args.html).write_text(render_html(result), encoding="utf-8")
             except OSError as exc:
                 raise SettingsError(f"--html: cannot write {args.html}: {exc.strerror or exc}") from None
-        print(json.dumps(result, indent=2) if args.json else render(result))
+        try:
+            print(json.dumps(result, indent=2) if args.json else render(result), flush=True)
+        except BrokenPipeError:  # `... | head`: the reader has what it wanted; no traceback, the verdict stands
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return result["exitCode"]
 
     def interruptible() -> int:

@@ -38,7 +38,7 @@ def render(result: dict[str, Any]) -> str:
                    f"{cov['largestGapMinutes']:g} min" + (f" from {cov['largestGapFrom']}" if cov["largestGapFrom"]
                                                           else ""))
     header = ["field / consumer", "compared", "matches", "rate", "|diff| p50", "|diff| p99", "|diff| max",
-              "rel p50", "rel p99", "rel max", "ws age p50", "ws age p99", "legacy mism."]
+              "rel p50", "rel p99", "rel max", "ws age p50 (s)", "ws age p99 (s)", "legacy mism."]
     rows = []
     for name, stats in [(f"{k} (all)", v) for k, v in result["fields"].items()] + list(result["consumers"].items()):
         a, r, age = stats["absDiff"], stats["relDiff"], stats["wsAgeSeconds"]
