@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (idempotently), render-only or uninstall the VolSpike funding services on a Debian/Ubuntu host.
 #
-#   sudo deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--no-start]
+#   sudo deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--with-notifier] [--no-start]
 #                          [--python PY] [--pip-args "ARGS"] [--replace-legacy]
 #   deploy/install.sh --render-only DIR [--prefix DIR] ...     write the rendered units to DIR, change nothing else
 #   sudo deploy/install.sh --uninstall [--purge]                stop, disable and remove (--purge: state + env file)
@@ -34,6 +34,8 @@ LEGACY_PATH=/home/trader/volume-spike-bot
 LEGACY_BACKUP=/etc/volspike/legacy-units
 FUNDING_UNITS=(binance-funding-ws.service binance-funding-api.service)
 CONSUMER_UNITS=(volspike-volume-alerts.service volspike-oi-poller.service)
+NOTIFIER_UNITS=(volspike-health-notifier.service)  # opt-in: --with-notifier (needs HEALTH_NOTIFY_CHAT_ID)
+NOTIFIER=no
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "install.sh: error: $*" >&2; exit 2; }
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
         --purge) PURGE=yes; shift ;;
         --no-start) START=no; shift ;;
         --with-consumers) CONSUMERS=yes; shift ;;
+        --with-notifier) NOTIFIER=yes; shift ;;
         --replace-legacy) REPLACE_LEGACY=yes; shift ;;
         -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -80,7 +83,7 @@ render_unit() {
 render_all() {
     local dir="$1" unit
     mkdir -p "$dir"
-    for unit in "${FUNDING_UNITS[@]}" "${CONSUMER_UNITS[@]}"; do
+    for unit in "${FUNDING_UNITS[@]}" "${CONSUMER_UNITS[@]}" "${NOTIFIER_UNITS[@]}"; do
         render_unit "$SRC/systemd/$unit" "$dir/$unit"
         chmod 0644 "$dir/$unit"
     done
@@ -96,7 +99,7 @@ fi
 command -v systemctl >/dev/null || die "systemctl not found: this script installs systemd units"
 
 if [ "$MODE" = uninstall ]; then
-    for unit in "${CONSUMER_UNITS[@]}" "${FUNDING_UNITS[@]}"; do
+    for unit in "${NOTIFIER_UNITS[@]}" "${CONSUMER_UNITS[@]}" "${FUNDING_UNITS[@]}"; do
         systemctl disable --now "$unit" 2>/dev/null || true
         rm -f "$UNIT_DIR/$unit"
     done
@@ -180,6 +183,7 @@ systemctl daemon-reload
 # 6. Enable and (re)start.
 units=("${FUNDING_UNITS[@]}")
 [ "$CONSUMERS" = yes ] && units+=("${CONSUMER_UNITS[@]}")
+[ "$NOTIFIER" = yes ] && units+=("${NOTIFIER_UNITS[@]}")
 if [ "$START" = yes ]; then
     systemctl enable "${units[@]}" >/dev/null 2>&1
     systemctl restart "${units[@]}"

@@ -3,7 +3,7 @@
 # As root on Debian/Ubuntu it also installs the system packages some tests need: systemd-container (the deployment
 # test boots a real systemd), chromium + chromium-driver (the status page in a real browser) and prometheus (its
 # promtool checks and unit-tests the alerting rules), redis-server (the shared store's tests start their own on
-# an ephemeral port) and openssl (a certificate for the TLS store test). Elsewhere those tests skip and say why.
+# an ephemeral port), openssl (a certificate for the TLS store test) and a CJK font (the report's charts). Elsewhere those tests skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -13,6 +13,8 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v openssl >/dev/null || need+=(openssl)
+# a CJK font: the HTML report draws symbol names such as 币安人生USDT (without one it prints '?' for them)
+fc-list 2>/dev/null | grep -qiE 'wqy|cjk|droid sans fallback' || need+=(fonts-wqy-microhei)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     # policy-rc.d: installing prometheus or redis-server must not start a server on this machine.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

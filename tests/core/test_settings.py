@@ -16,7 +16,7 @@ from volspike_funding.core.settings import SETTINGS, Settings, load_settings
 from ..conftest import ROOT
 
 SCRIPTS = ["binance_funding_ws_daemon.py", "funding_api_server.py", "hourly_volume_alert_dual_env.py",
-           "oi_realtime_poller.py", "validate_funding_comparison.py"]
+           "oi_realtime_poller.py", "validate_funding_comparison.py", "funding_health_notifier.py"]
 
 
 def test_every_field_has_exactly_one_row() -> None:
@@ -83,7 +83,8 @@ READS = {"binance_funding_ws_daemon.py": ("FUNDING_STALE_AFTER_S", "--stale-afte
          "funding_api_server.py": ("FUNDING_STALE_AFTER_S", "--stale-after-s"),
          "hourly_volume_alert_dual_env.py": ("VOLUME_MULTIPLE", "--volume-multiple"),
          "oi_realtime_poller.py": ("OI_MAX_REQ_PER_MIN", "--oi-max-req-per-min"),
-         "validate_funding_comparison.py": ("REPORT_MIN_HOURS", "--report-min-hours")}
+         "validate_funding_comparison.py": ("REPORT_MIN_HOURS", "--report-min-hours"),
+         "funding_health_notifier.py": ("HEALTH_NOTIFY_AFTER_S", "--health-notify-after-s")}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -250,7 +250,8 @@ def test_html_report_of_a_recorded_day_is_self_contained(tmp_path: Path) -> None
     assert result["verdict"] == "INSUFFICIENT DATA" and page.index(result["verdict"]) < page.index("<svg")
     for check in result["checks"]:  # every threshold, met or missed, with its figure
         assert check["check"] in page
-    assert "<td>largest gap (min)</td><td>90</td><td>&lt;= 60</td><td>NO</td>" in page  # the figure beside it
+    # the figure beside it: the last line before the stop at 04:59, the first after at 06:30
+    assert "<td>largest gap (min)</td><td>91</td><td>&lt;= 60</td><td>NO</td>" in page
     assert page.count("<section>") == 5 and page.count("<svg") == 4  # a chart for each section after the verdict
     for external in ("<script", "<link", "@import", "url(http", 'src="http', 'href="http'):
         assert external not in page

@@ -13,7 +13,7 @@ import requests
 
 from volspike_funding.api.server import ServerThread
 from volspike_funding.core.settings import load_settings
-from volspike_funding.store import statefile
+from volspike_funding.store import reference, statefile
 from volspike_funding.store.redis_layout import BEATS, DAEMONS, RECORDS, REFERENCE
 from volspike_funding.store.redis_store import RedisStateWriter
 
@@ -147,7 +147,8 @@ def test_symbols_delisted_while_no_daemon_ran_leave_the_store(store: RedisServer
     # A new daemon starts after GONEUSDT was delisted: its exchangeInfo lists only BTCUSDT.
     new = RedisStateWriter(store.url, max_future_ms=300_000, daemon_id="new")
     info = {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL"}]}
-    new.write_reference(orjson.dumps({"exchangeInfo": info}), ["BTCUSDT"])
+    data = reference.ReferenceData(exchange_info=orjson.dumps(info), exchange_info_at=time.time())
+    new.write_reference(orjson.dumps(data.document()), data.symbols)
     assert redis.hkeys(RECORDS) == [b"BTCUSDT"]
     with ServerThread(api_settings(store, tmp_path), poll_s=0.05) as api:
         assert requests.get(api.url + "/funding/GONEUSDT", timeout=5).status_code == 404

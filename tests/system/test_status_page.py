@@ -80,3 +80,37 @@ def test_status_page_shows_live_state_filters_and_turns_red(browser: Any, fake_w
         assert "daemon stopped" in text("reasons")
         assert browser.execute_script("return performance.getEntriesByType('resource')"
                                       ".every(e => e.name.startsWith(location.origin))")
+
+
+def test_api_gone_says_since_when_and_ages_keep_counting(browser: Any, make_settings: Callable[..., Settings]) -> None:
+    """The API stops answering: the page says so and since when (it showed "TypeError: Failed to fetch"), and the
+    ages go on from the last answer (they froze, so stale data looked fresh). Funding rates are percentages."""
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    from ..api.test_api import put_state, record
+
+    settings = make_settings(FUNDING_STALE_AFTER_S="600")
+    put_state(settings.state_file, {"BTCUSDT": record("BTCUSDT", 1.0), "ETHUSDT": record("ETHUSDT", 1.0,
+                                                                                         funding="0.00010000")})
+    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+    seconds = lambda raw: float(raw.split()[0])  # noqa: E731
+    with ServerThread(settings, poll_s=0.05) as api:
+        browser.get(api.url + "/")
+        wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#rows tr")) == 2, 15)
+        cells = {r.get_attribute("data-symbol"): [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+                 for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr")}
+        assert cells["BTCUSDT"][2] == "-0.0120 %" and cells["ETHUSDT"][2] == "0.0100 %", cells
+        first = seconds(text("age"))
+        wait_until(lambda: seconds(text("age")) >= first + 1, 10)  # counting between two answers too
+    wait_until(lambda: text("health") == "API unreachable", 15)
+    assert browser.find_element(By.ID, "health").get_attribute("class") == "unhealthy"
+    reasons = text("reasons")
+    assert re.search(r"has not answered since \d\d:\d\d:\d\d UTC", reasons), reasons
+    assert "from its last answer" in reasons and "TypeError: Failed to fetch" not in reasons
+    frozen = seconds(text("age"))
+    row_age = lambda: seconds(browser.find_elements(By.CSS_SELECTOR, "#rows tr td")[4].text)  # noqa: E731
+    before = row_age()
+    wait_until(lambda: seconds(text("age")) >= frozen + 2 and row_age() >= before + 2, 10)
+    assert text("connection") == "unknown (API unreachable)"

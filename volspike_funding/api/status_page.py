@@ -3,7 +3,8 @@
 No external scripts, fonts or styles, relative URLs only (it works through ``ssh -L 8888:127.0.0.1:8888``). Every
 2 seconds it reads ``/funding/health`` and ``/funding/batch`` — the API's own answers, so the page can never
 disagree with them — and shows health and its reasons, data age, connection, uptime, reconnects, and a filterable
-table of symbols (mark price, funding rate, next funding time, age; stale rows marked).
+table of symbols (mark price, funding rate in percent, next funding time, age; stale rows marked). Ages keep
+counting between answers; when the API stops answering the page says so and since when, never a frozen "fresh".
 """
 
 from __future__ import annotations
@@ -41,13 +42,18 @@ PAGE = """<!doctype html>
 <input id="filter" type="search" placeholder="filter symbols, e.g. BTC" autocomplete="off">
 <span id="shown"></span>
 <table><thead><tr><th>Symbol</th><th>Mark price</th><th>Funding rate</th><th>Next funding (UTC)</th>
-<th>Age (s)</th></tr></thead><tbody id="rows"></tbody></table>
+<th>Age</th></tr></thead><tbody id="rows"></tbody></table>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-let items = [];
+let items = [], health = null, answeredAt = null, unreachableSince = null, problem = "";
 const num = (v, digits) => (v === null || v === undefined) ? "-" : Number(v).toPrecision(digits);
-const text = (v) => (v === null || v === undefined) ? "-" : String(v);
+// Funding rates as Binance shows them: a percentage, always four decimals (0.0100 %).
+const pct = (v) => (v === null || v === undefined) ? "-" : (100 * Number(v)).toFixed(4) + " %";
+const utc = (ms) => new Date(ms).toISOString().slice(11, 19) + " UTC";
+// Ages were true when the API answered: they keep counting from then, so a page that lost the API never looks fresh.
+const since = () => answeredAt === null ? 0 : (Date.now() - answeredAt) / 1000;
+const age = (v) => (v === null || v === undefined) ? "-" : (Number(v) + since()).toFixed(1) + " s";
 function duration(s) {
   if (s === null || s === undefined) return "-";
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
@@ -62,38 +68,65 @@ function render() {
   $("rows").replaceChildren(...shown.map((i) => {
     const tr = document.createElement("tr");
     tr.dataset.symbol = i.symbol;
-    if (i.error) tr.className = "stale";
+    if (i.error || i.stale) tr.className = "stale";
     const next = i.nextFundingTime ? new Date(i.nextFundingTime).toISOString().slice(0, 16).replace("T", " ") : "-";
-    for (const cell of [i.symbol, num(i.markPrice, 8), num(i.fundingRate, 4), next, text(i.ageSeconds)]) {
+    for (const cell of [i.symbol, num(i.markPrice, 8), pct(i.fundingRate), next, age(i.ageSeconds)]) {
       const td = document.createElement("td"); td.textContent = cell; tr.appendChild(td);
     }
     return tr;
   }));
   $("shown").textContent = shown.length + " of " + items.length + " shown";
 }
-async function refresh() {
-  try {
-    const h = await (await fetch("funding/health", {cache: "no-store"})).json();
-    $("health").textContent = h.status; $("health").className = h.status;
-    list($("reasons"), h.reasons || []); list($("warnings"), h.warnings || []);
+function tick() {
+  const h = health, down = unreachableSince !== null;
+  if (down) {
+    $("health").textContent = "API unreachable"; $("health").className = "unhealthy";
+    const from = answeredAt === null ? unreachableSince : answeredAt;
+    list($("reasons"), ["the API has not answered since " + utc(from) + " (" +
+      Math.round((Date.now() - from) / 1000) + " s): " + problem,
+      answeredAt === null ? "no answer since this page was loaded"
+        : "the figures below are from its last answer; their ages keep counting"]);
+  }
+  if (h) {
+    if (!down) {
+      $("health").textContent = h.status; $("health").className = h.status;
+      list($("reasons"), h.reasons || []);
+    }
+    list($("warnings"), h.warnings || []);
     $("symbols").textContent = h.symbolCount;
-    $("age").textContent = h.newestDataAgeSeconds === null ? "no data" : h.newestDataAgeSeconds.toFixed(1) + " s";
-    $("connection").textContent = h.websocketConnected ? "connected" : "disconnected";
-    $("uptime").textContent = duration(h.uptimeSeconds);
+    $("age").textContent = h.newestDataAgeSeconds === null ? "no data" : age(h.newestDataAgeSeconds);
+    $("connection").textContent = down ? "unknown (API unreachable)" : h.websocketConnected ? "connected"
+      : "disconnected";
+    $("uptime").textContent = down || h.uptimeSeconds === null ? "-" : duration(h.uptimeSeconds + since());
     $("reconnects").textContent = h.reconnectAttempts;
     $("stale").textContent = h.staleSymbols;
-    const b = await fetch("funding/batch", {cache: "no-store"});
-    if (b.ok) items = (await b.json()).data;
-    render();
-    $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
-  } catch (e) {
-    $("health").textContent = "API unreachable"; $("health").className = "unhealthy";
-    list($("reasons"), [String(e)]);
   }
+  $("updated").textContent = answeredAt === null ? "" : "last answer " + utc(answeredAt);
+  render();
+}
+async function getJson(path) {
+  const r = await fetch(path, {cache: "no-store"});
+  let body = null;
+  try { body = await r.json(); } catch (e) { throw new Error(path + " answered HTTP " + r.status + ", not JSON"); }
+  return [r, body];
+}
+async function refresh() {
+  try {
+    const [, h] = await getJson("funding/health");
+    if (!h || !h.status) throw new Error("funding/health answered without a status");
+    const [b, batch] = await getJson("funding/batch");
+    health = h; answeredAt = Date.now(); unreachableSince = null;
+    if (b.ok && batch && batch.data) items = batch.data;
+  } catch (e) {
+    if (unreachableSince === null) unreachableSince = Date.now();
+    problem = e instanceof TypeError ? "no connection (" + e.message + ")" : e.message;
+  }
+  tick();
 }
 $("filter").addEventListener("input", render);
 refresh();
 setInterval(refresh, 2000);
+setInterval(tick, 1000);
 </script>
 </body></html>
 """

@@ -15,11 +15,11 @@ from typing import Any, Mapping
 from dotenv import dotenv_values
 
 from volspike_funding.core.errors import SettingsError
-from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON, OI, REPORT, SETTINGS, Setting, markdown_table,
+from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON, NOTIFY, OI, REPORT, SETTINGS, Setting, markdown_table,
                              settings_for)
 
 # The table's names are re-exported: callers import settings from one place.
-__all__ = ["ALERTS", "API", "CONSUMER", "DAEMON", "OI", "REPORT", "SETTINGS", "Setting", "Settings", "ENV_FILE_VAR",
+__all__ = ["ALERTS", "API", "CONSUMER", "DAEMON", "NOTIFY", "OI", "REPORT", "SETTINGS", "Setting", "Settings", "ENV_FILE_VAR",
            "load_settings", "markdown_table", "masked", "read_env_file", "secret_values", "settings_for"]
 
 ENV_FILE_VAR = "VOLSPIKE_ENV_FILE"
@@ -107,6 +107,11 @@ class Settings:
     report_max_p99_rel_funding: float
     report_max_p99_rel_mark: float
     report_max_ws_unavailable_pct: float
+    health_notify_chat_id: str | None
+    health_notify_url: str
+    health_notify_after_s: float
+    health_notify_interval_s: float
+    health_notify_state_file: Path
 
     @property
     def reference_path(self) -> Path:

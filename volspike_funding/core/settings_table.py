@@ -32,6 +32,7 @@ class Setting:
 
 
 DAEMON, API, CONSUMER, ALERTS, OI, REPORT = "daemon", "api", "consumers", "alerts", "oi", "report"
+NOTIFY = "notify"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("BINANCE_WS_URL", "ws_url", "wss://fstream.binance.com/market/stream?streams=!markPrice@arr@1s",
@@ -104,7 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Unread answers held for slow clients, all connections together; beyond, the connection whose answer "
             "tipped it over is dropped (RSS stays flat however many clients stop reading).", (API,)),
     Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", v.log_level, "DEBUG, INFO, WARNING or ERROR.",
-            (DAEMON, API, CONSUMER, ALERTS)),
+            (DAEMON, API, CONSUMER, ALERTS, NOTIFY)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------
     Setting("WS_FUNDING_ENABLED", "ws_funding_enabled", "true", v.boolean,
             "Use the local WebSocket service at all; decides the default FUNDING_SOURCE_MODE.", (CONSUMER,)),
@@ -140,9 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUME_ALERT_STATE_FILE", "volume_alert_state_file", ".volume_alert_state.json", v.path,
             "Sent alerts per (symbol, candle hour), persisted atomically so a restart never re-sends.", (ALERTS,)),
     Setting("TELEGRAM_API_URL", "telegram_api_url", "https://api.telegram.org", v.url("http", "https"),
-            "Telegram Bot API base URL.", (ALERTS,)),
+            "Telegram Bot API base URL.", (ALERTS, NOTIFY)),
     Setting("TELEGRAM_TOKEN", "telegram_token", "", v.text, "Telegram bot token; empty disables Telegram.",
-            (ALERTS,), secret=True),
+            (ALERTS, NOTIFY), secret=True),
     Setting("TELEGRAM_CHAT_ID", "telegram_chat_id", "", v.text,
             "Telegram chat to post to (the legacy name CHAT_ID is read too).", (ALERTS,), aliases=("CHAT_ID",)),
     Setting("VOLSPIKE_API_URL", "volspike_api_url", "", v.optional_url("http", "https"),
@@ -157,7 +158,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Read timeout of an alert POST to a backend (volume and OI alerts); a POST that timed out is never "
             "sent again (it may have been stored).", (ALERTS, OI)),
     Setting("TELEGRAM_TIMEOUT_S", "telegram_timeout_s", "10", v.number(0, strict=True),
-            "Read timeout of a Telegram sendMessage; a message that timed out is never sent again.", (ALERTS,)),
+            "Read timeout of a Telegram sendMessage; a message that timed out is never sent again.",
+            (ALERTS, NOTIFY)),
     # -- oi_realtime_poller.py ---------------------------------------------------------------------------------
     Setting("OI_MAX_REQ_PER_MIN", "oi_max_req_per_min", "2000", v.number(0, strict=True),
             "openInterest requests per minute at most; sets the loop interval with the universe size.", (OI,)),
@@ -219,6 +221,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest acceptable p99 relative difference of mark prices.", (REPORT,)),
     Setting("REPORT_MAX_WS_UNAVAILABLE_PCT", "report_max_ws_unavailable_pct", "1", v.number(0),
             "Largest acceptable share of scans in which the local API was unavailable, in percent.", (REPORT,)),
+    # -- funding_health_notifier.py: Telegram when /funding/health stays unhealthy (opt-in) ----------------------
+    Setting("HEALTH_NOTIFY_CHAT_ID", "health_notify_chat_id", "", v.text,
+            "Telegram chat for health messages (with TELEGRAM_TOKEN); the notifier refuses to start without it.",
+            (NOTIFY,)),
+    Setting("HEALTH_NOTIFY_URL", "health_notify_url", "http://127.0.0.1:8888/funding/health",
+            v.url("http", "https"), "The health endpoint the notifier polls; no answer counts as unhealthy.",
+            (NOTIFY,)),
+    Setting("HEALTH_NOTIFY_AFTER_S", "health_notify_after_s", "300", v.number(0),
+            "Unhealthy for this long (without a healthy answer) before the one message saying so; the "
+            "message that it is healthy again follows its first healthy answer.", (NOTIFY,)),
+    Setting("HEALTH_NOTIFY_INTERVAL_S", "health_notify_interval_s", "30", v.number(0, strict=True),
+            "Seconds between two polls of the health endpoint (each waits at most 10 s for its answer).",
+            (NOTIFY,)),
+    Setting("HEALTH_NOTIFY_STATE_FILE", "health_notify_state_file", ".health_notify_state.json", v.path,
+            "What was announced last, kept atomically so a restart never repeats a message.", (NOTIFY,)),
 )
 
 

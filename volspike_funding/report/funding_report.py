@@ -3,13 +3,14 @@
 Reads the consumers' comparison lines (format owned by :mod:`.comparison_log`) from files, ``.gz`` files or stdin:
 raw logs, ``journalctl -u ...`` output and ``journalctl -o json``, plus the original deployment's legacy
 mismatch lines. Streams in constant memory. Exit codes: 0 SAFE TO SWITCH, 1 REVIEW NEEDED,
-2 INSUFFICIENT DATA or bad usage.
+2 INSUFFICIENT DATA or bad usage, 130 interrupted (see :data:`EPILOG`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -132,7 +133,8 @@ class Report:
                 for name, f in record.fields.items():
                     for stats in (self.fields[name],
                                   self.by_consumer.setdefault((record.consumer, name), FieldStats())):
-                        stats.add_window(f, record.ws_age if name == MARK else None, bucket_value)
+                        # One age per WebSocket record, logged once (with its mark price): it is both fields' age.
+                        stats.add_window(f, record.ws_age, bucket_value, record.max_ws_age)
                     self.hourly.add(record.ts, **{f"{name}.n": int(f["n"]), f"{name}.m": int(f["m"])})
                 av, a = record.availability, self.availability.setdefault(record.consumer, Availability())
                 self.hourly.add(record.ts, scans=record.scans, wsUnavailable=av["wsUnavailable"],
@@ -145,10 +147,7 @@ class Report:
                 a.rest_fallbacks += av["restFallbacks"]
         elif isinstance(record, Mismatch):
             if self._in_window(record.ts):
-                sym = self.symbols.setdefault(record.symbol, SymbolStats())
-                sym.mismatches += 1
-                if record.rel_diff is not None and record.rel_diff > sym.worst_rel_diff:
-                    sym.worst_rel_diff, sym.worst_field = record.rel_diff, record.field
+                self.symbols.setdefault(record.symbol, SymbolStats()).add_mismatch(record.field, record.rel_diff)
         elif isinstance(record, ScanSummary):
             if self._in_window(record.ts):
                 a = self.availability.setdefault(record.consumer, Availability())
@@ -170,9 +169,8 @@ class Report:
             stats.add(c.match, c.abs_diff, c.rel_diff, c.ws_age)
         sym = self.symbols.setdefault(c.symbol, SymbolStats())
         sym.comparisons += 1
-        sym.mismatches += not c.match
-        if c.rel_diff is not None and c.rel_diff > sym.worst_rel_diff:
-            sym.worst_rel_diff, sym.worst_field = c.rel_diff, c.field
+        if not c.match:
+            sym.add_mismatch(c.field, c.rel_diff)
 
     # -- the verdict ---------------------------------------------------------------------------------------------
     def verdict(self) -> tuple[str, list[str]]:
@@ -191,7 +189,7 @@ class Report:
             insufficient.append(f"covers {self.coverage.hours:.1f} h, {s.report_min_hours:g} h needed")
         gap, _ = self.coverage.largest_gap()
         if total and gap > s.report_max_gap_minutes * 60:
-            insufficient.append(f"a {gap / 60:.0f} min gap without data (at most {s.report_max_gap_minutes:g})")
+            insufficient.append(f"a {gap / 60:.1f} min gap without data (at most {s.report_max_gap_minutes:g})")
         if 0 < total < s.report_min_comparisons:
             insufficient.append(f"{total} comparisons, {s.report_min_comparisons} needed")
         limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
@@ -243,7 +241,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         verdict, reasons = self.verdict()
         gap, gap_start = self.coverage.largest_gap()
-        worst = sorted(self.symbols.items(), key=lambda kv: (-kv[1].mismatches, -kv[1].worst_rel_diff))[:10]
+        worst = sorted(self.symbols.items(), key=lambda kv: (-kv[1].mismatches, -(kv[1].worst_rel_diff or 0.0)))[:10]
         return {
             "verdict": verdict, "exitCode": EXIT[verdict], "reasons": reasons,
             "lines": self.lines, "unparseableLines": self.unparseable, "outsideWindow": self.filtered,
@@ -255,8 +253,10 @@ class Report:
             "fields": {name: stats.as_dict() for name, stats in self.fields.items()},
             "consumers": {f"{c}/{f}": stats.as_dict() for (c, f), stats in sorted(self.by_consumer.items())},
             "availability": {c: a.as_dict() for c, a in sorted(self.availability.items())},
-            "worstSymbols": [{"symbol": name, "comparisons": s.comparisons, "mismatches": s.mismatches,
-                              "worstRelDiff": s.worst_rel_diff, "worstField": s.worst_field or None}
+            # comparisons: null when only window lines were read (they count no comparisons per symbol)
+            "worstSymbols": [{"symbol": name, "comparisons": s.comparisons or None, "mismatches": s.mismatches,
+                              "worstRelDiff": s.worst_rel_diff, "worstField": s.worst_field,
+                              "mismatchesByField": dict(sorted(s.by_field.items()))}
                              for name, s in worst if s.comparisons or s.mismatches],
             "thresholds": {k: v for k, v in self.settings.__dict__.items() if k.startswith("report_")},
             "checks": self.checks(),
@@ -268,7 +268,7 @@ class Report:
 
 
 def read_lines(paths: Sequence[str], stdin: IO[str]) -> Iterator[str]:
-    for path in paths or ["-"]:
+    for path in paths:
         if path == "-":
             yield from stdin
             continue
@@ -286,13 +286,20 @@ def feed_all(report: Report, lines: Iterable[str]) -> Report:
     return report
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it: never 0, which would read as SAFE TO SWITCH
+EPILOG = ("Exit codes: 0 SAFE TO SWITCH, 1 REVIEW NEEDED, 2 INSUFFICIENT DATA or bad usage (a bad flag or setting, "
+          "an unreadable LOG, no LOG given), 130 interrupted (Ctrl-C). Standard input is read only when LOG is '-': "
+          "journalctl -o json ... | validate_funding_comparison.py -. Every flag mirrors an environment variable; "
+          "see README.md.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("validate_funding_comparison",
-                          "Decide from the consumers' comparison logs whether WebSocket data can replace REST. "
-                          "Exit codes: 0 SAFE TO SWITCH, 1 REVIEW NEEDED, 2 INSUFFICIENT DATA or bad usage.",
+                          "Decide from the consumers' comparison logs whether WebSocket data can replace REST.",
                           REPORT)
+    parser.epilog = EPILOG
     parser.add_argument("inputs", nargs="*", metavar="LOG",
-                        help="log files (.gz too), journalctl output or journalctl -o json; '-' or none: stdin")
+                        help="log files (.gz too), journalctl output or journalctl -o json; '-' reads stdin")
     parser.add_argument("--since", help="ignore lines before this ISO time or span (e.g. 24h, 7d)")
     parser.add_argument("--until", help="ignore lines after this ISO time or span")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -304,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = parser.parse_args(argv)
         settings = settings_from_args(args, REPORT)
+        if not args.inputs:  # it used to wait on a terminal's stdin without a word
+            raise SettingsError("no LOG given: name the log files, or '-' to read standard input "
+                                "(journalctl -o json ... | validate_funding_comparison.py -)")
         now = datetime.now(timezone.utc)
         since = parse_when(args.since, now) if args.since else None
         until = parse_when(args.until, now) if args.until else None
@@ -316,7 +326,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Path(args.html).write_text(render_html(result), encoding="utf-8")
             except OSError as exc:
                 raise SettingsError(f"--html: cannot write {args.html}: {exc.strerror or exc}") from None
-        print(json.dumps(result, indent=2) if args.json else render(result))
+        try:
+            print(json.dumps(result, indent=2) if args.json else render(result), flush=True)
+        except BrokenPipeError:  # `... | head`: the reader has what it wanted; no traceback, the verdict stands
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return result["exitCode"]
 
-    return run("validate_funding_comparison", body)
+    def interruptible() -> int:
+        # core.cli.run maps Ctrl-C to 0: right for a daemon's stop, wrong for a verdict.
+        try:
+            return body()
+        except KeyboardInterrupt:
+            print("validate_funding_comparison: interrupted: no verdict", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return run("validate_funding_comparison", interruptible)

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from datetime import datetime, timezone
 from typing import Any
 
+from volspike_funding.report.text import mismatched_fields
+
 FIELDS = ("fundingRate", "markPrice")
 COLOURS = {"SAFE TO SWITCH": "#1a7f37", "REVIEW NEEDED": "#cf222e", "INSUFFICIENT DATA": "#9a6700"}
+
+
+NAMES = {"fundingRate": "funding rate", "markPrice": "mark price"}
+#: Fonts with CJK glyphs (Binance lists symbols such as 币安人生USDT), best first; Debian: fonts-noto-cjk,
+#: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-droid-fallback.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Micro Hei",
+             "WenQuanYi Zen Hei", "Droid Sans Fallback")
+_CJK_FILE = re.compile(r"NotoSansCJK|SourceHanSans|wqy-|DroidSansFallback", re.IGNORECASE)
+_setup: dict[str, Any] = {}
 
 
 def _svg(fig: Any) -> str:
@@ -31,11 +43,54 @@ def _when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def _figure(title: str) -> tuple[Any, Any]:
+def _cjk_font() -> str | None:
+    """A font with CJK glyphs, or None. One installed after matplotlib built its font cache is found on disk."""
+    from matplotlib import font_manager
+
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    for name in CJK_FONTS:
+        if name in known:
+            return name
+    for path in sorted(font_manager.findSystemFonts()):
+        if _CJK_FILE.search(path):
+            try:
+                font_manager.fontManager.addfont(path)
+                return str(font_manager.FontProperties(fname=path).get_name())
+            except (OSError, RuntimeError, ValueError):
+                continue
+    return None
+
+
+def _configure() -> None:
+    """matplotlib once: Agg, text as paths (no fonts in the page), UTC dates, and a CJK fallback font if any."""
+    if _setup:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "volspike", "font.size": 9})
+    cjk = _cjk_font()
+    matplotlib.rcParams.update({"svg.fonttype": "path", "svg.hashsalt": "volspike", "font.size": 9,
+                                "timezone": "UTC",
+                                "font.family": ["DejaVu Sans", *([cjk] if cjk else [])]})
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    _setup["cjk"] = cjk
+    _setup["glyphs"] = set(FT2Font(font_manager.findfont("DejaVu Sans")).get_charmap())
+
+
+def label(symbol: str) -> str:
+    """A symbol as the charts can draw it: as is with a CJK font; else each missing glyph as '?' (the table
+    beside the chart has the name; no box, no warning on the terminal)."""
+    _configure()
+    if _setup["cjk"]:
+        return symbol
+    glyphs = _setup["glyphs"]
+    return "".join(c if ord(c) in glyphs else "?" for c in symbol)
+
+
+def _figure(title: str) -> tuple[Any, Any]:
+    _configure()
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -44,68 +99,130 @@ def _figure(title: str) -> tuple[Any, Any]:
     return fig, ax
 
 
+def _time_axis(ax: Any) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(tz=timezone.utc)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
+    ax.set_xlabel("hour starting (UTC)")
+
+
 def _shade_gaps(ax: Any, result: dict[str, Any]) -> None:
-    for gap in result["gaps"]:
-        start = _when(gap["fromTs"])
-        ax.axvspan(start, _when(gap["fromTs"] + gap["minutes"] * 60), color="#cf222e", alpha=0.12,
-                   label="gap > REPORT_MAX_GAP_MINUTES" if gap is result["gaps"][0] else None)
+    limit = result["thresholds"]["report_max_gap_minutes"]
+    for i, gap in enumerate(result["gaps"]):
+        ax.axvspan(_when(gap["fromTs"]), _when(gap["fromTs"] + gap["minutes"] * 60), color="#cf222e", alpha=0.12,
+                   label=f"no data for more than {limit:g} min" if i == 0 else None)
+
+
+def _legend(ax: Any, x: float = 1.01) -> None:
+    """Beside the plot, never over the points it explains."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(x, 1.0), fontsize=7, frameon=False)
+
+
+def _none(ax: Any, what: str) -> None:
+    """An empty chart says so in words instead of drawing an axis around nothing."""
+    ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="#57606a")
+    ax.set_yticks([])
 
 
 def match_rate_chart(result: dict[str, Any]) -> str:
-    fig, ax = _figure("Match rate per hour (%)")
-    rows = result["hourly"]
-    for name in FIELDS:
+    fig, ax = _figure("Match rate per hour, WebSocket vs REST")
+    rows, threshold = result["hourly"], result["thresholds"]["report_min_match_rate_pct"]
+    low = threshold
+    for name, marker in zip(FIELDS, ("o", "s")):
         points = [(_when(r["hourStart"]), 100 * r[f"{name}.m"] / r[f"{name}.n"]) for r in rows if r.get(f"{name}.n")]
-        if points:
-            ax.plot(*zip(*points), marker=".", label=name)
-    ax.axhline(result["thresholds"]["report_min_match_rate_pct"], color="#cf222e", linestyle="--",
-               label="REPORT_MIN_MATCH_RATE_PCT")
+        if points:  # one figure per hour: points, no line (a line suggests what happened between them)
+            ax.plot(*zip(*points), linestyle="none", marker=marker, markersize=4, label=NAMES[name])
+            low = min(low, *(p for _, p in points))
+    ax.axhline(threshold, color="#cf222e", linestyle="--",
+               label=f"lowest match rate that is SAFE TO SWITCH ({threshold:g} %)")
+    # Near 100 % is where the verdict is decided: the axis spans the data and the threshold, not 0..100.
+    ax.set_ylim(max(0.0, low - max(0.2, (100 - low) * 0.1)), 100 + max(0.05, (100 - low) * 0.05))
+    ax.set_ylabel("match rate (% of comparisons)")
     _shade_gaps(ax, result)
-    ax.legend(loc="lower left")
+    _time_axis(ax)
+    _legend(ax)
     return _svg(fig)
 
 
 def availability_chart(result: dict[str, Any]) -> str:
-    fig, ax = _figure("Local API per hour: scans unavailable, stale and missing symbols")
+    fig, ax = _figure("Local API per hour: scans, scans without it, stale and missing symbols")
     rows = [r for r in result["hourly"] if r.get("scans")]
-    hours = [_when(r["hourStart"]) for r in rows]
-    width = 1 / 24 * 0.8
-    ax.bar(hours, [r.get("scans", 0) for r in rows], width=width, color="#d0d7de", label="scans")
-    ax.bar(hours, [r.get("wsUnavailable", 0) for r in rows], width=width, color="#cf222e", label="API unavailable")
-    ax2 = ax.twinx()
-    ax2.plot(hours, [r.get("wsStale", 0) for r in rows], color="#9a6700", marker=".", label="stale symbols")
-    ax2.plot(hours, [r.get("wsMissing", 0) for r in rows], color="#6639ba", marker=".", label="missing symbols")
+    hours = [_when(r["hourStart"] + 1800) for r in rows]  # a bar spans its hour
+    ax.bar(hours, [r.get("scans", 0) for r in rows], width=1 / 24 * 0.9, color="#d0d7de", label="scans")
+    ax.bar(hours, [r.get("wsUnavailable", 0) for r in rows], width=1 / 24 * 0.9, color="#cf222e",
+           label="scans with the local API unavailable")
+    ax.set_ylabel("scans per hour")
+    stale = [r.get("wsStale", 0) for r in rows]
+    missing = [r.get("wsMissing", 0) for r in rows]
+    if any(stale) or any(missing):
+        ax2 = ax.twinx()
+        for values, colour, name in ((stale, "#9a6700", "stale"), (missing, "#6639ba", "missing")):
+            if any(values):
+                ax2.plot(hours, values, linestyle="none", marker="o", markersize=4, color=colour,
+                         label=f"{name} symbols")
+        ax2.set_ylabel("symbols stale / missing (sum over the hour's scans)")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(loc="lower left", bbox_to_anchor=(1.08, 0.0), fontsize=7, frameon=False)
+    else:
+        ax.text(0.99, 0.97, "stale symbols: none; missing symbols: none", transform=ax.transAxes, ha="right",
+                va="top", fontsize=8, color="#1a7f37")
+    if not rows:
+        _none(ax, "no scan summaries")
     _shade_gaps(ax, result)
-    ax.legend(loc="upper left")
-    ax2.legend(loc="upper right")
+    _time_axis(ax)
+    _legend(ax, 1.08)
     return _svg(fig)
 
 
 def distribution_chart(result: dict[str, Any]) -> str:
-    fig, ax = _figure("Relative differences WebSocket vs REST (log scale)")
+    fig, ax = _figure("Distribution of the relative differences, WebSocket vs REST (both axes log scale)")
     limits = {"fundingRate": result["thresholds"]["report_max_p99_rel_funding"],
               "markPrice": result["thresholds"]["report_max_p99_rel_mark"]}
+    drawn = False
     for name, colour in zip(FIELDS, ("#0969da", "#1a7f37")):
         rows = [(v, c) for v, c in result["distributions"][name] if v > 0]
         zeros = sum(c for v, c in result["distributions"][name] if v == 0)
         if rows:
-            ax.step(*zip(*rows), where="mid", color=colour, label=f"{name} ({zeros:.0f} exactly equal)")
+            ax.plot(*zip(*rows), linestyle="none", marker="o", markersize=3, color=colour,
+                    label=f"{NAMES[name]} (besides {zeros:,.0f} exactly equal)")
+            drawn = True
+        elif zeros:
+            ax.plot([], [], linestyle="none", marker="o", color=colour,
+                    label=f"{NAMES[name]}: all {zeros:,.0f} exactly equal")
         p99 = result["fields"][name]["relDiff"]["p99"]
         if p99:
-            ax.axvline(p99, color=colour, linestyle=":", label=f"{name} p99 {p99:.3g}")
-        ax.axvline(limits[name], color=colour, linestyle="--", label=f"{name} p99 limit {limits[name]:g}")
+            ax.axvline(p99, color=colour, linestyle=":", label=f"{NAMES[name]}: measured p99 ({p99:.3g})")
+        ax.axvline(limits[name], color=colour, linestyle="--",
+                   label=f"{NAMES[name]}: largest acceptable p99 ({limits[name]:g})")
     ax.set_xscale("log")
-    ax.set_xlabel("|ws - rest| / |rest|")
-    ax.set_ylabel("comparisons")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("relative difference |ws - rest| / |rest| (a ratio, no unit; log scale)")
+    if drawn:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_yscale("log")  # the tail holds a handful of comparisons beside thousands
+        counts = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else "")
+        ax.yaxis.set_major_formatter(counts)
+        ax.yaxis.set_minor_formatter(counts)
+        ax.set_ylabel("comparisons per bin (10 bins a decade)")
+    else:
+        _none(ax, "no difference: every compared value was exactly equal" if any(
+            result["fields"][n]["comparisons"] for n in FIELDS) else "no comparisons")
+    _legend(ax)
     return _svg(fig)
 
 
 def worst_symbols_chart(result: dict[str, Any]) -> str:
-    fig, ax = _figure("Worst symbols: mismatches")
-    worst = result["worstSymbols"][:10][::-1]
-    ax.barh([w["symbol"] for w in worst], [w["mismatches"] for w in worst], color="#cf222e")
-    ax.set_xlabel("mismatches")
+    fig, ax = _figure("Worst symbols: mismatches in the report's time span")
+    worst = [w for w in result["worstSymbols"][:10] if w["mismatches"]][::-1]
+    if worst:
+        ax.barh([label(w["symbol"]) for w in worst], [w["mismatches"] for w in worst], color="#cf222e")
+        ax.set_xlabel("mismatches (count)")
+    else:
+        _none(ax, "none: no symbol had a mismatch")
+        ax.set_xticks([])
     return _svg(fig)
 
 
@@ -123,9 +240,10 @@ def render(result: dict[str, Any]) -> str:
                       c["threshold"], "yes" if c["met"] else "NO"] for c in result["checks"]])
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
     cov = result["coverage"]
-    worst = _table(["symbol", "compared", "mismatches", "worst relative difference", "field"],
-                   [[w["symbol"], w["comparisons"] or "-", w["mismatches"], f"{w['worstRelDiff']:.3g}",
-                     w["worstField"]] for w in result["worstSymbols"]])
+    worst = _table(["symbol", "compared", "mismatches", "worst relative difference", "mismatched fields"],
+                   [[w["symbol"], w["comparisons"], w["mismatches"],
+                     None if w["worstRelDiff"] is None else f"{w['worstRelDiff']:.3g}", mismatched_fields(w)]
+                    for w in result["worstSymbols"]])
     sections = [("Verdict", f"<p class=verdict style='background:{COLOURS.get(verdict, '#6e7781')}'>"
                             f"{html.escape(verdict)}</p><ul>{reasons}</ul>{checks}"),
                 ("Match rate per hour", match_rate_chart(result)),

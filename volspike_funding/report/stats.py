@@ -45,10 +45,18 @@ class LogHistogram:
         self._buckets[index] = self._buckets.get(index, 0) + count
 
     def add_sparse(self, hist: dict[str, Any], maximum: float | None, bucket_value: Any) -> None:
-        """Merge a window line's sparse histogram (``{"z": zeros, "b": {index: count}}``)."""
+        """Merge a window line's sparse histogram (``{"z": zeros, "b": {index: count}}``). Without the line's
+        maximum the top bucket's middle stands in: quantiles are capped by the maximum, so a missing one left
+        every quantile at 0."""
         self.add_count(0.0, int(hist.get("z", 0)))
+        top: float | None = None
         for index, count in (hist.get("b") or {}).items():
-            self.add_count(bucket_value(int(index)), int(count))
+            value = bucket_value(int(index))
+            self.add_count(value, int(count))
+            if int(count) > 0:
+                top = value if top is None else max(top, value)
+        if maximum is None:
+            maximum = top
         if maximum is not None:
             self.maximum = max(self.maximum, float(maximum))
 
@@ -101,14 +109,15 @@ class FieldStats:
         if ws_age is not None:
             self.ws_age.add(ws_age)
 
-    def add_window(self, f: dict[str, Any], ws_age: dict[str, Any] | None, bucket_value: Any) -> None:
+    def add_window(self, f: dict[str, Any], ws_age: dict[str, Any] | None, bucket_value: Any,
+                   max_ws_age: float | None = None) -> None:
         """One field of a window line: counts, matches and the distributions of the differences."""
         self.comparisons += int(f["n"])
         self.matches += int(f["m"])
         self.abs_diff.add_sparse(f["abs"], f.get("maxAbs"), bucket_value)
         self.rel_diff.add_sparse(f["rel"], f.get("maxRel"), bucket_value)
         if ws_age:
-            self.ws_age.add_sparse(ws_age, None, bucket_value)
+            self.ws_age.add_sparse(ws_age, max_ws_age, bucket_value)
 
     @property
     def match_rate(self) -> float | None:
@@ -123,10 +132,32 @@ class FieldStats:
 
 @dataclass
 class SymbolStats:
+    """One symbol's mismatches per field. Only mismatches rank it: a funding rate's relative difference is large
+    even within its absolute tolerance, so the largest difference overall would name the wrong field."""
+
+    #: Per-comparison lines only; window lines count mismatches per symbol, not comparisons (0: unknown).
     comparisons: int = 0
     mismatches: int = 0
-    worst_rel_diff: float = 0.0
-    worst_field: str = ""
+    by_field: dict[str, int] = field(default_factory=dict)
+    worst_rel: dict[str, float] = field(default_factory=dict)
+
+    def add_mismatch(self, field_name: str, rel_diff: float | None) -> None:
+        self.mismatches += 1
+        self.by_field[field_name] = self.by_field.get(field_name, 0) + 1
+        if rel_diff is not None and rel_diff > self.worst_rel.get(field_name, -1.0):
+            self.worst_rel[field_name] = rel_diff
+
+    @property
+    def worst_field(self) -> str | None:
+        """The field with the most mismatches (then the larger difference); ``None`` without a mismatch."""
+        if not self.by_field:
+            return None
+        return max(self.by_field, key=lambda f: (self.by_field[f], self.worst_rel.get(f, 0.0)))
+
+    @property
+    def worst_rel_diff(self) -> float | None:
+        worst = self.worst_field
+        return None if worst is None else self.worst_rel.get(worst)
 
 
 @dataclass
@@ -163,15 +194,20 @@ class Hourly:
 
 
 class Coverage:
-    """Which minutes have data: the time covered and its largest gap, in memory bounded by the span."""
+    """When data came: the time covered and its gaps to the second, in memory bounded by the span (per minute with
+    data, its first and last time; lines need not come in order)."""
 
     def __init__(self) -> None:
-        self._minutes: set[int] = set()
+        self._minutes: dict[int, list[float]] = {}
         self.first: float | None = None
         self.last: float | None = None
 
     def add(self, ts: float) -> None:
-        self._minutes.add(int(ts // 60))
+        span = self._minutes.get(int(ts // 60))
+        if span is None:
+            self._minutes[int(ts // 60)] = [ts, ts]
+        else:
+            span[0], span[1] = min(span[0], ts), max(span[1], ts)
         self.first = ts if self.first is None else min(self.first, ts)
         self.last = ts if self.last is None else max(self.last, ts)
 
@@ -179,18 +215,19 @@ class Coverage:
     def hours(self) -> float:
         return 0.0 if self.first is None or self.last is None else (self.last - self.first) / 3600
 
+    def _stretches(self) -> list[tuple[float, float]]:
+        """``(start, seconds)`` between consecutive data times (a pause inside one minute is under a minute)."""
+        spans = [self._minutes[m] for m in sorted(self._minutes)]
+        return [(before[1], after[0] - before[1]) for before, after in zip(spans, spans[1:])]
+
     def gaps(self, longer_than_s: float) -> list[tuple[float, float]]:
-        """``(start, seconds)`` of every stretch without data longer than ``longer_than_s`` (minute resolution)."""
-        minutes = sorted(self._minutes)
-        return [((before + 1) * 60.0, (after - before - 1) * 60.0) for before, after in zip(minutes, minutes[1:])
-                if (after - before - 1) * 60.0 > longer_than_s]
+        """``(start, seconds)`` of every stretch without data longer than ``longer_than_s``."""
+        return [(start, sec) for start, sec in self._stretches() if sec > longer_than_s]
 
     def largest_gap(self) -> tuple[float, float | None]:
-        """Seconds of the longest stretch without data and where it started (minute resolution)."""
-        minutes = sorted(self._minutes)
+        """Seconds of the longest stretch without data and where it started."""
         best, start = 0.0, None
-        for before, after in zip(minutes, minutes[1:]):
-            gap = (after - before - 1) * 60.0
-            if gap > best:
-                best, start = gap, (before + 1) * 60.0
+        for begin, sec in self._stretches():
+            if sec > best:
+                best, start = sec, begin
         return best, start

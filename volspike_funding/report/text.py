@@ -15,6 +15,12 @@ def _num(value: Any, pct: bool = False) -> str:
     return f"{value:.3g}"
 
 
+def mismatched_fields(worst: dict[str, Any]) -> str:
+    """``markPrice 12, fundingRate 1``: which fields a worst symbol's mismatches were, most first."""
+    by_field = worst.get("mismatchesByField") or {}
+    return ", ".join(f"{f} {n:,}" for f, n in sorted(by_field.items(), key=lambda kv: -kv[1])) or "-"
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
@@ -32,7 +38,7 @@ def render(result: dict[str, Any]) -> str:
                    f"{cov['largestGapMinutes']:g} min" + (f" from {cov['largestGapFrom']}" if cov["largestGapFrom"]
                                                           else ""))
     header = ["field / consumer", "compared", "matches", "rate", "|diff| p50", "|diff| p99", "|diff| max",
-              "rel p50", "rel p99", "rel max", "ws age p50", "ws age p99", "legacy mism."]
+              "rel p50", "rel p99", "rel max", "ws age p50 (s)", "ws age p99 (s)", "legacy mism."]
     rows = []
     for name, stats in [(f"{k} (all)", v) for k, v in result["fields"].items()] + list(result["consumers"].items()):
         a, r, age = stats["absDiff"], stats["relDiff"], stats["wsAgeSeconds"]
@@ -48,7 +54,8 @@ def render(result: dict[str, Any]) -> str:
             ["consumer", "scans", "local down", "REST down", "local missing", "local stale", "REST fallbacks"], rows)
     if result["worstSymbols"]:
         rows = [[w["symbol"], _num(w["comparisons"]), _num(w["mismatches"]), _num(w["worstRelDiff"]),
-                 w["worstField"] or "-"] for w in result["worstSymbols"]]
-        out += ["", "Worst symbols:"] + table(["symbol", "compared", "mismatches", "worst rel", "field"], rows)
+                 mismatched_fields(w)] for w in result["worstSymbols"]]
+        out += ["", "Worst symbols (compared '-': window lines count mismatches per symbol, not comparisons):"]
+        out += table(["symbol", "compared", "mismatches", "worst rel", "mismatched fields"], rows)
     out += ["", f"VERDICT: {result['verdict']}"] + [f"  - {reason}" for reason in result["reasons"]]
     return "\n".join(out)

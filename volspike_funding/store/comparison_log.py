@@ -11,12 +11,15 @@ line per symbol per field per loop was ~6 GB a day at 600 symbols and a 5 s loop
         "fields": {"fundingRate": {"n": 7200, "m": 7200, "maxAbs": 0.0, "maxRel": 0.0, "rel": {"z": 7200, "b": {}},
                                    "abs": {"z": 7200, "b": {}}},
                    "markPrice": {"n": 7200, "m": 7199, ..., "rel": {"z": 6100, "b": {"161": 880, "162": 219}}}},
-        "wsAge": {"z": 0, "b": {"236": 7100, ...}}}
+        "wsAge": {"z": 0, "b": {"236": 7100, ...}}, "maxWsAge": 1.8}
     FUNDING_MISMATCH {"ts": ..., "consumer": ..., "symbol": "XYZUSDT", "field": "markPrice", "rest": 1.0,
                       "ws": 1.01, "absDiff": 0.01, "relDiff": 0.0099, "wsAge": 0.8}
 
 A window line is written at the end of a scan once a minute has passed since the previous one (so once per scan
-for the hourly volume script, once a minute for the OI poller's 5 s loop) and when the consumer stops. Histograms
+for the volume script's 5-minute slots, once a minute for the OI poller's 5 s loop) and when the consumer stops.
+Its ``since`` and ``ts`` are the times of its first and last scan, and a scan that comes more than a minute after
+the previous one first closes the open window: no pause hides inside a window, so the report measures gaps to the
+second. ``maxWsAge`` is the oldest WebSocket record compared in the window (the ages' quantiles need it). Histograms
 are sparse log buckets, :data:`BUCKETS_PER_DECADE` a decade from 1e-12 (``z`` counts values under that), so
 quantiles are within ~6 %. At most :data:`MISMATCH_LINES_PER_SCAN` mismatch lines are written per scan; the rest
 are counted in ``mismatchesNotLogged``.
@@ -111,6 +114,8 @@ class Window:
     availability: dict[str, int]
     #: When the window's first scan ran (the line is written at the end of its last).
     since: float
+    #: The oldest WebSocket record compared; ``None`` in lines written before it was logged.
+    max_ws_age: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,16 +192,28 @@ class ComparisonLog:
         self._clock = clock
         self._window_s = window_s
         self._mode = ""
+        self._in_scan = False
         self._reset(float("-inf"))  # the first scan writes its line at once (a --once run, the report's coverage)
 
     def _reset(self, since: float) -> None:
         self._since = since
         self._first: float | None = None
+        self._last: float | None = None
+        self._max_ws_age: float | None = None
         self._scans = 0
         self._fields = {FUNDING: _FieldWindow(), MARK: _FieldWindow()}
         self._ws_age = _Hist()
         self._availability = dict.fromkeys(("wsUnavailable", "restUnavailable", "wsMissing", "wsStale",
                                             "restFallbacks", "mismatchesNotLogged"), 0)
+
+    def _scan_started(self) -> None:
+        """At a scan's first comparison (or its summary): a pause since the last scan (a stop, a hang) first ends
+        the open window at that scan, so the pause shows in the log as a gap instead of hiding inside a window."""
+        if self._in_scan:
+            return
+        self._in_scan = True
+        if self._scans and self._last is not None and self._clock() - self._last > self._window_s:
+            self.flush()
 
     def compare(self, symbol: str, field_name: str, rest: float, ws: float, ws_age: float | None) -> Comparison:
         """Judge one pair; it is aggregated, and logged on its own line only if it is a mismatch."""
@@ -207,16 +224,20 @@ class ComparisonLog:
             match = abs_diff <= tolerance
         else:
             match = abs_diff == 0 or (rel_diff is not None and rel_diff <= tolerance)
+        self._scan_started()
         record = Comparison(self._clock(), self.consumer, symbol, field_name, rest, ws, abs_diff, rel_diff, ws_age,
                             match)
         self._fields[field_name].add(record)
         if ws_age is not None and field_name == MARK:
             self._ws_age.add(ws_age)
+            self._max_ws_age = ws_age if self._max_ws_age is None else max(self._max_ws_age, ws_age)
         return record
 
     def summary(self, mode: str, comparisons: list[Comparison], *, ws_available: bool, rest_available: bool,
                 ws_missing: int = 0, ws_stale: int = 0, rest_fallbacks: int = 0) -> None:
         """End of a scan: its mismatch lines (capped), and the window line once a minute has passed."""
+        self._scan_started()
+        self._in_scan = False
         self._mode = mode
         mismatches = sorted((c for c in comparisons if not c.match), reverse=True,
                             key=lambda c: c.rel_diff if c.rel_diff is not None else c.abs_diff)
@@ -233,21 +254,25 @@ class ComparisonLog:
         a["wsStale"] += ws_stale
         a["restFallbacks"] += rest_fallbacks
         self._scans += 1
+        self._last = self._clock()
         if self._first is None:
-            self._first = self._clock()
+            self._first = self._last
         if self._clock() - self._since >= self._window_s:
             self.flush()
 
     def flush(self) -> None:
-        """Write the window line (if any scan happened) and start a new window; also at the consumer's stop."""
+        """Write the window line (if any scan happened) and start a new window; also at the consumer's stop.
+        The line's ``ts`` is its last scan's time (a stop long after it claims no coverage it did not have)."""
         now = self._clock()
-        if self._scans:
+        if self._scans and self._last is not None:
+            now = self._last
             self._log.info("%s%s", WINDOW_MARKER, json.dumps({
                 "ts": round(now, 3), "time": iso_utc(now), "consumer": self.consumer, "mode": self._mode,
                 "since": round(self._first if self._first is not None else now, 3), "scans": self._scans,
                 **self._availability,
                 "fields": {name: f.as_dict() for name, f in self._fields.items()},
-                "wsAge": self._ws_age.as_dict()}, ensure_ascii=False, separators=(",", ":")))
+                "wsAge": self._ws_age.as_dict(), "maxWsAge": self._max_ws_age},
+                ensure_ascii=False, separators=(",", ":")))
         self._reset(now)
 
 
@@ -280,7 +305,7 @@ def _parse(line: str) -> Record | None:
         availability = {k: int(d.get(k, 0)) for k in ("wsUnavailable", "restUnavailable", "wsMissing", "wsStale",
                                                        "restFallbacks", "mismatchesNotLogged")}
         return Window(_number(d["ts"]), str(d["consumer"]), int(d["scans"]), fields, dict(d.get("wsAge") or {}),
-                      availability, _number(d.get("since", d["ts"])))
+                      availability, _number(d.get("since", d["ts"])), _optional(d.get("maxWsAge")))
     index = line.find(MISMATCH_MARKER)
     if index >= 0:
         d = orjson.loads(line[index + len(MISMATCH_MARKER):])
