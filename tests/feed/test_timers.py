@@ -8,14 +8,16 @@ import queue
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import orjson
 import pytest
 
 from volspike_funding.core.settings import Settings
 from volspike_funding.fake.clock import FakeClock
 from volspike_funding.fake.market import Market
-from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, Connection, Event
+from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event
 from volspike_funding.feed.daemon import Daemon
 from volspike_funding.feed.timers import reconnect_due, rotation_due, silent_for, watchdog_expired
+from volspike_funding.store.reference import ReferenceData
 
 
 @dataclass
@@ -136,3 +138,27 @@ def test_rotation_opens_the_replacement_after_23_hours_and_switches_at_its_first
     assert d.daemon.active is old  # open is not enough: the switch waits for data
     d.frame()
     assert d.daemon.active is d.made[1] and old.aborting and d.daemon.store.connection["rotations"] == 1
+
+
+def _reference(market: Market) -> ReferenceData:
+    symbols = [market.exchange_symbol(c) for c in market.listed().values()]
+    return ReferenceData(exchange_info=orjson.dumps({"symbols": symbols}), exchange_info_at=0.0)
+
+
+def test_a_stall_of_the_all_market_stream_subscribes_nothing_more(driven: Callable[..., Driven]) -> None:
+    """Issue 19: a stall longer than 30 s once put every symbol on a per-symbol stream (then took 606 off)."""
+    market = Market(120)
+    d = driven(market, FUNDING_NO_DATA_TIMEOUT_S="1000")  # the watchdog is tested above; here only the plan
+    d.daemon.step(None)
+    d.play(REFERENCE, conn=None, payload=_reference(market))
+    d.play(OPEN)
+    d.run_for(10, frames=True)
+    conn = d.made[0]
+    stream_only = set(market.stream_only) | set(market.silent)
+    assert conn.subs.symbols == stream_only
+    sizes = set()
+    for _ in range(80):  # 40 s without a frame, the loop ticking every 0.5 s
+        d.run_for(0.5, frames=False, every=0.5)
+        sizes.add(len(conn.subs.symbols))
+    d.run_for(10, frames=True)
+    assert sizes == {len(stream_only)} and conn.subs.symbols == stream_only
