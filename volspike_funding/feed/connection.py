@@ -79,7 +79,7 @@ class Connection:
     """Connect, then push every received text frame to ``events`` until the socket ends or is aborted."""
 
     def __init__(self, url: str, events: "queue.Queue[Event]", *, connect_timeout: float, idle_timeout: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.id = next(_ids)
         self.url = url
         self._events = events
@@ -89,7 +89,7 @@ class Connection:
         self._lock = threading.Lock()
         self._ws: websocket.WebSocket | None = None
         self._abort_reason: str | None = None
-        self.started = time.monotonic()
+        self.started = monotonic()
         self.opened: float | None = None
         self.last_data: float | None = None
         #: Monotonic time of the last all-market frame with data (the no-data watchdog's signal).

@@ -30,6 +30,7 @@ from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memo
 from volspike_funding.feed.sdnotify import Notifier
 from volspike_funding.core.settings import DAEMON, Settings, secret_values
 from volspike_funding.feed.state import ClockSkew, FundingStore
+from volspike_funding.feed.timers import reconnect_due, rotation_due, watchdog_expired
 from volspike_funding.binance.wire import ALL_MARKET_PREFIX, parse_frame
 
 log = logging.getLogger("funding.daemon")
@@ -46,16 +47,22 @@ COALESCE_S = 1.5
 
 class Daemon:
     def __init__(self, settings: Settings, *, rng: Callable[[], float] = random.random,
-                 notifier: Notifier | None = None, tick_s: float = TICK_S) -> None:
+                 notifier: Notifier | None = None, tick_s: float = TICK_S,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 connect: Callable[[], Connection] | None = None) -> None:
+        """``clock``/``monotonic``: the only clocks the daemon reads (tests pass a fake pair); ``connect``: makes
+        and starts a connection (default: a real one to ``settings.ws_url``)."""
         self.settings = settings
         # Full jitter: daemons restarted together (a deploy, a Binance outage) do not reconnect in step.
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, jitter=1.0, rng=rng)
+        self._clock, self._mono = clock, monotonic
+        self._connect = connect or self._connect_ws
         self._notifier = notifier or Notifier()
         self._tick = min(tick_s, settings.no_data_timeout_s / 4)
         self._events: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._ratelog = RateLimitedLog(log)
-        self.store = FundingStore(settings.ws_url, started_at=time.time(), heartbeat_s=settings.heartbeat_s)
+        self.store = FundingStore(settings.ws_url, started_at=clock(), heartbeat_s=settings.heartbeat_s)
         self.clock = ClockSkew()
         self.streams = StreamManager()
         self.fetcher: ReferenceFetcher | None = None
@@ -71,9 +78,9 @@ class Daemon:
         self._rotate_retry_at = 0.0
         self._ready = False
         self._last_write = 0.0
-        self._last_write_ok = time.monotonic()
+        self._last_write_ok = monotonic()
         self._dirty = False
-        self._last_prune = time.monotonic()
+        self._last_prune = monotonic()
         self._last_pet = 0.0
 
     # -- control ---------------------------------------------------------------------------------------
@@ -82,6 +89,21 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
+        self.open()
+        try:
+            while not self._stop.is_set():
+                try:
+                    event: Event | None = self._events.get(timeout=self._tick)
+                except queue.Empty:
+                    event = None
+                self.step(event)
+            self._shutdown()
+        finally:
+            self.close()
+        return EXIT_OK
+
+    def open(self) -> None:
+        """Take the writer, restore the previous state, start the reference fetcher, write the first state."""
         writer = open_writer(self.settings)
         self._writer = writer
         try:
@@ -90,26 +112,29 @@ class Daemon:
             log.info("starting: %s -> %s", self.settings.ws_url, writer.path)
             warn_legacy_url(self.settings.ws_url)
             self._write()
-            while not self._stop.is_set():
-                try:
-                    self._handle(self._events.get(timeout=self._tick))
-                except queue.Empty:
-                    pass
-                if self._dirty and time.monotonic() - self._last_write >= COALESCE_S:
-                    self._write()
-                self._housekeeping()
-            self._shutdown()
-        finally:
-            if self.fetcher is not None:
-                self.fetcher.stop()
-            writer.close()
-            self._notifier.close()
-        return EXIT_OK
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.stop()
+        self._writer.close()
+        self._notifier.close()
+
+    def step(self, event: Event | None) -> None:
+        """One pass of the loop: handle ``event`` (if any), then every timer. Tests drive it with a fake clock."""
+        if event is not None:
+            self._handle(event)
+        if self._dirty and self._mono() - self._last_write >= COALESCE_S:
+            self._write()
+        self._housekeeping()
 
     def _restore(self) -> None:
         s = self.settings
         # With the shared store, every daemon's data stays there: only the reference data is carried over.
-        self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file, s.max_event_skew_s)
+        self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file, s.max_event_skew_s,
+                                   now=self._clock())
 
     def _start_reference(self) -> None:
         if self.settings.reference_enabled:
@@ -118,14 +143,14 @@ class Daemon:
 
     def _reference_result(self, data: ReferenceData, error: str | None) -> None:
         """Called on the fetcher's thread: hand over to the loop."""
-        self._events.put(Event(None, REFERENCE, time.time(), reason=error or "", payload=data))
+        self._events.put(Event(None, REFERENCE, self._clock(), reason=error or "", payload=data))
 
     def _shutdown(self) -> None:
         self._notifier.notify("STOPPING=1", "STATUS=stopping")
         for conn in (self.active, self.candidate):
             if conn is not None:
                 conn.abort("daemon stopping", polite=True)
-        self._mark_disconnected(time.time(), "daemon stopping")
+        self._mark_disconnected(self._clock(), "daemon stopping")
         if self._write(stopped=True):
             log.info("stopped; final state written with connected=false")
         else:
@@ -142,7 +167,7 @@ class Daemon:
         if event.kind == FRAME:
             self._on_frame(conn, event)
         elif event.kind == OPEN:
-            conn.opened = time.monotonic()
+            conn.opened = self._mono()
             if conn is self.active:
                 status = self.store.connection
                 status.update(connected=True, last_connected_time=event.at)
@@ -197,7 +222,7 @@ class Daemon:
             return
         if conn is self.candidate:
             self._promote(conn)
-        mono = time.monotonic()
+        mono = self._mono()
         first_data, conn.last_data = conn.last_data is None, mono
         if parsed.all_market:
             conn.last_all_market = mono
@@ -224,7 +249,7 @@ class Daemon:
         old, self.active, self.candidate = self.active, conn, None
         self._reconnect_at = None  # the replacement is the connection now, even if the old one already dropped
         self.store.connection["rotations"] += 1
-        self.store.connection.update(connected=True, last_connected_time=time.time())
+        self.store.connection.update(connected=True, last_connected_time=self._clock())
         if old is not None:
             old.abort("rotated to a fresh connection", polite=True)
         log.info("rotation: switched to the replacement connection without a gap")
@@ -233,7 +258,7 @@ class Daemon:
         reason = event.reason or "connection ended"
         if conn is self.candidate:
             self.candidate = None
-            self._rotate_retry_at = time.monotonic() + self.settings.no_data_timeout_s
+            self._rotate_retry_at = self._mono() + self.settings.no_data_timeout_s
             log.warning("rotation: replacement connection failed (%s); keeping the current one", reason)
             return
         self.active = None
@@ -247,7 +272,7 @@ class Daemon:
             log.warning("server asked to retry after %g s; waiting %g s (at most FUNDING_BACKOFF_MAX_S)",
                         event.retry_after, max(delay, used))
             delay = max(delay, used)
-        self._reconnect_at = time.monotonic() + delay
+        self._reconnect_at = self._mono() + delay
         self._mark_disconnected(event.at, reason)
         # A connection never opened was not "disconnected": its reason says "cannot connect to <host>".
         log.warning(("disconnected: %s; reconnecting" if conn.opened is not None else "%s; retrying") +
@@ -261,30 +286,29 @@ class Daemon:
         status.update(connected=False, last_error=reason)
 
     # -- timers ----------------------------------------------------------------------------------------
-    def _connect(self) -> Connection:
+    def _connect_ws(self) -> Connection:
         s = self.settings
         idle = max(3 * s.no_data_timeout_s, 30.0)
-        return Connection(s.ws_url, self._events, connect_timeout=s.connect_timeout_s, idle_timeout=idle).start()
+        return Connection(s.ws_url, self._events, connect_timeout=s.connect_timeout_s, idle_timeout=idle,
+                          clock=self._clock, monotonic=self._mono).start()
 
     def _housekeeping(self) -> None:
-        s, mono = self.settings, time.monotonic()
-        if self.active is None and self._reconnect_at is not None and mono >= self._reconnect_at:
+        s, mono = self.settings, self._mono()
+        if self.active is None and reconnect_due(self._reconnect_at, mono):
             self._reconnect_at = None
             self.active = self._connect()
         for conn in (self.active, self.candidate):
-            if conn is not None and conn.opened is not None and not conn.aborting:
-                silent_since = (conn.last_all_market if self._all_market_url else conn.last_data) or conn.opened
-                if mono - silent_since > s.no_data_timeout_s:
-                    conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
+            if (conn is not None and not conn.aborting
+                    and watchdog_expired(conn, mono, s.no_data_timeout_s, all_market=self._all_market_url)):
+                conn.abort(f"no mark-price data for {s.no_data_timeout_s:g} s (watchdog)")
         active = self.active
-        if (s.rotate_after_s and active is not None and active.last_data is not None and self.candidate is None
-                and active.opened is not None and mono - active.opened >= s.rotate_after_s
-                and mono >= self._rotate_retry_at):
-            log.info("rotation: connection is %.0f s old, opening its replacement", mono - active.opened)
+        if active is not None and rotation_due(active, mono, s.rotate_after_s, replacing=self.candidate is not None,
+                                               retry_at=self._rotate_retry_at):
+            log.info("rotation: connection is %.0f s old, opening its replacement", mono - (active.opened or mono))
             self.candidate = self._connect()
         if mono - self._last_prune >= min(PRUNE_EVERY_S, s.drop_after_s / 2):
             self._last_prune = mono
-            if self.store.drop_unseen(time.time(), s.drop_after_s):
+            if self.store.drop_unseen(self._clock(), s.drop_after_s):
                 self._write()
         if mono - self._last_write >= s.heartbeat_s:
             self._write()
@@ -299,29 +323,29 @@ class Daemon:
         interval = self._notifier.watchdog_s
         if interval is None or mono - self._last_pet < interval / 4:
             return
-        age = self.store.data_age(time.time())
+        age = self.store.data_age(self._clock())
         if age is not None and age <= self.settings.stale_after_s:
             self._last_pet = mono
             self._notifier.notify("WATCHDOG=1", self._status_line())
 
     def _status_line(self) -> str:
-        age = self.store.data_age(time.time())
+        age = self.store.data_age(self._clock())
         state = "connected" if self.store.connection["connected"] else "disconnected"
-        if time.monotonic() - self._last_write_ok > 2 * self.settings.heartbeat_s:
+        if self._mono() - self._last_write_ok > 2 * self.settings.heartbeat_s:
             state += f", cannot write {self._writer.path}"  # a full disk, or the shared store unreachable
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
         return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
 
     def _write(self, *, stopped: bool = False) -> bool:
-        self._last_write = time.monotonic()
+        self._last_write = self._mono()
         self._dirty = False
         ref = self.store.reference
         status = {**self._reference_status, "symbols": len(ref.symbols) if ref is not None else 0,
                   "perSymbolStreams": len(self.streams.wanted or ())}
         try:
-            self._writer.write(self.store.document(time.time(), stopped=stopped, clock=self.clock.status(),
+            self._writer.write(self.store.document(self._clock(), stopped=stopped, clock=self.clock.status(),
                                                    reference=status))
-            self._last_write_ok = time.monotonic()
+            self._last_write_ok = self._mono()
             return True
         except OSError as exc:
             # A full or read-only disk: keep the data in memory and try again at the next frame; readers see

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,8 +65,10 @@ class FundingStore:
                 rejected += 1
         return len(self.symbols), rejected
 
-    def restore_previous(self, reference_path: Path, state_file: Path | None, max_event_skew_s: float) -> None:
-        """At start: the reference data, then (from the state file) the symbols, with the reader's checks."""
+    def restore_previous(self, reference_path: Path, state_file: Path | None, max_event_skew_s: float, *,
+                         now: float) -> None:
+        """At start: the reference data, then (from the state file) the symbols, with the reader's checks;
+        ``now`` is the daemon's wall clock."""
         try:
             self.set_reference(reference.read(reference_path))
         except StateUnreadable as exc:
@@ -81,7 +82,6 @@ class FundingStore:
             if exc.reason != "missing":
                 log.warning("previous state not reused: %s", exc)
             return
-        now = time.time()
         kept, rejected = self.restore(previous, now, int((now + max_event_skew_s) * 1000))
         if self.reference is not None:
             self.set_reference(self.reference)  # drop what the listing no longer has

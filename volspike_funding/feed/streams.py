@@ -21,32 +21,50 @@ MAX_STREAMS_PER_CONNECTION = 1024
 #: Half of Binance's 10 incoming messages per second, so pongs and our own timing jitter never reach it.
 MESSAGES_PER_S = 5.0
 PARAMS_PER_MESSAGE = 200
-#: A symbol the all-market frames carried within this long is theirs; the rest need their own stream.
+#: A symbol the all-market frames carried within this long (of the stream flowing) is theirs; the rest need their
+#: own stream.
 WINDOW_S = 30.0
-#: All-market frames to see on a connection before deciding (one frame may be partial).
+#: All-market frames to see before deciding (one frame may be partial: TradFi rows come in a message of their own).
 MIN_FRAMES = 3
+#: A longer pause between all-market frames is a stall, not coverage: it does not age anybody, and no plan is made
+#: during it (a stall is the watchdog's business; subscribing every symbol one by one would not help).
+GAP_S = 3.0
 
 
 class ExtraStreams:
-    """The all-market stream's coverage, and the symbols that must be subscribed one by one."""
+    """The all-market stream's coverage, and the symbols that must be subscribed one by one.
 
-    def __init__(self, window_s: float = WINDOW_S) -> None:
+    Coverage is measured on the stream's own clock, which runs only while all-market frames flow: a symbol is
+    missing when the frames of ``WINDOW_S`` seconds of flow did not carry it, however long the stream stalled."""
+
+    def __init__(self, window_s: float = WINDOW_S, gap_s: float = GAP_S) -> None:
         self._window_s = window_s
+        self._gap_s = gap_s
         self._seen: dict[str, float] = {}
+        #: Seconds the all-market stream has flowed, at its last frame, and the monotonic time of that frame.
+        self._flowed = 0.0
+        self._last_frame: float | None = None
         self.frames = 0
         self.capped = 0
 
     def note_all_market(self, symbols: Iterable[str], mono: float) -> None:
-        seen = self._seen
+        if self._last_frame is not None:
+            self._flowed += min(max(mono - self._last_frame, 0.0), self._gap_s)
+        self._last_frame = mono
+        seen, flowed = self._seen, self._flowed
         for symbol in symbols:
-            seen[symbol] = mono
+            seen[symbol] = flowed
         self.frames += 1
 
+    def flowing(self, mono: float) -> bool:
+        return self._last_frame is not None and mono - self._last_frame <= self._gap_s
+
     def wanted(self, trading: Iterable[str], mono: float) -> set[str] | None:
-        """Symbols needing their own stream, or ``None`` before enough all-market frames were seen to tell."""
-        if self.frames < MIN_FRAMES:
+        """Symbols needing their own stream, or ``None`` when that cannot be told now: before enough all-market
+        frames were seen, or while the all-market stream is not flowing (then the current plan stands)."""
+        if self.frames < MIN_FRAMES or not self.flowing(mono):
             return None
-        cutoff = mono - self._window_s
+        cutoff = self._flowed - self._window_s
         seen = self._seen
         wanted = sorted(s for s in trading if seen.get(s, float("-inf")) < cutoff)
         limit = MAX_STREAMS_PER_CONNECTION - 1

@@ -1,0 +1,135 @@
+"""Per-symbol stream planning on its own (feed/streams.py), on made-up monotonic times: which symbols get a stream,
+the 1024-stream cap, SUBSCRIBE pacing within Binance's 10 messages a second, listings and delistings, and a stall
+of the all-market stream (issue 19)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from volspike_funding.feed.streams import (MAX_STREAMS_PER_CONNECTION, MESSAGES_PER_S, PARAMS_PER_MESSAGE, PLAN_EVERY_S,
+                                           WINDOW_S, ExtraStreams, StreamManager, Subscriptions)
+
+CARRIED = [f"C{i:03d}USDT" for i in range(50)]
+TRADING = frozenset(CARRIED + ["TSLAUSDT", "NVDAUSDT"])
+
+
+@dataclass
+class Conn:
+    """What the manager needs of a connection: an id, its subscriptions and a ``send`` (here: a record)."""
+
+    id: int = 1
+    subs: Subscriptions = field(default_factory=Subscriptions)
+    sent: list[dict] = field(default_factory=list)
+    ok: bool = True
+
+    def send(self, text: str) -> bool:
+        self.sent.append(json.loads(text))
+        return self.ok
+
+
+def flowing(coverage: ExtraStreams, start: float, seconds: int, symbols: list[str] = CARRIED) -> float:
+    for t in range(seconds):
+        coverage.note_all_market(symbols, start + t)
+    return start + seconds - 1
+
+
+def test_no_decision_before_three_all_market_frames_then_only_the_missing_symbols() -> None:
+    coverage = ExtraStreams()
+    coverage.note_all_market(CARRIED, 0.0)
+    coverage.note_all_market(CARRIED, 1.0)
+    assert coverage.wanted(TRADING, 1.0) is None  # one frame may be partial
+    coverage.note_all_market(CARRIED, 2.0)
+    assert coverage.wanted(TRADING, 2.0) == {"TSLAUSDT", "NVDAUSDT"}
+
+
+def test_a_symbol_the_stream_stops_carrying_gets_a_stream_after_the_window() -> None:
+    coverage = ExtraStreams()
+    now = flowing(coverage, 0.0, 5)
+    now = flowing(coverage, now + 1, int(WINDOW_S) - 1, CARRIED[1:])  # C000USDT last carried at 4 s
+    assert "C000USDT" not in (coverage.wanted(TRADING, now) or ())
+    now = flowing(coverage, now + 1, 2, CARRIED[1:])
+    assert coverage.wanted(TRADING, now) == {"C000USDT", "TSLAUSDT", "NVDAUSDT"}
+
+
+def test_a_stall_ages_nobody_and_changes_no_plan() -> None:
+    """Issue 19: 30 s without any all-market frame once made every listed symbol 'missing'."""
+    coverage = ExtraStreams()
+    now = flowing(coverage, 0.0, 10)
+    for later in (now + 3.5, now + 31, now + 600):
+        assert coverage.wanted(TRADING, later) is None and not coverage.flowing(later)
+    resumed = now + 600
+    coverage.note_all_market(CARRIED, resumed)
+    assert coverage.flowing(resumed) and coverage.wanted(TRADING, resumed) == {"TSLAUSDT", "NVDAUSDT"}
+
+
+def test_the_manager_keeps_its_plan_through_a_stall() -> None:
+    manager, conn = StreamManager(), Conn()
+    now = flowing(manager.coverage, 0.0, 5)
+    manager.tick([conn], TRADING, now)
+    assert conn.subs.symbols == {"TSLAUSDT", "NVDAUSDT"}
+    t = now
+    while t < now + 120:
+        t += 0.5
+        manager.tick([conn], TRADING, t)
+    assert conn.subs.symbols == {"TSLAUSDT", "NVDAUSDT"} and len(conn.sent) == 1
+
+
+def test_more_than_one_connection_carries_is_capped_with_one_warning(caplog) -> None:
+    coverage = ExtraStreams()
+    many = frozenset(f"T{i:04d}USDT" for i in range(1500))
+    now = flowing(coverage, 0.0, 3)
+    wanted = coverage.wanted(many, now)
+    assert wanted is not None and len(wanted) == MAX_STREAMS_PER_CONNECTION - 1  # one is the all-market stream
+    assert coverage.capped == 1500 - 1023
+    coverage.wanted(many, now + 5)
+    assert sum("left out" in r.message for r in caplog.records) == 1  # once per change, not every plan
+
+
+def test_subscriptions_are_chunked_and_paced_under_binances_limit() -> None:
+    subs = Subscriptions()
+    wanted = {f"T{i:04d}USDT" for i in range(1023)}
+    assert subs.plan(wanted) == (1023, 0)
+    assert subs.pending == -(-1023 // PARAMS_PER_MESSAGE) == 6
+    sent, t = [], 100.0
+    while subs.pending:
+        message = subs.next_message(t)
+        if message is not None:
+            sent.append((t, json.loads(message)))
+        t = round(t + 0.01, 2)
+    assert [m["method"] for _, m in sent] == ["SUBSCRIBE"] * 6 and [m["id"] for _, m in sent] == list(range(1, 7))
+    assert sum(len(m["params"]) for _, m in sent) == 1023 and sent[0][1]["params"][0] == "t0000usdt@markPrice@1s"
+    times = [at for at, _ in sent]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 1 / MESSAGES_PER_S - 1e-9  # never more than 5 a second: half of Binance's 10
+    for start in times:  # and never more than 10 in any one-second window
+        assert sum(start <= x < start + 1 for x in times) <= 10
+
+
+def test_listing_and_delisting_change_the_plan_with_one_message_each() -> None:
+    manager, conn = StreamManager(), Conn()
+    now = flowing(manager.coverage, 0.0, 3)
+    manager.tick([conn], TRADING, now)
+    assert conn.sent[-1] == {"method": "SUBSCRIBE", "params": ["nvdausdt@markPrice@1s", "tslausdt@markPrice@1s"],
+                             "id": 1}
+    # A new stream-only listing: the reference data changes, the daemon replans at once.
+    now = flowing(manager.coverage, now + 1, 1)
+    manager.replan()
+    manager.tick([conn], TRADING | {"MSFTUSDT"}, now)
+    assert conn.sent[-1]["method"] == "SUBSCRIBE" and conn.sent[-1]["params"] == ["msftusdt@markPrice@1s"]
+    # A delisting: the next plan (every PLAN_EVERY_S) unsubscribes it; nothing else is touched.
+    now = flowing(manager.coverage, now + 1, int(PLAN_EVERY_S))
+    manager.tick([conn], (TRADING | {"MSFTUSDT"}) - {"NVDAUSDT"}, now)
+    assert conn.sent[-1] == {"method": "UNSUBSCRIBE", "params": ["nvdausdt@markPrice@1s"], "id": 3}
+    assert conn.subs.symbols == {"TSLAUSDT", "MSFTUSDT"} and len(conn.sent) == 3
+
+
+def test_unknown_reference_data_subscribes_nothing_and_a_new_connection_gets_the_plan() -> None:
+    manager, first = StreamManager(), Conn()
+    now = flowing(manager.coverage, 0.0, 3)
+    manager.tick([first], None, now)
+    assert first.sent == [] and manager.wanted is None
+    manager.tick([first], TRADING, now)
+    second = Conn(id=2)  # a reconnect or a rotation: the same streams on the new connection
+    manager.tick([first, second], TRADING, now + 0.5)
+    assert second.subs.symbols == {"TSLAUSDT", "NVDAUSDT"} and second.sent[0]["method"] == "SUBSCRIBE"
