@@ -117,7 +117,7 @@ class StateCollector:
 def build_registry(cache: StateCache, stale_after_s: float,
                    consumer_status_dir: Path | None = None) -> tuple[CollectorRegistry, Counter]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))  # type: ignore[arg-type]
+    registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))
     requests = Counter("funding_api_requests", "API requests by route template and status",
                        ["route", "status"], registry=registry)
     return registry, requests

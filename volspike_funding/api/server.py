@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Sequence
 
 import uvicorn
+from fastapi import FastAPI
 
 from volspike_funding.api.app import HealthLimits, create_app
 from volspike_funding.store.redis_store import open_cache
@@ -81,7 +82,7 @@ class Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def server_config(app: object, settings: Settings, log_level: str) -> uvicorn.Config:
+def server_config(app: FastAPI, settings: Settings, log_level: str) -> uvicorn.Config:
     fds = raise_fd_limit()
     connections = effective_max_connections(settings.api_max_connections, fds)
     if connections < settings.api_max_connections:

@@ -153,20 +153,25 @@ class BinanceRest:
 
     # -- endpoints used by the consumers -------------------------------------------------------------------
     def premium_index_all(self) -> list[dict[str, Any]]:
-        return self.get("/fapi/v1/premiumIndex", weight=10)
+        answer: list[dict[str, Any]] = self.get("/fapi/v1/premiumIndex", weight=10)
+        return answer
 
     def exchange_info(self) -> dict[str, Any]:
-        return self.get("/fapi/v1/exchangeInfo", weight=1)
+        answer: dict[str, Any] = self.get("/fapi/v1/exchangeInfo", weight=1)
+        return answer
 
     def klines(self, symbol: str, interval: str, limit: int) -> list[list[Any]]:
-        return self.get("/fapi/v1/klines", {"symbol": symbol, "interval": interval, "limit": limit},
-                        weight=1 if limit < 100 else 2)
+        answer: list[list[Any]] = self.get("/fapi/v1/klines", {"symbol": symbol, "interval": interval,
+                                                               "limit": limit}, weight=1 if limit < 100 else 2)
+        return answer
 
     def open_interest(self, symbol: str) -> dict[str, Any]:
-        return self.get("/fapi/v1/openInterest", {"symbol": symbol}, weight=1)
+        answer: dict[str, Any] = self.get("/fapi/v1/openInterest", {"symbol": symbol}, weight=1)
+        return answer
 
     def ticker_24hr_all(self) -> list[dict[str, Any]]:
-        return self.get("/fapi/v1/ticker/24hr", weight=40)
+        answer: list[dict[str, Any]] = self.get("/fapi/v1/ticker/24hr", weight=40)
+        return answer
 
 
 def usdt_perpetuals(exchange_info: dict[str, Any]) -> list[str]:

@@ -68,7 +68,7 @@ class Universe:
             return None
         body = self.backend.get_json("/api/market/open-interest/liquid-universe", {})
         try:
-            symbols = [str(item["symbol"]) for item in body["symbols"]]  # type: ignore[index]
+            symbols = [str(item["symbol"]) for item in body["symbols"]]
         except (KeyError, TypeError):
             return None
         return symbols or None

@@ -82,7 +82,7 @@ def store_url(raw: str) -> str | None:
     except ImportError:  # the store's own start-up says the library is missing
         return raw.strip()
     try:
-        parse_url(raw.strip())
+        parse_url(raw.strip())  # type: ignore[no-untyped-call]  # redis-py's parser is not annotated
     except ValueError as exc:  # e.g. "Invalid value for 'db' in connection URL."
         raise ValueError(str(exc)) from None
     return raw.strip()

@@ -18,7 +18,7 @@ import gc
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 
@@ -102,7 +102,8 @@ class ReferenceFetcher:
             self._wake.clear()
 
     def _fetch_due(self, now: float) -> None:
-        d, changed = self.data, {}
+        d = self.data
+        changed: dict[str, Any] = {}
         try:
             if self._early or self._due(d.exchange_info_at, self._refresh_s, now):
                 self._early = False

@@ -215,7 +215,8 @@ class Report:
 
     def checks(self) -> list[dict[str, Any]]:
         """Every threshold of the verdict with its figure: ``{"check", "figure", "threshold", "met"}``."""
-        s, rows = self.settings, []
+        s = self.settings
+        rows: list[tuple[str, float | None, str, bool]] = []
         total = sum(f.comparisons for f in self.fields.values())
         gap, _ = self.coverage.largest_gap()
         rows.append(("coverage (h)", round(self.coverage.hours, 2), f">= {s.report_min_hours:g}",
@@ -274,7 +275,7 @@ def read_lines(paths: Sequence[str], stdin: IO[str]) -> Iterator[str]:
             continue
         opener = gzip.open if path.endswith(".gz") else open
         try:
-            with opener(path, "rt", encoding="utf-8", errors="replace") as stream:  # type: ignore[operator]
+            with opener(path, "rt", encoding="utf-8", errors="replace") as stream:
                 yield from stream
         except OSError as exc:
             raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None

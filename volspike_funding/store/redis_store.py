@@ -153,7 +153,7 @@ def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], n
     connected first, freshest heartbeat next), plus every daemon's id, liveness and connection, the status
     records that were not a daemon's (ignored, counted) and why the store refuses writes, if it does."""
     def rank(s: dict[str, Any]) -> tuple[bool, bool, float]:
-        beat = s.get("heartbeat_at") if isinstance(s.get("heartbeat_at"), (int, float)) else 0.0
+        beat = float(s["heartbeat_at"]) if isinstance(s.get("heartbeat_at"), (int, float)) else 0.0
         return (s.get("stopped_at") is None, bool((s.get("connection_status") or {}).get("connected")), beat)
 
     best = max(statuses, key=rank, default={"heartbeat_at": None, "stopped_at": now})

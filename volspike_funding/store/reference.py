@@ -159,7 +159,8 @@ def parse(data: bytes) -> ReferenceData:
         raise StateUnreadable("invalid", "reference file has an unknown schema")
     info = doc.get("exchangeInfo") if isinstance(doc.get("exchangeInfo"), dict) else None
     funding = doc.get("fundingInfo") if isinstance(doc.get("fundingInfo"), list) else None
-    rates = doc.get("interestRates") if isinstance(doc.get("interestRates"), dict) else {}
+    raw_rates = doc.get("interestRates")
+    rates: dict[str, Any] = raw_rates if isinstance(raw_rates, dict) else {}
     interval = doc.get("refreshIntervalS")
     return ReferenceData(orjson.dumps(info) if info else None, _time(doc.get("exchangeInfoAt")) if info else None,
                          funding, _time(doc.get("fundingInfoAt")) if funding is not None else None,
