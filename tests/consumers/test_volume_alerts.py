@@ -20,6 +20,7 @@ from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.store.comparison_log import Window, parse_line
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable
 from volspike_funding.fake.http_fake import HttpFake
+from volspike_funding.fake.market import Market, fmt
 from volspike_funding.consumers.volume_alerts import VolumeAlerts
 from volspike_funding.consumers.volume_rules import (Candles, alert_text, fmt_volume, is_spike, pick_candles, slot_of)
 
@@ -413,13 +414,26 @@ def test_an_overrun_catches_up_top_and_half_hour_slots_and_says_what_it_skipped(
     assert "slot 2026-11-24T13:05:00Z skipped" in caplog.text and "slot 2026-11-24T13:10:00Z skipped" in caplog.text
 
 
+def api_matches_market(api_url: str, market: Market) -> bool:
+    """Every perpetual's funding rate and mark price in the API's answer are the market's current ones."""
+    import requests
+
+    served = {d["symbol"]: d for d in requests.get(api_url + "/funding/batch", timeout=5).json()["data"]}
+    return all(c.symbol in served and served[c.symbol]["fundingRate"] == float(fmt(c.funding))
+               and served[c.symbol]["markPrice"] == float(fmt(c.mark))
+               for c in market.contracts.values() if c.funding is not None)
+
+
 def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path) -> None:
     """End to end: the alert script in validate mode against the fakes; its own stderr log into the report."""
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "FUNDING_SOURCE_MODE": "validate",
            "FUNDING_STALE_AFTER_S": "5", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
     log_file = tmp_path / "alerts.log"
-    with log_file.open("w") as sink:
+    # The script reads REST and then the API a moment later; a funding jump in between (2e-5 > the 1e-5
+    # tolerance) would be a real mismatch. Hold the market still and wait until the API serves the still market.
+    with world.stack.market.still() as market, log_file.open("w") as sink:
+        wait_until(lambda: api_matches_market(world.stack.api.url, market), 15)
         for minute in (5, 10, 15):
             at(world, HOUR + timedelta(minutes=minute, seconds=1))
             proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once", "--dry-run",
@@ -431,7 +445,7 @@ def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path)
     assert report.returncode == 2 and result["verdict"] == "INSUFFICIENT DATA"  # minutes, not 24 h
     n = len(world.stack.market.contracts) - 1
     assert result["fields"]["fundingRate"]["comparisons"] == 3 * n
-    assert result["fields"]["markPrice"]["matchRate"] >= 0.9
+    assert result["fields"]["fundingRate"]["matchRate"] == 1.0 and result["fields"]["markPrice"]["matchRate"] == 1.0
     assert result["availability"]["volume_alerts"]["scans"] == 3 and result["unparseableLines"] == 0
 
 
