@@ -94,7 +94,8 @@ def daemon_proc(settings: Settings, tmp: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false",
            "FUNDING_STORE_URL": settings.store_url or "", "FUNDING_HEARTBEAT_S": scaled_s(0.2)}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url",
-                             settings.ws_url, "--state-file", str(settings.state_file), "--no-data-timeout-s", scaled_s(1)],
+                             settings.ws_url, "--state-file", str(settings.state_file),
+                             "--no-data-timeout-s", scaled_s(1)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
