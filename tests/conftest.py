@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -18,18 +19,48 @@ from volspike_funding.feed.daemon import Daemon  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 from volspike_funding.core.settings import Settings, load_settings  # noqa: E402
 
+
+
+def _time_scale() -> float:
+    raw = os.environ.get("VOLSPIKE_TEST_TIME_SCALE", "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (1.0 <= value <= 100.0):  # nan fails too; below 1 would only make the suite flakier
+        raise pytest.UsageError(f"VOLSPIKE_TEST_TIME_SCALE must be a number from 1 to 100, not {raw!r}")
+    return value
+
+
+#: One knob for slow or busy machines (CI can raise it): every timing-sensitive setting, cadence, timeout and
+#: wait of the tests is multiplied by it, so their ratios (cadence < heartbeat < stale threshold ...) hold.
+TIME_SCALE = _time_scale()
+
+
+def scaled(seconds: float) -> float:
+    """A test's duration on this machine: ``seconds`` times VOLSPIKE_TEST_TIME_SCALE."""
+    return seconds * TIME_SCALE
+
+
+def scaled_s(seconds: float) -> str:
+    """The same, as a settings value (``FUNDING_..._S``)."""
+    return f"{scaled(seconds):g}"
+
+
 FAST = {
-    "FUNDING_NO_DATA_TIMEOUT_S": "0.6",
-    "FUNDING_CONNECT_TIMEOUT_S": "2",
-    "FUNDING_BACKOFF_INITIAL_S": "0.02",
-    "FUNDING_BACKOFF_MAX_S": "0.2",
-    "FUNDING_HEARTBEAT_S": "0.2",
-    "FUNDING_STALE_AFTER_S": "2",
+    "FUNDING_NO_DATA_TIMEOUT_S": scaled_s(0.6),
+    "FUNDING_CONNECT_TIMEOUT_S": scaled_s(2),
+    "FUNDING_BACKOFF_INITIAL_S": scaled_s(0.02),
+    "FUNDING_BACKOFF_MAX_S": scaled_s(0.2),
+    "FUNDING_HEARTBEAT_S": scaled_s(0.2),
+    "FUNDING_STALE_AFTER_S": scaled_s(2),
     "FUNDING_REFERENCE_ENABLED": "false",
 }
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it is truthy; ``timeout`` is scaled by VOLSPIKE_TEST_TIME_SCALE."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -45,7 +76,7 @@ def read_doc(path: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def fake_ws() -> Iterator[FakeBinanceWS]:
-    with FakeBinanceWS(cadence_s=0.05) as fake:
+    with FakeBinanceWS(cadence_s=scaled(0.05)) as fake:
         yield fake
 
 
@@ -75,7 +106,7 @@ class DaemonThread:
 
     def stop(self) -> int:
         self.daemon.request_stop()
-        self.thread.join(10)
+        self.thread.join(scaled(10))
         assert not self.thread.is_alive()
         return self.result[0]
 

@@ -16,7 +16,7 @@ from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.core.settings import Settings, load_settings
 
-from ..conftest import FAST, wait_until
+from ..conftest import FAST, scaled, wait_until
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Stack:
 
 def start_stack(tmp: Path, n_symbols: int = 30) -> Stack:
     market = Market(n_symbols)
-    ws = FakeBinanceWS(market, cadence_s=0.1).start()
+    ws = FakeBinanceWS(market, cadence_s=scaled(0.1)).start()
     settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp / "none"), "BINANCE_WS_URL": ws.url,
                               "FUNDING_STATE_FILE": str(tmp / "state" / "s.json"), **FAST,
                               "FUNDING_STALE_AFTER_S": "5"})

@@ -17,7 +17,7 @@ from volspike_funding.consumers.oi_alerts import OiAlertEngine, Sample
 from volspike_funding.consumers.sinks import Outbox
 from volspike_funding.consumers.oi_poller import OiPoller, poll_interval
 
-from ..conftest import ROOT, wait_until
+from ..conftest import ROOT, scaled, scaled_s, wait_until
 from .consumer_stack import World, open_world
 
 
@@ -290,7 +290,7 @@ def test_alerts_reach_both_backends_and_failures_are_retried(world: World) -> No
 
 
 def test_slow_backend_does_not_delay_polling_and_drops_the_oldest(world: World, caplog) -> None:
-    world.prod.fail("/api/market/open-interest/ingest", 200, count=50, delay_s=2.0)
+    world.prod.fail("/api/market/open-interest/ingest", 200, count=50, delay_s=scaled(2.0))
     p = poller(world, FUNDING_SOURCE_MODE="ws", OI_POST_QUEUE_MAX="2")
     for _ in range(4):
         p.loop_once()
@@ -324,8 +324,8 @@ def test_outbox_reports_drops_to_callbacks() -> None:
 
 def test_an_alert_that_timed_out_is_never_sent_again(world: World) -> None:
     world.prod.liquid_universe = ["BTCUSDT"]
-    world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=1.5)  # answers after the timeout
-    p = poller(world, FUNDING_SOURCE_MODE="ws", VOLSPIKE_POST_TIMEOUT_S="0.5", VOLSPIKE_API_URL_DEV="")
+    world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=scaled(1.5))  # answers after the timeout
+    p = poller(world, FUNDING_SOURCE_MODE="ws", VOLSPIKE_POST_TIMEOUT_S=scaled_s(0.5), VOLSPIKE_API_URL_DEV="")
     p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)
     world.rest.open_interest["BTCUSDT"] = 120_000.0
     p.loop_once()

@@ -20,10 +20,11 @@ from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.store.comparison_log import Window, parse_line
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable
 from volspike_funding.fake.http_fake import HttpFake
+from volspike_funding.fake.market import Market, fmt
 from volspike_funding.consumers.volume_alerts import VolumeAlerts
 from volspike_funding.consumers.volume_rules import (Candles, alert_text, fmt_volume, is_spike, pick_candles, slot_of)
 
-from ..conftest import ROOT, wait_until
+from ..conftest import ROOT, scaled, scaled_s, wait_until
 from .consumer_stack import World, open_world
 
 HOUR = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -210,9 +211,9 @@ def test_dead_local_service_without_fallback_leaves_funding_unknown(world: World
 
 def test_slow_local_service_times_out_without_retry(world: World) -> None:
     with HttpFake() as slow:
-        slow.fail("/funding/batch", 200, count=5, delay_s=3.0, body={"data": []})
+        slow.fail("/funding/batch", 200, count=5, delay_s=scaled(3.0), body={"data": []})
         app = alerts_app(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL=slow.url + "/funding",
-                         WS_FUNDING_TIMEOUT_S="0.4")
+                         WS_FUNDING_TIMEOUT_S=scaled_s(0.4))
         app.scan(at(world, HOUR + timedelta(minutes=10)))
         assert slow.counts["/funding/batch"] == 1
     assert world.rest.counts["/fapi/v1/premiumIndex"] == 1  # the fallback filled in
@@ -265,8 +266,8 @@ def test_5xx_and_timeouts_are_retried_other_4xx_never(world: World) -> None:
     with pytest.raises(RequestRejected) as info:
         client.klines("NOPEUSDT", "1h", 2)
     assert info.value.code == -1121 and world.rest.counts["/fapi/v1/klines"] == 1
-    world.rest.fail("/fapi/v1/ticker/24hr", 200, delay_s=1.0)
-    fast = BinanceRest(world.rest.url, retries=1, backoff_s=0.01, timeout=0.2)
+    world.rest.fail("/fapi/v1/ticker/24hr", 200, delay_s=scaled(1.0))
+    fast = BinanceRest(world.rest.url, retries=1, backoff_s=0.01, timeout=scaled(0.2))
     assert fast.ticker_24hr_all() and world.rest.counts["/fapi/v1/ticker/24hr"] == 2
 
 
@@ -324,11 +325,11 @@ def test_at_most_once_only_what_surely_did_not_arrive_is_retried(world: World, c
     no_wait = {"sleep": lambda s: None}
     wrong = Backend("PROD", world.prod.url, "wrong-key-123456", **no_wait)
     assert wrong.post(route, {"symbol": "X"}) == REJECTED and count() == 1  # 401: never retried
-    good = Backend("PROD", world.prod.url, "prod-secret-key", timeout=0.5, **no_wait)
+    good = Backend("PROD", world.prod.url, "prod-secret-key", timeout=scaled(0.5), **no_wait)
     assert good.post(route, {**VALID_ALERT, "fundingRate": None}) == REJECTED and count() == 2  # 400 on null
     world.prod.fail(route, 500)
     assert good.post(route, VALID_ALERT) == UNCERTAIN and count() == 3  # 5xx after the body: not re-sent
-    world.prod.fail(route, 200, delay_s=1.5)
+    world.prod.fail(route, 200, delay_s=scaled(1.5))
     assert good.post(route, VALID_ALERT) == UNCERTAIN and count() == 4  # answered after our timeout: not re-sent
     world.prod.fail(route, 503, count=2, headers={"Retry-After": "1"})
     assert good.post(route, VALID_ALERT) == ACCEPTED and count() == 7  # "not now, retry": it did not arrive
@@ -341,12 +342,12 @@ def test_at_most_once_only_what_surely_did_not_arrive_is_retried(world: World, c
 
 
 def test_telegram_honours_retry_after_and_never_resends_a_timed_out_message(world: World) -> None:
-    tg = Telegram(world.telegram.url, world.telegram.token, "42", timeout=0.5, sleep=lambda s: None)
+    tg = Telegram(world.telegram.url, world.telegram.token, "42", timeout=scaled(0.5), sleep=lambda s: None)
     path = f"/bot{world.telegram.token}/sendMessage"
     world.telegram.fail(path, 429, body={"ok": False, "error_code": 429, "description": "Too Many Requests: retry "
                                          "after 3", "parameters": {"retry_after": 3}})
     assert tg.send("hello") == ACCEPTED and world.telegram.counts[path] == 2
-    world.telegram.fail(path, 200, delay_s=1.5)
+    world.telegram.fail(path, 200, delay_s=scaled(1.5))
     assert tg.send("slow") == UNCERTAIN and world.telegram.counts[path] == 3
 
 
@@ -413,13 +414,26 @@ def test_an_overrun_catches_up_top_and_half_hour_slots_and_says_what_it_skipped(
     assert "slot 2026-11-24T13:05:00Z skipped" in caplog.text and "slot 2026-11-24T13:10:00Z skipped" in caplog.text
 
 
+def api_matches_market(api_url: str, market: Market) -> bool:
+    """Every perpetual's funding rate and mark price in the API's answer are the market's current ones."""
+    import requests
+
+    served = {d["symbol"]: d for d in requests.get(api_url + "/funding/batch", timeout=5).json()["data"]}
+    return all(c.symbol in served and served[c.symbol]["fundingRate"] == float(fmt(c.funding))
+               and served[c.symbol]["markPrice"] == float(fmt(c.mark))
+               for c in market.contracts.values() if c.funding is not None)
+
+
 def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path) -> None:
     """End to end: the alert script in validate mode against the fakes; its own stderr log into the report."""
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "FUNDING_SOURCE_MODE": "validate",
            "FUNDING_STALE_AFTER_S": "5", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
     log_file = tmp_path / "alerts.log"
-    with log_file.open("w") as sink:
+    # The script reads REST and then the API a moment later; a funding jump in between (2e-5 > the 1e-5
+    # tolerance) would be a real mismatch. Hold the market still and wait until the API serves the still market.
+    with world.stack.market.still() as market, log_file.open("w") as sink:
+        wait_until(lambda: api_matches_market(world.stack.api.url, market), 15)
         for minute in (5, 10, 15):
             at(world, HOUR + timedelta(minutes=minute, seconds=1))
             proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once", "--dry-run",
@@ -431,7 +445,7 @@ def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path)
     assert report.returncode == 2 and result["verdict"] == "INSUFFICIENT DATA"  # minutes, not 24 h
     n = len(world.stack.market.contracts) - 1
     assert result["fields"]["fundingRate"]["comparisons"] == 3 * n
-    assert result["fields"]["markPrice"]["matchRate"] >= 0.9
+    assert result["fields"]["fundingRate"]["matchRate"] == 1.0 and result["fields"]["markPrice"]["matchRate"] == 1.0
     assert result["availability"]["volume_alerts"]["scans"] == 3 and result["unparseableLines"] == 0
 
 

@@ -12,7 +12,7 @@ from volspike_funding.core.retry import Backoff
 from volspike_funding.fake.market import DELIVERY_SYMBOL, NON_ASCII_SYMBOL
 from volspike_funding.store.statefile import binance_strings
 
-from ..conftest import wait_until
+from ..conftest import scaled, scaled_s, wait_until
 
 
 def frames(d) -> int:
@@ -104,7 +104,8 @@ def test_handshake_refusal_backs_off_and_recovers(status, fake_ws, make_settings
 
 def test_retry_after_on_a_refused_handshake_is_honoured(fake_ws, make_settings, run_daemon) -> None:
     fake_ws.refuse_handshakes(429, count=1, retry_after=1)
-    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_BACKOFF_MAX_S="2"))  # Retry-After is capped
+    # Retry-After is capped
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_BACKOFF_MAX_S=scaled_s(2)))
     status = wait_until(lambda: (s := d.doc()["connection_status"])["last_error"] and s)
     assert status["last_error"] == "handshake refused: HTTP 429"
     # The backoff alone (cap 0.02 s) would reconnect at once; Retry-After holds it for a second.
@@ -113,15 +114,15 @@ def test_retry_after_on_a_refused_handshake_is_honoured(fake_ws, make_settings, 
 
 
 def test_server_pings_are_answered(fake_ws, make_settings, run_daemon) -> None:
-    fake_ws.ping_interval_s = 0.1
+    fake_ws.ping_interval_s = scaled(0.1)
     d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url))
     wait_until(lambda: fake_ws.stats["pongs"] >= 3)
     assert d.doc()["connection_status"]["reconnect_attempts"] == 0
 
 
 def test_rotation_opens_the_new_connection_before_the_cut(fake_ws, make_settings, run_daemon) -> None:
-    fake_ws.max_connection_age_s = 1.5  # the "24 h" cut, compressed
-    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S="0.8"))
+    fake_ws.max_connection_age_s = scaled(1.5)  # the "24 h" cut, compressed
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S=scaled_s(0.8)))
     wait_until(lambda: d.doc()["connection_status"]["rotations"] >= 3, 15)
     status = d.doc()["connection_status"]
     assert status["reconnect_attempts"] == 0 and status["connected"] is True
@@ -129,7 +130,7 @@ def test_rotation_opens_the_new_connection_before_the_cut(fake_ws, make_settings
 
 
 def test_forced_cut_without_rotation_reconnects(fake_ws, make_settings, run_daemon) -> None:
-    fake_ws.max_connection_age_s = 0.5
+    fake_ws.max_connection_age_s = scaled(0.5)
     d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S="0"))
     status = wait_until(lambda: (s := d.doc()["connection_status"])["reconnect_attempts"] >= 2 and s)
     assert "24h connection limit" in status["last_error"]
@@ -167,8 +168,8 @@ def test_abort_while_connecting_reports_closed() -> None:
 
 def test_rotation_survives_the_old_connection_dropping_first(fake_ws, make_settings, run_daemon) -> None:
     """Binance cuts the old connection while the replacement is still opening: the replacement takes over."""
-    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S="0.5",
-                                 FUNDING_BACKOFF_INITIAL_S="2", FUNDING_BACKOFF_MAX_S="2"))
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_ROTATE_AFTER_S=scaled_s(0.5),
+                                 FUNDING_BACKOFF_INITIAL_S=scaled_s(2), FUNDING_BACKOFF_MAX_S=scaled_s(2)))
     wait_until(lambda: d.daemon.candidate is not None or d.doc()["connection_status"]["rotations"] >= 1)
     fake_ws.drop_all()
     wait_until(lambda: d.doc()["connection_status"]["rotations"] >= 2 and d.doc()["connection_status"]["connected"])
@@ -177,7 +178,7 @@ def test_rotation_survives_the_old_connection_dropping_first(fake_ws, make_setti
 
 
 def test_delisted_symbols_age_then_are_dropped(fake_ws, make_settings, run_daemon) -> None:
-    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_DROP_AFTER_S="1"))
+    d = run_daemon(make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_DROP_AFTER_S=scaled_s(1)))
     wait_until(lambda: "ETHUSDT" in d.doc()["funding_state"])
     fake_ws.market.delist("ETHUSDT")
     wait_until(lambda: "ETHUSDT" not in d.doc()["funding_state"])

@@ -21,7 +21,7 @@ from volspike_funding.api.server import ServerThread
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.core.settings import Settings
 
-from ..conftest import ROOT, DaemonThread, fill, read_doc, wait_until
+from ..conftest import ROOT, DaemonThread, fill, read_doc, scaled, scaled_s, wait_until
 from ..api.test_api import put_state, record
 
 HOUR_MS = 3_600_000
@@ -108,7 +108,7 @@ def test_retry_after_is_capped_and_bad_values_ignored(asked: str, fake_ws: FakeB
     wait_until(lambda: fake_ws.stats["connections"] == 1, 5)  # reconnected within the backoff cap (0.2 s)
     assert d.doc()["connection_status"]["reconnect_attempts"] == 1
     if asked == "3600":
-        assert "server asked to retry after 3600 s; waiting 0.2 s" in caplog.text
+        assert f"server asked to retry after 3600 s; waiting {scaled(0.2):g} s" in caplog.text
     else:
         assert f"unusable Retry-After '{float(asked):g}' ignored" in caplog.text
 
@@ -118,7 +118,7 @@ def test_retry_after_is_capped_and_bad_values_ignored(asked: str, fake_ws: FakeB
 def daemon_proc(url: str, state: Path, tmp: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false"}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url", url,
-                             "--state-file", str(state), "--heartbeat-s", "0.2"], env=env,
+                             "--state-file", str(state), "--heartbeat-s", scaled_s(0.2)], env=env,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -144,7 +144,7 @@ def test_removing_the_lock_file_never_allows_two_writers(fake_ws: FakeBinanceWS,
     try:
         wait_until(lambda: state.exists() and read_doc(state)["daemon_pid"] == first.pid)
         impostor = take_lock_path(lock)  # a new inode at the path, locked by someone else
-        assert first.wait(10) == 1  # the loser stops: at most one write after the takeover
+        assert first.wait(scaled(10)) == 1  # the loser stops: at most one write after the takeover
         stderr = first.stderr.read() if first.stderr else ""
         assert "lost the lock" in stderr and "Traceback" not in stderr
         os.close(impostor)
@@ -153,7 +153,7 @@ def test_removing_the_lock_file_never_allows_two_writers(fake_ws: FakeBinanceWS,
         pids = set()
         for _ in range(20):
             pids.add(read_doc(state)["daemon_pid"])
-            time.sleep(0.05)
+            time.sleep(scaled(0.05))
         assert pids == {second.pid} and second.poll() is None
     finally:
         for proc in (first, second):
@@ -232,7 +232,7 @@ def test_daemon_and_api_debug_logs_keep_secrets(fake_ws: FakeBinanceWS, tmp_path
     logs = []
     for script in ("binance_funding_ws_daemon.py", "funding_api_server.py"):
         proc = subprocess.Popen([sys.executable, str(ROOT / script)], env=env, stderr=subprocess.PIPE, text=True)
-        time.sleep(2.5)
+        time.sleep(scaled(2.5))  # a few heartbeats of DEBUG logging; neither process says more
         proc.send_signal(signal.SIGTERM)
         logs.append(proc.communicate(timeout=15)[1])
     assert "DEBUG" in logs[0] and all(s not in log for log in logs for s in secrets.values())

@@ -14,7 +14,7 @@ from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.core.settings import Settings
 
-from ..conftest import DaemonThread, wait_until
+from ..conftest import DaemonThread, scaled, scaled_s, wait_until
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def market() -> Market:
 
 @pytest.fixture
 def fakes(market: Market) -> Iterator[tuple[FakeBinanceWS, FakeBinanceRest]]:
-    with FakeBinanceWS(market, cadence_s=0.05) as ws, FakeBinanceRest(market) as rest:
+    with FakeBinanceWS(market, cadence_s=scaled(0.05)) as ws, FakeBinanceRest(market) as rest:
         yield ws, rest
 
 
@@ -87,7 +87,7 @@ def test_stream_only_listing_is_subscribed_on_the_open_connection(run_daemon: Ca
                                                                   fakes: tuple[FakeBinanceWS, FakeBinanceRest]
                                                                   ) -> None:
     ws, _ = fakes
-    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S="0.5"))
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(0.5)))
     wait_until(lambda: "TSLAUSDT" in d.doc()["funding_state"])
     market.list_new("MSFTUSDT", 480.0, stream_only=True)
     wait_until(lambda: "MSFTUSDT" in d.doc()["funding_state"])
@@ -100,7 +100,7 @@ def test_delisted_symbol_is_dropped_at_once_and_unsubscribed(run_daemon: Callabl
                                                              market: Market,
                                                              fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, _ = fakes
-    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S="0.5"))
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(0.5)))
     wait_until(lambda: "NVDAUSDT" in d.doc()["funding_state"] and "SOLUSDT" in d.doc()["funding_state"])
     market.delist("SOLUSDT")
     market.delist("NVDAUSDT")
@@ -124,7 +124,7 @@ def test_a_premium_index_without_interest_rates_is_not_fetched_in_a_loop() -> No
                                    lambda data, error: results.append(data), refresh_s=900, interest_refresh_s=3600)
         fetcher.start()
         wait_until(lambda: results)
-        time.sleep(0.5)  # time enough for a loop to show
+        time.sleep(scaled(0.5))  # time enough for a loop to show
         fetcher.stop()
         assert rest.counts["/fapi/v1/premiumIndex"] == 1 and results[-1].interest_rates_at is not None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from volspike_funding.feed.daemon import Daemon
 from volspike_funding.feed.sdnotify import Notifier
 
-from ..conftest import DaemonThread, wait_until
+from ..conftest import DaemonThread, scaled, scaled_s, wait_until
 
 
 class Listener:
@@ -40,8 +40,8 @@ def test_abstract_socket_address() -> None:
 
 def test_ready_then_watchdog_only_while_data_is_fresh(fake_ws, make_settings, tmp_path: Path) -> None:
     listener = Listener(tmp_path / "notify.sock")
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
-    settings = make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STALE_AFTER_S="0.5",
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": str(int(scaled(0.4) * 1e6))})
+    settings = make_settings(BINANCE_WS_URL=fake_ws.url, FUNDING_STALE_AFTER_S=scaled_s(0.5),
                              FUNDING_NO_DATA_TIMEOUT_S="5")
     runner = DaemonThread(settings)
     runner.daemon = Daemon(settings, notifier=notifier)
@@ -51,10 +51,10 @@ def test_ready_then_watchdog_only_while_data_is_fresh(fake_ws, make_settings, tm
         first = listener.messages[0]
         assert first.startswith("READY=1") and "STATUS=700 symbols" in first
         fake_ws.stalled = True
-        time.sleep(0.8)  # past the stale threshold: petting must have stopped
+        time.sleep(scaled(0.8))  # past the stale threshold: petting must have stopped
         listener.drain()
         listener.messages.clear()
-        time.sleep(0.5)
+        time.sleep(scaled(0.5))
         assert not any("WATCHDOG=1" in m for m in listener.drain())
         fake_ws.stalled = False
         wait_until(lambda: any("WATCHDOG=1" in m for m in listener.drain()))

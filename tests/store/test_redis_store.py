@@ -23,7 +23,7 @@ from volspike_funding.fake.http_fake import free_port
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.core.settings import Settings, load_settings
 
-from ..conftest import FAST, ROOT, wait_until
+from ..conftest import FAST, ROOT, scaled, scaled_s, wait_until
 
 REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed (Debian's redis-server; "
@@ -92,9 +92,10 @@ def settings_for(tmp: Path, ws: FakeBinanceWS, store: RedisServer, name: str) ->
 
 def daemon_proc(settings: Settings, tmp: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false",
-           "FUNDING_STORE_URL": settings.store_url or "", "FUNDING_HEARTBEAT_S": "0.2"}
+           "FUNDING_STORE_URL": settings.store_url or "", "FUNDING_HEARTBEAT_S": scaled_s(0.2)}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url",
-                             settings.ws_url, "--state-file", str(settings.state_file), "--no-data-timeout-s", "1"],
+                             settings.ws_url, "--state-file", str(settings.state_file),
+                             "--no-data-timeout-s", scaled_s(1)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -112,7 +113,7 @@ def connected(store: RedisServer, proc: subprocess.Popen[str]) -> bool:
 def test_two_daemons_killed_at_random_never_leave_a_gap(redis_server: RedisServer, tmp_path: Path) -> None:
     # The promise holds while one daemon is up, so each kill waits until the other daemon is connected (a restarted
     # one takes a moment on a busy machine: CI once killed both within 2 s); the API must then answer fresh data.
-    with FakeBinanceWS(cadence_s=0.1) as ws:
+    with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
         settings = [settings_for(tmp_path, ws, redis_server, f"d{i}") for i in range(2)]
         procs = [daemon_proc(s, tmp_path) for s in settings]
         try:
@@ -201,7 +202,7 @@ def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_
 
 
 def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:
-    with FakeBinanceWS(cadence_s=0.1) as ws:
+    with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
         settings = settings_for(tmp_path, ws, redis_server, "d")
         proc = daemon_proc(settings, tmp_path)
         try:
@@ -253,7 +254,7 @@ def test_rediss_with_a_private_ca_carries_the_data_and_a_wrong_ca_is_reported(tm
         pytest.skip("openssl is not installed (Debian's openssl; scripts/test.sh installs it as root)")
     server = RedisServer(tmp_path, tls=True).start()
     try:
-        with FakeBinanceWS(cadence_s=0.1) as ws:
+        with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
             settings = settings_for(tmp_path, ws, server, "d")
             proc = daemon_proc(settings, tmp_path)
             untrusting = load_settings({"VOLSPIKE_ENV_FILE": str(tmp_path / "none"),

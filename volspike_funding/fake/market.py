@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import random
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 #: Well-known contracts at plausible prices; the rest are synthetic names at random price levels.
 _REAL = {"BTCUSDT": 97000.0, "ETHUSDT": 3100.0, "SOLUSDT": 140.0, "BNBUSDT": 610.0, "XRPUSDT": 0.62,
@@ -52,10 +53,16 @@ def fmt(value: float) -> str:
 
 
 class Market:
-    def __init__(self, n_symbols: int = 700, seed: int = 7, *, wire: str = "2026") -> None:
+    def __init__(self, n_symbols: int = 700, seed: int = 7, *, wire: str = "2026", price_drift: float = 0.0004,
+                 funding_drift: float = 0.00002) -> None:
         if wire not in ("2026", "legacy"):
             raise ValueError(f"wire must be '2026' or 'legacy', not {wire!r}")
         self.wire = wire
+        #: Standard deviations of each step's relative mark-price move and of a funding rate's occasional jump
+        #: (5 % of steps). A funding jump of 2e-5 exceeds the comparison's 1e-5 tolerance, so a test comparing a
+        #: REST read with a WebSocket read a moment later must hold the market still (:meth:`still`).
+        self.price_drift = price_drift
+        self.funding_drift = funding_drift
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         special = [DELIVERY_SYMBOL] + ([TRADFI_IN_STREAM] if wire == "2026" and n_symbols >= 100 else [])
@@ -113,13 +120,25 @@ class Market:
             for table in (self.contracts, self.stream_only, self.silent):
                 table.pop(symbol, None)
 
+    @contextmanager
+    def still(self) -> Iterator["Market"]:
+        """No price or funding moves inside the block (frames keep coming, fresh): two reads a moment apart agree."""
+        with self._lock:
+            saved = self.price_drift, self.funding_drift
+            self.price_drift = self.funding_drift = 0.0
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self.price_drift, self.funding_drift = saved
+
     def step(self) -> None:
         with self._lock:
             for c in (*self.contracts.values(), *self.stream_only.values(), *self.coin_m.values()):
-                if c.symbol not in self._pinned:
-                    c.mark = max(c.mark * (1 + self._rng.gauss(0, 0.0004)), 1e-6)
-                if c.funding is not None and self._rng.random() < 0.05:
-                    c.funding = round(c.funding + self._rng.gauss(0, 0.00002), 8)
+                if c.symbol not in self._pinned and self.price_drift:
+                    c.mark = max(c.mark * (1 + self._rng.gauss(0, self.price_drift)), 1e-6)
+                if c.funding is not None and self.funding_drift and self._rng.random() < 0.05:
+                    c.funding = round(c.funding + self._rng.gauss(0, self.funding_drift), 8)
 
     def item(self, c: Contract, now_ms: int) -> dict[str, Any]:
         """One ``markPriceUpdate`` exactly as Binance sends it (field order of the 2026 captures)."""
