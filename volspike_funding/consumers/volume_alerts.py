@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SettingsError("--now needs --once")
         moment = parse_now(args.now) if args.now else None
         setup_logging(settings.log_level, secret_values(settings))
+        log.info("%s", env_file_line(args))
         alerts = VolumeAlerts(settings, dry_run=args.dry_run)
         alerts.banner()
         if args.once:
