@@ -163,7 +163,8 @@ chmod -R u=rwX,go=rX "$PREFIX"
 # 3. The virtualenv.
 [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON_BIN" -m venv "$PREFIX/.venv"
 # shellcheck disable=SC2086 # PIP_ARGS is a list of options on purpose
-"$PREFIX/.venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -r "$PREFIX/requirements.txt"
+"$PREFIX/.venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -r "$PREFIX/requirements.txt" \
+    -r "$PREFIX/requirements-report.txt"  # the report (and its --html charts) runs on the droplet too
 
 # 4. The operator's env file: created once from the example, never overwritten.
 install -d -m 0755 "$(dirname "$ENV_FILE")"

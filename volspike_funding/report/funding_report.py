@@ -9,6 +9,7 @@ mismatch lines. Streams in constant memory. Exit codes: 0 SAFE TO SWITCH, 1 REVI
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import re
 import sys
@@ -304,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = parser.parse_args(argv)
         settings = settings_from_args(args, REPORT)
+        if args.html and importlib.util.find_spec("matplotlib") is None:
+            # An extra (the droplet's install has it, a bare scripts/run.sh not): say so before reading any input.
+            raise SettingsError("--html needs matplotlib, which is not installed: pip install -r "
+                                "requirements-report.txt")
         now = datetime.now(timezone.utc)
         since = parse_when(args.since, now) if args.since else None
         until = parse_when(args.until, now) if args.until else None
