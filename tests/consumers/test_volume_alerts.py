@@ -201,6 +201,22 @@ def test_ws_funding_enabled_false_is_rest_only_even_with_mode_ws(world: World, c
     assert "WS_FUNDING_ENABLED=false: REST only" in caplog.text and "FUNDING_SOURCE_MODE=ws ignored" in caplog.text
 
 
+def test_info_keeps_one_summary_per_scan_and_the_alerts_per_symbol_lines_are_debug(world: World, caplog) -> None:
+    """A line per symbol per scan was ~28 MB of journal a day: at INFO only the summary, alerts and problems."""
+    caplog.set_level(logging.INFO)
+    app = alerts_app(world, FUNDING_SOURCE_MODE="rest")
+    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    lines = [r.getMessage() for r in caplog.records if r.name == "volume_alerts"]
+    assert [x for x in lines if x.startswith("BTCUSDT ")] == []  # no spike: DEBUG only
+    assert any(x.startswith("ETHUSDT ") and "<<< SPIKE >>>" in x for x in lines)  # the alert stays
+    assert sum(x.startswith("scan ") and " done in " in x for x in lines) == 1
+    assert len(lines) <= 5, lines
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="volume_alerts")
+    app.scan(at(world, HOUR + timedelta(minutes=15)))
+    assert any(r.getMessage().startswith("BTCUSDT ") for r in caplog.records if r.levelno == logging.DEBUG)
+
+
 def test_dead_local_service_falls_back_once_and_the_breaker_skips_it(world: World) -> None:
     app = alerts_app(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL="http://127.0.0.1:9/funding")
     app.scan(at(world, HOUR + timedelta(minutes=10)))

@@ -111,7 +111,8 @@ class VolumeAlerts:
             line = (f"{symbol:<16} prev {fmt_volume(c.prev_volume):>9}  curr {fmt_volume(c.curr_volume):>9}  "
                     f"ratio {c.ratio:6.2f}x")
             if kind is None:
-                log.info("%s", line)
+                # DEBUG: one line per symbol per scan was ~28 MB of journal a day; INFO keeps the scan summary below.
+                log.debug("%s", line)
                 continue
             log.warning("%s  <<< %s >>>", line, kind)
             alert = Alert(kind, symbol, c, quotes.get(symbol, UNKNOWN), alert_text(kind, symbol, c))
