@@ -87,3 +87,29 @@ def test_demo_on_a_port_in_use_names_the_flag(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"port {port} is in use" in proc.stderr and "--api-port" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_the_fake_exchange_runs_on_its_own_for_an_offline_install_check(tmp_path: Path) -> None:
+    """DEPLOYMENT.md's offline check runs the bundled fake on fixed ports for the installed units."""
+    ws_port, rest_port = free_port(), free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "volspike_funding.fake", "--ws-port", str(ws_port),
+                             "--rest-port", str(rest_port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: get(f"http://127.0.0.1:{rest_port}/fapi/v1/exchangeInfo") == 200, 20)
+        with socket.create_connection(("127.0.0.1", ws_port), timeout=2):
+            pass
+        fake.send_signal(signal.SIGTERM)
+        out, err = fake.communicate(timeout=20)
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+    assert fake.returncode == 0 and "Traceback" not in err
+    assert f"BINANCE_WS_URL=ws://127.0.0.1:{ws_port}/market/stream?streams=!markPrice@arr@1s" in out
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run([sys.executable, "-m", "volspike_funding.fake", "--rest-port",
+                               str(taken.getsockname()[1]), "--ws-port", str(free_port())], cwd=ROOT,
+                              capture_output=True, text=True, timeout=20)
+    assert busy.returncode == 1 and busy.stderr.count("\n") == 1 and "--rest-port" in busy.stderr
