@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -254,6 +255,20 @@ def test_min_delta_contracts_blocks_small_symbols(world: World) -> None:
 def test_no_baseline_no_alert(world: World) -> None:
     e = engine(world)
     assert feed(e, [(0, 100_000.0), (200, 150_000.0)]) == []  # nothing near 5 min ago yet
+
+
+def test_a_loop_at_full_concurrency_keeps_its_connections_quietly(world: World, caplog) -> None:
+    """requests pools 10 connections; 20 parallel openInterest calls had urllib3 warn "Connection pool is full"
+    about ten times a loop (the journal benchmark found it) and open new connections each time."""
+    world.prod.liquid_universe = sorted(world.stack.market.contracts)[:120]
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    app = OiPoller(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), OI_FETCH_CONCURRENCY="20"))
+    try:
+        app.run(threading.Event(), once=True)
+    finally:
+        drain(app)
+    assert world.rest.counts["/fapi/v1/openInterest"] > 20  # more than the 20 threads
+    assert "Connection pool is full" not in caplog.text
 
 
 def test_the_originals_lookback_windows_are_honoured(world: World) -> None:

@@ -52,7 +52,8 @@ class OiPoller:
                  backends: list[Backend] | None = None, dry_run: bool = False) -> None:
         self.settings = settings
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
-                                        retries=settings.binance_rest_retries)
+                                        retries=settings.binance_rest_retries,
+                                        pool_size=settings.oi_fetch_concurrency + 2)  # + the funding and universe calls
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
