@@ -248,3 +248,21 @@ def test_install_without_binance_finishes_quickly_and_recovers_and_uninstall_fin
     finally:
         container.run("bash", "/srv/volspike-src/deploy/install.sh", "--uninstall", check=False)
         container.run("rm", "-rf", "/home/trader", "/etc/volspike-offline", check=False)
+
+
+def test_deployment_mds_offline_check_runs_as_written(container: Container) -> None:
+    """The commands of DEPLOYMENT.md's "Offline check of a fresh droplet", verbatim (only the checkout's path
+    differs), in a booted systemd: install against the bundled fake, curl, remove."""
+    docs = (ROOT / "DEPLOYMENT.md").read_text(encoding="utf-8")
+    section = docs.split("### Offline check of a fresh droplet", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("/root/volspike-funding-src",
+                                                                        "/srv/volspike-src")
+    assert "deploy/install.sh --uninstall" in script
+    script = script.replace("deploy/install.sh --prefix", "deploy/install.sh --python /usr/bin/python3 --prefix")
+    done = container.run("bash", "-euo", "pipefail", "-c", script, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert '"status":"healthy"' in done.stdout.replace(" ", "") and '"symbol":"BTCUSDT"' in done.stdout
+    assert "binance-funding-ws[" in done.stdout and "uninstalled from /opt/volspike-check" in done.stdout
+    for path in ("/opt/volspike-check", "/etc/volspike-check"):
+        assert container.run("test", "-e", path, check=False).returncode == 1
+    assert show(container, FUNDING[0], "LoadState") == "not-found"
