@@ -217,6 +217,15 @@ def test_info_keeps_one_summary_per_scan_and_the_alerts_per_symbol_lines_are_deb
     assert any(r.getMessage().startswith("BTCUSDT ") for r in caplog.records if r.levelno == logging.DEBUG)
 
 
+def test_klines_failing_for_every_symbol_is_one_warning_per_scan(world: World, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    world.rest.fail("/fapi/v1/klines", 400, count=10_000, body={"code": -1100, "msg": "Illegal characters"})
+    app = alerts_app(world, FUNDING_SOURCE_MODE="rest")
+    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "volume_alerts" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and re.match(r"klines failed for \d+ symbol\(s\) this scan, e\.g\. ", warnings[0])
+
+
 def test_dead_local_service_falls_back_once_and_the_breaker_skips_it(world: World) -> None:
     app = alerts_app(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL="http://127.0.0.1:9/funding")
     app.scan(at(world, HOUR + timedelta(minutes=10)))

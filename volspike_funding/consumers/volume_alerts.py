@@ -86,13 +86,13 @@ class VolumeAlerts:
                 log.warning("exchangeInfo failed (%s); keeping %d cached symbols", exc, len(self._universe))
         return self._universe
 
-    def _candles(self, symbol: str, slot: datetime) -> Candles | None:
+    def _candles(self, symbol: str, slot: datetime, failures: dict[str, str]) -> Candles | None:
         try:
             return pick_candles(self.rest.klines(symbol, "1h", klines_limit(slot)), slot)
         except RateLimited:
             return None  # the client logged the 429/418 once; one line per symbol would flood the journal
         except RestError as exc:
-            log.warning("%s klines failed: %s", symbol, exc)
+            failures[symbol] = str(exc)  # one line per scan (below): an outage would be one per symbol
             return None
 
     def scan(self, slot: datetime) -> list[Alert]:
@@ -100,7 +100,12 @@ class VolumeAlerts:
         started = self._clock()
         symbols = self.universe()
         with ThreadPoolExecutor(self.settings.klines_concurrency, thread_name_prefix="klines") as pool:
-            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot), symbols)))
+            failures: dict[str, str] = {}
+            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot, failures), symbols)))
+        if failures:
+            first = min(failures)
+            log.warning("klines failed for %d symbol(s) this scan, e.g. %s: %s", len(failures), first,
+                        failures[first])
         quotes = self.source.quotes(symbols)
         alerts = []
         for symbol in symbols:
