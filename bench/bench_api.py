@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     state = tmp / "state.json"
     port = free_port()
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_LOG_LEVEL": "WARNING"}
     with FakeBinanceWS(cadence_s=0.25) as fake, FakeBinanceRest(fake.market) as rest:
         # Reference data on, as in production: funding terms in every answer, listing checks in the daemon.
         env["BINANCE_REST_URL"] = rest.url

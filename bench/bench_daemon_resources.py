@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     # Today's wire and reference data on, as in production: COIN-M rows to skip, per-symbol streams to follow.
     with FakeBinanceWS(cadence_s=1.0) as fake, FakeBinanceRest(fake.market) as rest:
-        env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "BINANCE_WS_URL": fake.url,
+        env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": fake.url,
                "BINANCE_REST_URL": rest.url,
                "FUNDING_STATE_FILE": str(tmp / "state.json"), "FUNDING_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)

@@ -49,7 +49,7 @@ def idle_survival(tmp: Path, nofile: str, idle: int, slow: int) -> str:
     state = tmp / ".funding_state.json"
     put_state(state, {"BTCUSDT": record("BTCUSDT", 0)})
     port = free_port()
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_STATE_FILE": str(state),
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_STATE_FILE": str(state),
            "FUNDING_API_PORT": str(port), "FUNDING_LOG_LEVEL": "WARNING"}
     log = tmp / f"api-{nofile}.log"
     proc = subprocess.Popen(["prlimit", f"--nofile={nofile}", sys.executable, str(ROOT / "funding_api_server.py")],
@@ -77,7 +77,7 @@ def idle_survival(tmp: Path, nofile: str, idle: int, slow: int) -> str:
 
 
 def daemon(url: str, state: Path, tmp: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "ERROR",
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_LOG_LEVEL": "ERROR",
            "FUNDING_REFERENCE_ENABLED": "false"}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url", url,
                              "--state-file", str(state), "--heartbeat-s", "0.2"], env=env,

@@ -30,7 +30,7 @@ def run(scale: float, hours: float, restart_every_s: float | None) -> tuple[int,
     tmp = Path(tempfile.mkdtemp(prefix="bench-reference-"))
     market = Market(700)
     with FakeBinanceWS(market, cadence_s=1.0) as ws, FakeBinanceRest(market) as rest:
-        env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "BINANCE_WS_URL": ws.url,
+        env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": ws.url,
                "BINANCE_REST_URL": rest.url, "FUNDING_STATE_FILE": str(tmp / "state.json"),
                "FUNDING_LOG_LEVEL": "WARNING", "FUNDING_REFERENCE_REFRESH_S": str(900 / scale),
                "FUNDING_INTEREST_REFRESH_S": str(3600 / scale)}

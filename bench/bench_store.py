@@ -35,7 +35,7 @@ from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
 def measure(store_url: str, tmp: Path, seconds: float) -> tuple[list[float], list[float], float]:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)  # the API's file watcher needs the directory to exist
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_LOG_LEVEL": "WARNING",
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_LOG_LEVEL": "WARNING",
            "FUNDING_STORE_URL": store_url, "FUNDING_STATE_FILE": str(tmp / "state.json"),
            "FUNDING_REFERENCE_ENABLED": "false", "FUNDING_API_PORT": str(port)}
     with FakeBinanceWS(cadence_s=0.25) as fake:

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install (idempotently), render-only or uninstall the VolSpike funding services on a Debian/Ubuntu host.
 #
-#   sudo deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--with-notifier] [--no-start]
-#                          [--python PY] [--pip-args "ARGS"] [--replace-legacy]
+#   deploy/install.sh [--prefix DIR] [--user NAME] [--env-file PATH] [--with-consumers] [--with-notifier]
+#                     [--no-start] [--python PY] [--pip-args "ARGS"] [--replace-legacy] [--wait SECONDS]
 #   deploy/install.sh --render-only DIR [--prefix DIR] ...     write the rendered units to DIR, change nothing else
-#   sudo deploy/install.sh --uninstall [--purge]                stop, disable and remove (--purge: state + env file)
+#   deploy/install.sh --uninstall [--purge]                     stop, disable and remove (--purge: state + env file)
 #
-# Defaults: prefix /opt/volspike-funding, user volspike, env file /etc/volspike/volspike.env. Paths may contain
-# spaces. The original scripts' units (volspike, oi-realtime-poller, oi-liquid-universe, funding-health-check, and
+# As root (no sudo needed; `sudo deploy/install.sh` works too). Defaults: prefix /opt/volspike-funding, user
+# volspike, env file /etc/volspike/volspike.env; with no env file there yet, an existing /home/trader/.volspike.env
+# (or ~/.volspike.env) is imported into it. Paths may contain spaces. --uninstall finds the prefix in the installed
+# units. Exit codes: 0 installed and serving; 1 failure; 2 bad usage or refused; 3 installed and enabled, but the
+# daemon has no data from Binance yet after --wait seconds (default 30; it keeps retrying by itself).
+# The original scripts' units (volspike, oi-realtime-poller, oi-liquid-universe, funding-health-check, and
 # binance-funding-* running from /home/trader/volume-spike-bot) must not run beside ours: if any is active or
 # enabled, install refuses unless --replace-legacy (stop and disable them; their unit files are kept, and the ones
 # ours overwrite are copied to /etc/volspike/legacy-units, for a rollback). See DEPLOYMENT.md.
@@ -28,6 +32,10 @@ START=yes
 CONSUMERS=no
 PURGE=no
 REPLACE_LEGACY=no
+PREFIX_GIVEN=no
+WAIT_S=30
+# Where the original scripts kept the operator's settings (their order); the units cannot read /home or /root.
+LEGACY_ENV_FILES=(/home/trader/.volspike.env "${HOME:-/root}/.volspike.env")
 LEGACY_UNITS=(volspike.service oi-realtime-poller.service oi-liquid-universe.timer oi-liquid-universe.service
               funding-health-check.timer funding-health-check.service)
 LEGACY_PATH=/home/trader/volume-spike-bot
@@ -43,7 +51,8 @@ say() { echo "install.sh: $*"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --prefix) PREFIX="${2:?--prefix needs a directory}"; shift 2 ;;
+        --prefix) PREFIX="${2:?--prefix needs a directory}"; PREFIX_GIVEN=yes; shift 2 ;;
+        --wait) WAIT_S="${2:?--wait needs seconds}"; shift 2 ;;
         --user) SERVICE_USER="${2:?--user needs a name}"; shift 2 ;;
         --env-file) ENV_FILE="${2:?--env-file needs a path}"; shift 2 ;;
         --python) PYTHON_BIN="${2:?--python needs an interpreter}"; shift 2 ;;
@@ -55,12 +64,13 @@ while [ $# -gt 0 ]; do
         --with-consumers) CONSUMERS=yes; shift ;;
         --with-notifier) NOTIFIER=yes; shift ;;
         --replace-legacy) REPLACE_LEGACY=yes; shift ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path" ;; esac
 case "$ENV_FILE" in /*) ;; *) die "--env-file must be an absolute path" ;; esac
+case "$WAIT_S" in ''|*[!0-9]*) die "--wait must be a whole number of seconds" ;; esac
 
 # Render one unit template: every placeholder replaced literally, whatever characters the values contain
 # ("%" is systemd's specifier character, so values carry it doubled).
@@ -99,6 +109,20 @@ fi
 command -v systemctl >/dev/null || die "systemctl not found: this script installs systemd units"
 
 if [ "$MODE" = uninstall ]; then
+    # The prefix the units were installed with (WorkingDirectory=, "%" doubled by render_unit): an uninstall
+    # without --prefix must not say "uninstalled" and leave a custom prefix behind.
+    installed=""
+    if [ -f "$UNIT_DIR/${FUNDING_UNITS[0]}" ]; then
+        installed="$(sed -n 's/^WorkingDirectory=//p' "$UNIT_DIR/${FUNDING_UNITS[0]}" | head -n 1)"
+        installed="${installed//%%/%}"
+    fi
+    if [ -n "$installed" ] && [ "$PREFIX_GIVEN" = yes ] && [ "$installed" != "$PREFIX" ]; then
+        die "the units were installed with --prefix '$installed', not '$PREFIX'; re-run with --prefix '$installed'"
+    fi
+    [ -n "$installed" ] && PREFIX="$installed"
+    if [ -e "$PREFIX" ] && [ ! -f "$PREFIX/binance_funding_ws_daemon.py" ]; then
+        die "$PREFIX does not look like this service's install (no binance_funding_ws_daemon.py); not removing it"
+    fi
     for unit in "${NOTIFIER_UNITS[@]}" "${CONSUMER_UNITS[@]}" "${FUNDING_UNITS[@]}"; do
         systemctl disable --now "$unit" 2>/dev/null || true
         rm -f "$UNIT_DIR/$unit"
@@ -109,7 +133,7 @@ if [ "$MODE" = uninstall ]; then
         rm -rf -- "/var/lib/$STATE_NAME" "/var/lib/$CONSUMER_STATE_NAME" "$ENV_FILE"
         userdel "$SERVICE_USER" 2>/dev/null || true
     fi
-    say "uninstalled$([ "$PURGE" = yes ] && echo ", state and env file purged" || echo "; kept $ENV_FILE and /var/lib/$STATE_NAME")"
+    say "uninstalled from $PREFIX$([ "$PURGE" = yes ] && echo ", state and env file purged" || echo "; kept $ENV_FILE and /var/lib/$STATE_NAME")"
     exit 0
 fi
 
@@ -166,13 +190,25 @@ chmod -R u=rwX,go=rX "$PREFIX"
 # 3. The virtualenv.
 [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON_BIN" -m venv "$PREFIX/.venv"
 # shellcheck disable=SC2086 # PIP_ARGS is a list of options on purpose
-"$PREFIX/.venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -r "$PREFIX/requirements.txt"
+"$PREFIX/.venv/bin/pip" install --quiet --disable-pip-version-check $PIP_ARGS -r "$PREFIX/requirements.txt" \
+    -r "$PREFIX/requirements-report.txt"  # the report (and its --html charts) runs on the droplet too
 
 # 4. The operator's env file: created once from the example, never overwritten.
 install -d -m 0755 "$(dirname "$ENV_FILE")"
-if [ ! -e "$ENV_FILE" ]; then
+#    An operator's existing .volspike.env (keys, tokens, WS_FUNDING_ENABLED) is imported: the units run with
+#    ProtectHome=yes and could never read it where it is.
+legacy_env=""
+for candidate in "${LEGACY_ENV_FILES[@]}"; do
+    [ -f "$candidate" ] && { legacy_env="$candidate"; break; }
+done
+if [ ! -e "$ENV_FILE" ] && [ -n "$legacy_env" ]; then
+    install -m 0640 -o root -g "$SERVICE_USER" "$legacy_env" "$ENV_FILE"
+    say "imported $legacy_env into $ENV_FILE (the units cannot read /home or /root); edit $ENV_FILE from now on"
+elif [ ! -e "$ENV_FILE" ]; then
     install -m 0640 -o root -g "$SERVICE_USER" "$SRC/deploy/volspike.env.example" "$ENV_FILE"
     say "created $ENV_FILE from the example: edit it, then: systemctl restart ${FUNDING_UNITS[*]}"
+elif [ -n "$legacy_env" ] && ! cmp -s "$legacy_env" "$ENV_FILE"; then
+    say "note: $legacy_env differs from $ENV_FILE; the units read only $ENV_FILE (not imported: it exists)"
 fi
 
 # 5. The units.
@@ -184,12 +220,31 @@ systemctl daemon-reload
 units=("${FUNDING_UNITS[@]}")
 [ "$CONSUMERS" = yes ] && units+=("${CONSUMER_UNITS[@]}")
 [ "$NOTIFIER" = yes ] && units+=("${NOTIFIER_UNITS[@]}")
-if [ "$START" = yes ]; then
-    systemctl enable "${units[@]}" >/dev/null 2>&1
-    systemctl restart "${units[@]}"
-    say "started: ${units[*]}"
-else
-    systemctl enable "${units[@]}" >/dev/null 2>&1
+systemctl enable "${units[@]}" >/dev/null 2>&1
+if [ "$START" != yes ]; then
     say "enabled, not started: ${units[*]}"
+    say "installed into $PREFIX; state in /var/lib/$STATE_NAME; settings in $ENV_FILE"
+    exit 0
 fi
-say "installed into $PREFIX; state in /var/lib/$STATE_NAME; settings in $ENV_FILE"
+# --no-block: the daemon is Type=notify and becomes active only with its first frame; without Binance a blocking
+# restart would wait out systemd's start timeout and fail with systemd's generic message.
+systemctl restart --no-block "${units[@]}"
+daemon_unit="${FUNDING_UNITS[0]}"
+for _ in $(seq "$WAIT_S"); do
+    [ "$(systemctl show -p ActiveState --value "$daemon_unit")" = active ] && break
+    sleep 1
+done
+if [ "$(systemctl show -p ActiveState --value "$daemon_unit")" = active ]; then
+    say "started: ${units[*]}"
+    say "installed into $PREFIX; state in /var/lib/$STATE_NAME; settings in $ENV_FILE"
+    exit 0
+fi
+# The daemon's last warning (its stderr reaches the journal at priority info, so grep rather than -p warning).
+why="$(journalctl -u "$daemon_unit" -n 200 -o cat --no-pager 2>/dev/null | grep ' WARNING ' | tail -n 1 \
+      | sed 's/^.*funding\.[a-z]*: //; s/; \(reconnecting\|retrying\) in .*//')"
+ws_host="$(sed -n 's/^BINANCE_WS_URL=//p' "$ENV_FILE" 2>/dev/null | tail -n 1 | sed 's|^[a-z]*://||; s|/.*||')"
+say "installed into $PREFIX and enabled (${units[*]}); settings in $ENV_FILE"
+say "the daemon cannot reach Binance yet after ${WAIT_S} s: ${why:-no data received yet}"
+say "check DNS and outbound connections to ${ws_host:-fstream.binance.com:443} (BINANCE_WS_URL); it keeps retrying by"
+say "itself and serves as soon as data arrives: journalctl -u $daemon_unit -f"
+exit 3

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install into ./.venv and run the service: the daemon and the HTTP API.
+# Install into ./.venv what running needs (requirements.txt only; the report's charts and the tests have files of
+# their own) and run the service: the daemon and the HTTP API.
 #   bash scripts/run.sh          live: Binance's stream, API on 127.0.0.1:8888
 #   bash scripts/run.sh --demo   offline: the bundled fake exchange instead of Binance
 set -euo pipefail
@@ -8,7 +9,6 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 if [ "${1:-}" = "--demo" ]; then
     shift
-    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
     exec .venv/bin/python -m volspike_funding.demo "$@"
 fi
 .venv/bin/python binance_funding_ws_daemon.py "$@" &

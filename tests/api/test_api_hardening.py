@@ -32,7 +32,7 @@ class ApiProcess:
         self.state = tmp / ".funding_state.json"
         put_state(self.state, {"BTCUSDT": record("BTCUSDT", 0), "OLDUSDT": record("OLDUSDT", 500)})
         self.log = tmp / "api.log"
-        full_env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_STATE_FILE": str(self.state),
+        full_env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_STATE_FILE": str(self.state),
                     "FUNDING_API_PORT": str(self.port), **env}
         cmd = [sys.executable, str(ROOT / "funding_api_server.py")]
         if nofile:
@@ -158,7 +158,7 @@ def test_schemathesis_finds_no_mismatch(api: ApiProcess, tmp_path: Path) -> None
 
 
 def test_port_taken_and_bracketed_ipv6_exit_with_documented_codes(tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_STATE_FILE": str(tmp_path / "s.json")}
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_STATE_FILE": str(tmp_path / "s.json")}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -256,6 +257,30 @@ def test_no_baseline_no_alert(world: World) -> None:
     assert feed(e, [(0, 100_000.0), (200, 150_000.0)]) == []  # nothing near 5 min ago yet
 
 
+def test_a_loop_at_full_concurrency_keeps_its_connections_quietly(world: World, caplog) -> None:
+    """requests pools 10 connections; 20 parallel openInterest calls had urllib3 warn "Connection pool is full"
+    about ten times a loop (the journal benchmark found it) and open new connections each time."""
+    world.prod.liquid_universe = sorted(world.stack.market.contracts)[:120]
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    app = OiPoller(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), OI_FETCH_CONCURRENCY="20"))
+    try:
+        app.run(threading.Event(), once=True)
+    finally:
+        drain(app)
+    assert world.rest.counts["/fapi/v1/openInterest"] > 20  # more than the 20 threads
+    assert "Connection pool is full" not in caplog.text
+
+
+def test_the_originals_lookback_windows_are_honoured(world: World) -> None:
+    """An operator's old env file with OI_LOOKBACK_WINDOW_5MIN=120: the 5 min timeframe compares with 2 min ago
+    (the default 300 s finds no baseline yet), and the longest lookback bounds the history kept."""
+    points = [(t, 100_000.0) for t in range(0, 140, 20)] + [(140, 106_000.0)]
+    assert feed(engine(world), points) == []  # default: nothing near 5 min ago
+    e = engine(world, OI_LOOKBACK_WINDOW_5MIN="120", OI_LOOKBACK_WINDOW_60MIN="5400")
+    assert [a.timeframe.label for a in feed(e, points)] == ["5 min"]
+    assert e.history_s == 5400 + 120
+
+
 def test_failed_post_is_retried_and_cooldown_persists_across_restart(world: World) -> None:
     e = engine(world)
     feed(e, [(t, 100_000.0) for t in range(0, 320, 20)])
@@ -337,7 +362,7 @@ def test_an_alert_that_timed_out_is_never_sent_again(world: World) -> None:
 
 
 def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
            "FUNDING_STALE_AFTER_S": "5", "OI_UNIVERSE_PUBLISH_S": "0"}
@@ -349,7 +374,7 @@ def test_cli_once_and_banner_mask_the_key(world: World, tmp_path: Path) -> None:
 
 
 def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
            "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),

@@ -192,6 +192,41 @@ def test_rest_mode_never_asks_the_local_service(world: World) -> None:
     assert world.rest.counts["/fapi/v1/premiumIndex"] == 1 and app.source.local.calls == 0
 
 
+def test_ws_funding_enabled_false_is_rest_only_even_with_mode_ws(world: World, caplog) -> None:
+    """The operator's kill switch in .volspike.env wins over an explicit mode, and says so at start."""
+    caplog.set_level(logging.INFO)
+    app = alerts_app(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_ENABLED="false")
+    app.banner()
+    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    assert world.rest.counts["/fapi/v1/premiumIndex"] == 1 and app.source.local.calls == 0
+    assert "WS_FUNDING_ENABLED=false: REST only" in caplog.text and "FUNDING_SOURCE_MODE=ws ignored" in caplog.text
+
+
+def test_info_keeps_one_summary_per_scan_and_the_alerts_per_symbol_lines_are_debug(world: World, caplog) -> None:
+    """A line per symbol per scan was ~28 MB of journal a day: at INFO only the summary, alerts and problems."""
+    caplog.set_level(logging.INFO)
+    app = alerts_app(world, FUNDING_SOURCE_MODE="rest")
+    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    lines = [r.getMessage() for r in caplog.records if r.name == "volume_alerts"]
+    assert [x for x in lines if x.startswith("BTCUSDT ")] == []  # no spike: DEBUG only
+    assert any(x.startswith("ETHUSDT ") and "<<< SPIKE >>>" in x for x in lines)  # the alert stays
+    assert sum(x.startswith("scan ") and " done in " in x for x in lines) == 1
+    assert len(lines) <= 5, lines
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="volume_alerts")
+    app.scan(at(world, HOUR + timedelta(minutes=15)))
+    assert any(r.getMessage().startswith("BTCUSDT ") for r in caplog.records if r.levelno == logging.DEBUG)
+
+
+def test_klines_failing_for_every_symbol_is_one_warning_per_scan(world: World, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    world.rest.fail("/fapi/v1/klines", 400, count=10_000, body={"code": -1100, "msg": "Illegal characters"})
+    app = alerts_app(world, FUNDING_SOURCE_MODE="rest")
+    app.scan(at(world, HOUR + timedelta(minutes=10)))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "volume_alerts" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and re.match(r"klines failed for \d+ symbol\(s\) this scan, e\.g\. ", warnings[0])
+
+
 def test_dead_local_service_falls_back_once_and_the_breaker_skips_it(world: World) -> None:
     app = alerts_app(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL="http://127.0.0.1:9/funding")
     app.scan(at(world, HOUR + timedelta(minutes=10)))
@@ -364,7 +399,7 @@ def test_a_hung_backend_or_telegram_never_stretches_a_scan(world: World) -> None
 
 
 def test_cli_once_with_now_against_the_fakes(world: World, tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "TELEGRAM_API_URL": world.telegram.url,
            "TELEGRAM_TOKEN": world.telegram.token, "CHAT_ID": "1", "FUNDING_STALE_AFTER_S": "5",
@@ -380,7 +415,7 @@ def test_cli_once_with_now_against_the_fakes(world: World, tmp_path: Path) -> No
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")}
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull}
     script = str(ROOT / "hourly_volume_alert_dual_env.py")
     for args in (["--now", "2026-11-24T12:00:00Z"], ["--once", "--now", "yesterday"]):
         proc = subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, timeout=30)
@@ -426,7 +461,7 @@ def api_matches_market(api_url: str, market: Market) -> bool:
 
 def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path) -> None:
     """End to end: the alert script in validate mode against the fakes; its own stderr log into the report."""
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "FUNDING_SOURCE_MODE": "validate",
            "FUNDING_STALE_AFTER_S": "5", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
     log_file = tmp_path / "alerts.log"
@@ -451,7 +486,7 @@ def test_a_real_validate_mode_log_feeds_the_report(world: World, tmp_path: Path)
 
 def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
     """At DEBUG urllib3 logs every request line, and Telegram's carries the bot token."""
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
            "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "TELEGRAM_API_URL": world.telegram.url,

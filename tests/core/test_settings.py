@@ -13,7 +13,7 @@ import pytest
 from volspike_funding.core.errors import SettingsError
 from volspike_funding.core.settings import SETTINGS, Settings, load_settings
 
-from ..conftest import ROOT
+from ..conftest import ROOT, wait_until
 
 SCRIPTS = ["binance_funding_ws_daemon.py", "funding_api_server.py", "hourly_volume_alert_dual_env.py",
            "oi_realtime_poller.py", "validate_funding_comparison.py", "funding_health_notifier.py"]
@@ -133,3 +133,72 @@ def test_legacy_alias_and_auto_mode(tmp_path: Path) -> None:
     assert load_settings({**base, "FUNDING_SOURCE_MODE": "ws"}).funding_mode == "ws"
     with pytest.raises(SettingsError, match="FUNDING_SOURCE_MODE"):
         load_settings({**base, "FUNDING_SOURCE_MODE": "both"})
+
+
+def test_ws_funding_enabled_false_is_a_kill_switch_whatever_the_mode(tmp_path: Path) -> None:
+    base = {"VOLSPIKE_ENV_FILE": os.devnull, "WS_FUNDING_ENABLED": "false"}
+    for mode in ("ws", "validate", "rest", "auto"):
+        assert load_settings({**base, "FUNDING_SOURCE_MODE": mode}).funding_mode == "rest"
+    assert load_settings({**base, "WS_FUNDING_ENABLED": "true", "FUNDING_SOURCE_MODE": "ws"}).funding_mode == "ws"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_an_env_file_named_explicitly_must_exist(tmp_path: Path, script: str, how: str) -> None:
+    """A typo in --env-file / VOLSPIKE_ENV_FILE would leave every key, token and switch unset without a word."""
+    missing = tmp_path / "volspike.evn"
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(missing)} if how == "env" else {**os.environ}
+    if how == "flag":
+        env.pop("VOLSPIKE_ENV_FILE", None)
+    args = ["--env-file", str(missing)] if how == "flag" else []
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], env=env, capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"env file {missing} does not exist" in proc.stderr
+    assert ("--env-file" if how == "flag" else "VOLSPIKE_ENV_FILE") in proc.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_line(script: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Start a long-running program with every peer unreachable, return its env-file start line, stop it."""
+    log = tmp_path / f"{script}.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, str(ROOT / script)], env=env, stderr=sink, stdout=sink,
+                                cwd=tmp_path, stdin=subprocess.DEVNULL)
+    try:
+        line = wait_until(lambda: next((x for x in log.read_text().splitlines() if "env file:" in x), None), 20)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return line
+
+
+@pytest.mark.skipif(Path("/home/trader/.volspike.env").exists(), reason="this machine has /home/trader/.volspike.env")
+def test_every_program_logs_which_env_file_it_loaded(tmp_path: Path) -> None:
+    """The original scripts' places, in their order (/home/trader/.volspike.env, then ~/.volspike.env); the path
+    only, never the contents; or that there was none."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNDING_", "BINANCE_", "VOLSPIKE_", "WS_"))}
+    env.update(HOME=str(home), BINANCE_WS_URL="ws://127.0.0.1:9/market/stream", BINANCE_REST_URL="http://127.0.0.1:9",
+               FUNDING_STATE_FILE=str(tmp_path / "s.json"), FUNDING_REFERENCE_ENABLED="false",
+               FUNDING_API_PORT=str(free_port()), BINANCE_REST_RETRIES="0", OI_UNIVERSE_PUBLISH_S="0",
+               VOLUME_ALERT_STATE_FILE=str(tmp_path / "a.json"), OI_STATE_FILE=str(tmp_path / "o.json"))
+    services = SCRIPTS[:4]
+    for script in services:
+        assert "env file: none found (/home/trader/.volspike.env, ~/.volspike.env)" in _start_line(script, env, tmp_path)
+    (home / ".volspike.env").write_text("TELEGRAM_TOKEN=123456:secret-token-value\n")
+    for script in services:
+        line = _start_line(script, env, tmp_path)
+        assert f"env file: loaded {home / '.volspike.env'} (default location)" in line and "secret" not in line
+    named = tmp_path / "named.env"
+    named.write_text("")
+    line = _start_line(SCRIPTS[0], {**env, "VOLSPIKE_ENV_FILE": str(named)}, tmp_path)
+    assert f"env file: loaded {named} (--env-file/VOLSPIKE_ENV_FILE)" in line

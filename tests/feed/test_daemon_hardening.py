@@ -116,7 +116,7 @@ def test_retry_after_is_capped_and_bad_values_ignored(asked: str, fake_ws: FakeB
 # -- 5. the lock ------------------------------------------------------------------------------------------------------
 
 def daemon_proc(url: str, state: Path, tmp: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false"}
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_REFERENCE_ENABLED": "false"}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url", url,
                              "--state-file", str(state), "--heartbeat-s", scaled_s(0.2)], env=env,
                             stderr=subprocess.PIPE, text=True)
@@ -226,7 +226,7 @@ def test_health_turns_unhealthy_when_too_many_symbols_are_stale(make_settings: C
 def test_daemon_and_api_debug_logs_keep_secrets(fake_ws: FakeBinanceWS, tmp_path: Path) -> None:
     secrets = {"TELEGRAM_TOKEN": "123456:tg-secret-token", "VOLSPIKE_API_KEY": "prod-secret-key-1",
                "VOLSPIKE_API_KEY_DEV": "dev-secret-key-1"}
-    env = {**os.environ, **secrets, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_LOG_LEVEL": "DEBUG",
+    env = {**os.environ, **secrets, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_LOG_LEVEL": "DEBUG",
            "FUNDING_STATE_FILE": str(tmp_path / "s.json"), "BINANCE_WS_URL": fake_ws.url,
            "BINANCE_REST_URL": "http://127.0.0.1:9", "FUNDING_API_PORT": "0"}
     logs = []

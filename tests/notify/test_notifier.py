@@ -54,7 +54,7 @@ def telegram() -> Iterator[FakeTelegram]:
 class Notifier:
     def __init__(self, tmp_path: Path, health_url: str, telegram_url: str, **env: str) -> None:
         self.log = tmp_path / "notifier.log"
-        self.env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "absent.env"), "TELEGRAM_TOKEN": TOKEN,
+        self.env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "TELEGRAM_TOKEN": TOKEN,
                     "TELEGRAM_API_URL": telegram_url, "HEALTH_NOTIFY_CHAT_ID": "-10042",
                     "HEALTH_NOTIFY_URL": health_url, "HEALTH_NOTIFY_AFTER_S": "0.4",
                     "HEALTH_NOTIFY_INTERVAL_S": "0.05", "TELEGRAM_TIMEOUT_S": "0.5",
@@ -181,7 +181,7 @@ def test_a_send_that_surely_failed_is_sent_later_exactly_once(tmp_path: Path, he
 @pytest.mark.parametrize("unset, needle", [("HEALTH_NOTIFY_CHAT_ID", "HEALTH_NOTIFY_CHAT_ID is not set"),
                                            ("TELEGRAM_TOKEN", "TELEGRAM_TOKEN is not set")])
 def test_missing_settings_are_one_line_and_exit_2(tmp_path: Path, unset: str, needle: str) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "absent.env"), "TELEGRAM_TOKEN": TOKEN,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "TELEGRAM_TOKEN": TOKEN,
            "HEALTH_NOTIFY_CHAT_ID": "1"}
     env.pop(unset)
     proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=30)
@@ -195,7 +195,7 @@ def test_missing_settings_are_one_line_and_exit_2(tmp_path: Path, unset: str, ne
 def test_an_unwritable_state_file_is_exit_1_at_start(tmp_path: Path, health: FakeHealth) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "absent.env"), "TELEGRAM_TOKEN": TOKEN,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "TELEGRAM_TOKEN": TOKEN,
            "HEALTH_NOTIFY_CHAT_ID": "1", "HEALTH_NOTIFY_URL": health.url + "/funding/health",
            "HEALTH_NOTIFY_STATE_FILE": str(blocker / "notify.json")}  # a directory that is a file
     proc = subprocess.run([sys.executable, str(SCRIPT), "--once"], env=env, capture_output=True, text=True,

@@ -198,7 +198,7 @@ def test_millions_of_lines_stream_in_constant_memory() -> None:
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), *args], input=stdin,
                           capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VOLSPIKE_ENV_FILE": "/nonexistent"})
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
 
 
 def test_cli_files_gz_stdin_json_and_exit_codes(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_html_report_of_a_recorded_day_is_self_contained(tmp_path: Path) -> None
     lines += generate(hours=25, every_min=1, consumer="oi_poller", skip_hours=(5.0, 6.5))
     log.write_text("\n".join(lines) + "\n")
     out = tmp_path / "report.html"
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")}
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull}
     proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(log), "--html", str(out),
                            "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr and proc.returncode == 2, proc.stderr[-2000:]

@@ -51,7 +51,7 @@ def test_every_axis_says_its_unit_and_the_charts_say_what_they_mean(tmp_path: Pa
     out = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(day), "--html",
                            str(out)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")})
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     if cjk_font_installed():
         assert proc.stderr == ""  # no "Glyph ... missing from font(s)" warnings

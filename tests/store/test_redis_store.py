@@ -91,7 +91,7 @@ def settings_for(tmp: Path, ws: FakeBinanceWS, store: RedisServer, name: str) ->
 
 
 def daemon_proc(settings: Settings, tmp: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp / "none"), "FUNDING_REFERENCE_ENABLED": "false",
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_REFERENCE_ENABLED": "false",
            "FUNDING_STORE_URL": settings.store_url or "", "FUNDING_HEARTBEAT_S": scaled_s(0.2)}
     return subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py"), "--ws-url",
                              settings.ws_url, "--state-file", str(settings.state_file),

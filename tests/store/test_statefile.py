@@ -118,7 +118,7 @@ def daemon_cmd(fake_url: str, state: Path) -> list[str]:
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FUNDING_", "BINANCE_", "NOTIFY_"))}
-    env["VOLSPIKE_ENV_FILE"] = str(tmp_path / "absent.env")
+    env["VOLSPIKE_ENV_FILE"] = os.devnull
     return env
 
 

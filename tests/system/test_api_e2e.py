@@ -82,7 +82,7 @@ def test_fuzzed_paths_never_500_or_leak_a_traceback(fuzz_api, prefix: str, tail:
 
 
 def test_non_loopback_bind_needs_explicit_opt_in(tmp_path: Path) -> None:
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "FUNDING_API_HOST": "0.0.0.0",
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_API_HOST": "0.0.0.0",
            "FUNDING_STATE_FILE": str(tmp_path / "s.json")}
     proc = subprocess.run([sys.executable, str(ROOT / "funding_api_server.py")], env=env, capture_output=True,
                           text=True, timeout=30)
@@ -106,6 +106,6 @@ def test_the_offline_demo_shows_real_data_flowing(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     proc = subprocess.run([sys.executable, "-m", "volspike_funding.demo", "--seconds", "4", "--api-port", str(port)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none")})
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "demo: 700 symbols; BTCUSDT mark=" in proc.stdout and "connected=True" in proc.stdout

@@ -91,6 +91,20 @@ def test_unit_structure_matches_the_services_behaviour(rendered: Path) -> None:
     assert ws["Service"]["StateDirectory"] == api["Service"]["StateDirectory"]
 
 
+@pytest.mark.parametrize("name", ALL_UNITS)
+def test_each_unit_names_itself_in_the_journal(rendered: Path, name: str) -> None:
+    assert unit(rendered, name)["Service"]["SyslogIdentifier"] == name.removesuffix(".service")  # not "python"
+
+
+def test_install_script_documents_its_exit_codes_and_needs_no_sudo() -> None:
+    script = (ROOT / "deploy" / "install.sh").read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    assert "sudo" not in code  # a root Debian droplet has no sudo
+    help_text = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--help"], capture_output=True,
+                               text=True, check=True).stdout
+    assert "Exit codes: 0 installed and serving" in help_text and "3 installed and enabled" in help_text
+
+
 def test_install_script_refuses_bad_usage() -> None:
     proc = subprocess.run(["bash", str(ROOT / "deploy" / "install.sh"), "--frobnicate"], capture_output=True,
                           text=True)
@@ -194,3 +208,61 @@ def test_install_refuses_to_run_beside_the_original_scripts(container: Container
                       "/opt/volspike funding", check=False)
         container.run("sh", "-c", f"systemctl disable --now {legacy}; rm -f /etc/systemd/system/{legacy}; "
                                   "systemctl daemon-reload", check=False)
+
+
+def test_install_without_binance_finishes_quickly_and_recovers_and_uninstall_finds_the_prefix(
+        container: Container) -> None:
+    """No network to Binance: install says so and exits 3 within its --wait, the units enabled; once Binance is
+    reachable the daemon serves by itself. The operator's /home/trader/.volspike.env is imported (the units cannot
+    read /home). --uninstall without --prefix removes the prefix the units name."""
+    port, ws_port = (int(subprocess.run([sys.executable, "-c", "import socket; s=socket.socket(); "
+                                          "s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"],
+                                         capture_output=True, text=True).stdout) for _ in range(2))
+    prefix, env_file = "/opt/volspike offline", "/etc/volspike-offline/volspike.env"
+    legacy = (f"BINANCE_WS_URL=ws://127.0.0.1:{ws_port}/market/stream?streams=!markPrice@arr@1s\n"
+              f"BINANCE_REST_URL=http://127.0.0.1:9\nFUNDING_API_PORT={port}\nFUNDING_BACKOFF_MAX_S=1\n"
+              "FUNDING_CONNECT_TIMEOUT_S=1\nFUNDING_REFERENCE_ENABLED=false\n")
+    container.run("sh", "-c", "mkdir -p /home/trader && cat > /home/trader/.volspike.env", input=legacy)
+    try:
+        install = ("bash", "/srv/volspike-src/deploy/install.sh", "--prefix", prefix, "--env-file", env_file,
+                   "--python", "/usr/bin/python3", "--wait", "5")
+        done = container.run(*install, check=False, timeout=600)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert f"imported /home/trader/.volspike.env into {env_file}" in done.stdout
+        assert "the daemon cannot reach Binance yet after 5 s: disconnected: Connection refused" in done.stdout, \
+            done.stdout
+        assert f"outbound connections to 127.0.0.1:{ws_port}" in done.stdout
+        assert container.run("cat", env_file).stdout == legacy
+        assert show(container, FUNDING[0], "UnitFileState") == "enabled"
+        with FakeBinanceWS(cadence_s=0.5, port=ws_port):  # the network is there now
+            wait_until(lambda: show(container, FUNDING[0], "ActiveState") == "active", 90)
+            wait_until(lambda: status(f"http://127.0.0.1:{port}/funding/health") == 200, 120)
+        journal = container.run("journalctl", "-u", FUNDING[0], "-o", "short", "--no-pager").stdout
+        assert "binance-funding-ws[" in journal and "python[" not in journal
+        refused = container.run("bash", "/srv/volspike-src/deploy/install.sh", "--uninstall", "--prefix",
+                                "/opt/elsewhere", check=False)
+        assert refused.returncode == 2 and f"--prefix '{prefix}'" in refused.stderr
+        gone = container.run("bash", "/srv/volspike-src/deploy/install.sh", "--uninstall")
+        assert f"uninstalled from {prefix}" in gone.stdout
+        assert container.run("test", "-e", prefix, check=False).returncode == 1
+    finally:
+        container.run("bash", "/srv/volspike-src/deploy/install.sh", "--uninstall", check=False)
+        container.run("rm", "-rf", "/home/trader", "/etc/volspike-offline", check=False)
+
+
+def test_deployment_mds_offline_check_runs_as_written(container: Container) -> None:
+    """The commands of DEPLOYMENT.md's "Offline check of a fresh droplet", verbatim (only the checkout's path
+    differs), in a booted systemd: install against the bundled fake, curl, remove."""
+    docs = (ROOT / "DEPLOYMENT.md").read_text(encoding="utf-8")
+    section = docs.split("### Offline check of a fresh droplet", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("/root/volspike-funding-src",
+                                                                        "/srv/volspike-src")
+    assert "deploy/install.sh --uninstall" in script
+    script = script.replace("deploy/install.sh --prefix", "deploy/install.sh --python /usr/bin/python3 --prefix")
+    done = container.run("bash", "-euo", "pipefail", "-c", script, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert '"status":"healthy"' in done.stdout.replace(" ", "") and '"symbol":"BTCUSDT"' in done.stdout
+    assert "binance-funding-ws[" in done.stdout and "uninstalled from /opt/volspike-check" in done.stdout
+    for path in ("/opt/volspike-check", "/etc/volspike-check"):
+        assert container.run("test", "-e", path, check=False).returncode == 1
+    assert show(container, FUNDING[0], "LoadState") == "not-found"

@@ -105,6 +105,10 @@ class FundingSource:
     def __init__(self, settings: Settings, rest: BinanceRest, consumer: str, *,
                  local: LocalFundingClient | None = None) -> None:
         self.mode = settings.funding_mode
+        # Said at start: the kill switch overriding an explicit mode must never be silent.
+        self.switched_off = not settings.ws_funding_enabled
+        self.overridden = settings.funding_source_mode if self.switched_off and settings.funding_source_mode not in (
+            None, "rest") else None
         self.fallback = settings.funding_rest_fallback
         self.rest = rest
         self.local = local or LocalFundingClient(settings.ws_funding_api_url, timeout=settings.ws_funding_timeout_s,
@@ -114,6 +118,9 @@ class FundingSource:
 
     def describe(self) -> str:
         parts = [f"mode={self.mode}"]
+        if self.switched_off:
+            parts.append("(WS_FUNDING_ENABLED=false: REST only, the local service is never asked"
+                         + (f"; FUNDING_SOURCE_MODE={self.overridden} ignored)" if self.overridden else ")"))
         if self.mode != "rest":
             parts.append(f"local={self.local.url}")
         parts.append(f"rest={self.rest.base_url}/fapi/v1/premiumIndex")

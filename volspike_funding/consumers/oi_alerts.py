@@ -23,7 +23,8 @@ from volspike_funding.core.persist import load_json, save_json
 from volspike_funding.core.settings import Settings
 from volspike_funding.core.timefmt import iso_z
 
-HISTORY_S = 3600 + 120
+#: Samples kept beyond the longest lookback: its largest baseline tolerance.
+HISTORY_MARGIN_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,13 @@ class Timeframe:
 
 
 def timeframes(settings: Settings) -> list[Timeframe]:
-    return [Timeframe("5 min", 300, settings.oi_spike_threshold_pct_5min, settings.oi_alert_cooldown_5min),
-            Timeframe("15 min", 900, settings.oi_spike_threshold_pct_15min, settings.oi_alert_cooldown_15min),
-            Timeframe("1 hour", 3600, settings.oi_spike_threshold_pct_60min, settings.oi_alert_cooldown_60min)]
+    # The labels are what the backend expects; the lookbacks are the original's OI_LOOKBACK_WINDOW_* settings.
+    s = settings
+    return [Timeframe("5 min", s.oi_lookback_window_5min, s.oi_spike_threshold_pct_5min, s.oi_alert_cooldown_5min),
+            Timeframe("15 min", s.oi_lookback_window_15min, s.oi_spike_threshold_pct_15min,
+                      s.oi_alert_cooldown_15min),
+            Timeframe("1 hour", s.oi_lookback_window_60min, s.oi_spike_threshold_pct_60min,
+                      s.oi_alert_cooldown_60min)]
 
 
 def alert_key(backend: str, symbol: str, timeframe: Timeframe) -> str:
@@ -85,6 +90,7 @@ class OiAlert:
 class OiAlertEngine:
     def __init__(self, settings: Settings, backends: list[str]) -> None:
         self.timeframes = timeframes(settings)
+        self.history_s = max(tf.lookback_s for tf in self.timeframes) + HISTORY_MARGIN_S
         self.min_delta = settings.oi_min_delta_contracts
         self.backends = backends
         self.path = settings.oi_state_file
@@ -106,7 +112,7 @@ class OiAlertEngine:
         """Add a sample; return the alerts now due (not yet recorded: see :meth:`confirm`)."""
         history = self._history.setdefault(symbol, deque())
         history.append(sample)
-        while history and history[0].t < sample.t - HISTORY_S:
+        while history and history[0].t < sample.t - self.history_s:
             history.popleft()
         due = []
         with self._lock:

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from volspike_funding.consumers.sinks import REJECTED, Backend, Outbox, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.errors import RestError
 from volspike_funding.consumers.funding_source import FundingSource
@@ -52,7 +52,8 @@ class OiPoller:
                  backends: list[Backend] | None = None, dry_run: bool = False) -> None:
         self.settings = settings
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
-                                        retries=settings.binance_rest_retries)
+                                        retries=settings.binance_rest_retries,
+                                        pool_size=settings.oi_fetch_concurrency + 2)  # + the funding and universe calls
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
@@ -68,8 +69,10 @@ class OiPoller:
         log.info("OI poller: funding %s; universe from %s; budget %g req/min, interval %g-%g s",
                  self.source.describe(), "the backend" if self.backends else "exchangeInfo + ticker/24hr",
                  s.oi_max_req_per_min, s.oi_min_interval_sec, s.oi_max_interval_sec)
-        log.info("thresholds: 5 min %g, 15 min %g, 1 h %g, min delta %g contracts; excluded %s; backends: %s%s",
+        log.info("thresholds: 5 min %g, 15 min %g, 1 h %g (lookbacks %g/%g/%g s), min delta %g contracts; "
+                 "excluded %s; backends: %s%s",
                  s.oi_spike_threshold_pct_5min, s.oi_spike_threshold_pct_15min, s.oi_spike_threshold_pct_60min,
+                 s.oi_lookback_window_5min, s.oi_lookback_window_15min, s.oi_lookback_window_60min,
                  s.oi_min_delta_contracts, ",".join(s.oi_excluded_symbols) or "none",
                  ", ".join(map(repr, self.backends)) or "none", "; DRY RUN" if self.dry_run else "")
 
@@ -195,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         settings = settings_from_args(args, CONSUMER, OI)
         setup_logging(settings.log_level, secret_values(settings))
+        log.info("%s", env_file_line(args))
         poller = OiPoller(settings, dry_run=args.dry_run)
         poller.banner()
         stop = threading.Event()

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
@@ -51,7 +51,8 @@ class VolumeAlerts:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
-                                        retries=settings.binance_rest_retries)
+                                        retries=settings.binance_rest_retries,
+                                        pool_size=settings.klines_concurrency + 2)  # + the funding and universe calls
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
@@ -85,13 +86,13 @@ class VolumeAlerts:
                 log.warning("exchangeInfo failed (%s); keeping %d cached symbols", exc, len(self._universe))
         return self._universe
 
-    def _candles(self, symbol: str, slot: datetime) -> Candles | None:
+    def _candles(self, symbol: str, slot: datetime, failures: dict[str, str]) -> Candles | None:
         try:
             return pick_candles(self.rest.klines(symbol, "1h", klines_limit(slot)), slot)
         except RateLimited:
             return None  # the client logged the 429/418 once; one line per symbol would flood the journal
         except RestError as exc:
-            log.warning("%s klines failed: %s", symbol, exc)
+            failures[symbol] = str(exc)  # one line per scan (below): an outage would be one per symbol
             return None
 
     def scan(self, slot: datetime) -> list[Alert]:
@@ -99,7 +100,12 @@ class VolumeAlerts:
         started = self._clock()
         symbols = self.universe()
         with ThreadPoolExecutor(self.settings.klines_concurrency, thread_name_prefix="klines") as pool:
-            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot), symbols)))
+            failures: dict[str, str] = {}
+            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot, failures), symbols)))
+        if failures:
+            first = min(failures)
+            log.warning("klines failed for %d symbol(s) this scan, e.g. %s: %s", len(failures), first,
+                        failures[first])
         quotes = self.source.quotes(symbols)
         alerts = []
         for symbol in symbols:
@@ -111,7 +117,8 @@ class VolumeAlerts:
             line = (f"{symbol:<16} prev {fmt_volume(c.prev_volume):>9}  curr {fmt_volume(c.curr_volume):>9}  "
                     f"ratio {c.ratio:6.2f}x")
             if kind is None:
-                log.info("%s", line)
+                # DEBUG: one line per symbol per scan was ~28 MB of journal a day; INFO keeps the scan summary below.
+                log.debug("%s", line)
                 continue
             log.warning("%s  <<< %s >>>", line, kind)
             alert = Alert(kind, symbol, c, quotes.get(symbol, UNKNOWN), alert_text(kind, symbol, c))
@@ -227,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SettingsError("--now needs --once")
         moment = parse_now(args.now) if args.now else None
         setup_logging(settings.log_level, secret_values(settings))
+        log.info("%s", env_file_line(args))
         alerts = VolumeAlerts(settings, dry_run=args.dry_run)
         alerts.banner()
         if args.once:

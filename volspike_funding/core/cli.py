@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
 from volspike_funding.core.version import __version__
 from volspike_funding.core.errors import FundingError, SettingsError
-from volspike_funding.core.settings import ENV_FILE_VAR, Settings, load_settings, settings_for
+from volspike_funding.core.settings import (DEFAULT_ENV_FILES, ENV_FILE_VAR, Settings, check_env_file,
+                                            describe_env_file, load_settings, settings_for)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SERVICE_EXIT_CODES = ("exit codes: 0 stopped on request (SIGTERM, SIGINT); 1 failed (the reason is logged); "
@@ -25,7 +27,8 @@ def build_parser(prog: str, description: str, *components: str,
                                             "see README.md.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--env-file", metavar="PATH",
-                        help=f"operator env file (env {ENV_FILE_VAR}, default ~/.volspike.env)")
+                        help=f"operator env file, which must exist (env {ENV_FILE_VAR}; default: the first of "
+                             f"{', '.join(DEFAULT_ENV_FILES)} that exists)")
     for setting in {s.env: s for c in components for s in settings_for(c)}.values():
         parser.add_argument(setting.flag, dest=setting.field, metavar=setting.env,
                             help=f"{setting.help} (default {setting.default})")
@@ -35,7 +38,13 @@ def build_parser(prog: str, description: str, *components: str,
 def settings_from_args(args: argparse.Namespace, component: str, *extra: str) -> Settings:
     """Settings from flags, environment and env file; ``extra`` names further components the program reads."""
     overrides = {s.field: getattr(args, s.field, None) for c in (component, *extra) for s in settings_for(c)}
+    check_env_file(os.environ, args.env_file)
     return load_settings(overrides=overrides, env_file=args.env_file, components=(component, *extra))
+
+
+def env_file_line(args: argparse.Namespace) -> str:
+    """What a program logs at start about its env file (the path only)."""
+    return describe_env_file(os.environ, args.env_file)
 
 
 def run(prog: str, body: Callable[[], int]) -> int:

@@ -1,8 +1,10 @@
 """Every setting of every component (the table in :mod:`.settings_table`), read from the command line, the
 environment and the operator's env file.
 
-Precedence, highest first: command-line flag, real environment variable, the env file named by
-``VOLSPIKE_ENV_FILE`` (default ``~/.volspike.env``, loaded with python-dotenv; a missing file is fine), default.
+Precedence, highest first: command-line flag, real environment variable, the operator's env file (loaded with
+python-dotenv), default. The env file is the one named by ``--env-file`` or ``VOLSPIKE_ENV_FILE`` (which must exist:
+a start-up error otherwise, see :func:`find_env_file`), else the first of the original scripts' places that exists:
+``/home/trader/.volspike.env``, then ``~/.volspike.env``; none at all is fine.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON,
                              settings_for)
 
 # The table's names are re-exported: callers import settings from one place.
-__all__ = ["ALERTS", "API", "CONSUMER", "DAEMON", "NOTIFY", "OI", "REPORT", "SETTINGS", "Setting", "Settings", "ENV_FILE_VAR",
-           "load_settings", "markdown_table", "masked", "read_env_file", "secret_values", "settings_for"]
+__all__ = ["ALERTS", "API", "CONSUMER", "DAEMON", "NOTIFY", "OI", "REPORT", "SETTINGS", "Setting", "Settings",
+           "ENV_FILE_VAR", "check_env_file", "describe_env_file", "find_env_file", "load_settings", "markdown_table",
+           "masked", "read_env_file", "secret_values", "settings_for"]
 
 ENV_FILE_VAR = "VOLSPIKE_ENV_FILE"
-DEFAULT_ENV_FILE = "~/.volspike.env"
+#: Where the original scripts looked, in their order: an operator moving over keeps the file where it is.
+DEFAULT_ENV_FILES = ("/home/trader/.volspike.env", "~/.volspike.env")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class Settings:
     oi_spike_threshold_pct_5min: float
     oi_spike_threshold_pct_15min: float
     oi_spike_threshold_pct_60min: float
+    oi_lookback_window_5min: float
+    oi_lookback_window_15min: float
+    oi_lookback_window_60min: float
     oi_alert_cooldown_5min: float
     oi_alert_cooldown_15min: float
     oi_alert_cooldown_60min: float
@@ -120,15 +127,52 @@ class Settings:
     @property
     def funding_mode(self) -> str:
         """The effective FUNDING_SOURCE_MODE (``auto`` resolved)."""
+        # WS_FUNDING_ENABLED=false is the operator's kill switch (the original's one flag): it always means REST
+        # only, whatever FUNDING_SOURCE_MODE says, so switching back never needs two edits.
+        if not self.ws_funding_enabled:
+            return "rest"
         if self.funding_source_mode is not None:
             return self.funding_source_mode
-        return "validate" if self.ws_funding_enabled else "rest"
+        return "validate"
+
+
+def find_env_file(environ: Mapping[str, str], override: str | None = None) -> tuple[Path | None, bool]:
+    """The env file to read (``None``: none found) and whether it was named explicitly (``--env-file`` or
+    ``VOLSPIKE_ENV_FILE``); an explicit one is returned even when it does not exist, for the caller to refuse."""
+    named = override or environ.get(ENV_FILE_VAR)
+    if named:
+        return Path(os.path.expanduser(named)), True
+    for candidate in DEFAULT_ENV_FILES:
+        path = Path(os.path.expanduser(candidate))
+        if path.is_file():
+            return path, False
+    return None, False
+
+
+def describe_env_file(environ: Mapping[str, str], override: str | None = None) -> str:
+    """The start-up line naming the env file a program loaded (its path only, never its contents)."""
+    path, explicit = find_env_file(environ, override)
+    if path is None:
+        return f"env file: none found ({', '.join(DEFAULT_ENV_FILES)}); environment and defaults only"
+    if explicit and str(path) == os.devnull:
+        return f"env file: none ({ENV_FILE_VAR}={os.devnull}); environment and defaults only"
+    how = "--env-file/" + ENV_FILE_VAR if explicit else "default location"
+    return f"env file: loaded {path} ({how})" if path.exists() else f"env file: {path} does not exist"
+
+
+def check_env_file(environ: Mapping[str, str], override: str | None = None) -> None:
+    """Refuse to start when the env file named explicitly does not exist: a typo there would otherwise silently
+    leave every key, token and switch of the operator's file unset."""
+    path, explicit = find_env_file(environ, override)
+    if explicit and path is not None and not path.exists():
+        source = "--env-file" if override else ENV_FILE_VAR
+        raise SettingsError(f"{source}: env file {path} does not exist")
 
 
 def read_env_file(environ: Mapping[str, str], override: str | None = None) -> dict[str, str]:
-    """The operator's env file as a dict; ``{}`` when it does not exist."""
-    path = Path(os.path.expanduser(override or environ.get(ENV_FILE_VAR) or DEFAULT_ENV_FILE))
-    if not path.exists():
+    """The operator's env file as a dict; ``{}`` when there is none."""
+    path, _ = find_env_file(environ, override)
+    if path is None or not path.exists():
         return {}
     try:
         with path.open(encoding="utf-8") as stream:

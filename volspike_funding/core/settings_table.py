@@ -108,12 +108,13 @@ SETTINGS: tuple[Setting, ...] = (
             (DAEMON, API, CONSUMER, ALERTS, NOTIFY)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------
     Setting("WS_FUNDING_ENABLED", "ws_funding_enabled", "true", v.boolean,
-            "Use the local WebSocket service at all; decides the default FUNDING_SOURCE_MODE.", (CONSUMER,)),
+            "The kill switch: false always means REST only, the local service is never asked, whatever "
+            "FUNDING_SOURCE_MODE says (logged at start); true: FUNDING_SOURCE_MODE decides.", (CONSUMER,)),
     Setting("WS_FUNDING_API_URL", "ws_funding_api_url", "http://localhost:8888/funding", v.url("http", "https"),
             "Base URL of the local funding API (its /batch is asked once per scan).", (CONSUMER,)),
     Setting("FUNDING_SOURCE_MODE", "funding_source_mode", "auto", v.mode,
-            "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate "
-            "when WS_FUNDING_ENABLED, else rest.", (CONSUMER,)),
+            "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate. "
+            "Ignored (rest) while WS_FUNDING_ENABLED=false.", (CONSUMER,)),
     Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", v.boolean,
             "In ws mode, fetch what the local service lacks (down, stale, missing) from one bulk REST call.",
             (CONSUMER,)),
@@ -187,6 +188,15 @@ SETTINGS: tuple[Setting, ...] = (
             "OI change over 15 min that alerts (fraction).", (OI,)),
     Setting("OI_SPIKE_THRESHOLD_PCT_60MIN", "oi_spike_threshold_pct_60min", "0.12", v.number(0, strict=True),
             "OI change over 1 hour that alerts (fraction).", (OI,)),
+    # The original's lookbacks (seconds, same defaults), so an operator's old env file means what it meant.
+    Setting("OI_LOOKBACK_WINDOW_5MIN", "oi_lookback_window_5min", "300", v.number(0, strict=True),
+            "Seconds back the 5 min timeframe compares with (baseline within +-clamp(lookback/10, 30, 120) s).",
+            (OI,)),
+    Setting("OI_LOOKBACK_WINDOW_15MIN", "oi_lookback_window_15min", "900", v.number(0, strict=True),
+            "Seconds back the 15 min timeframe compares with.", (OI,)),
+    Setting("OI_LOOKBACK_WINDOW_60MIN", "oi_lookback_window_60min", "3600", v.number(0, strict=True),
+            "Seconds back the 1 hour timeframe compares with; the sample history kept covers the longest "
+            "lookback.", (OI,)),
     Setting("OI_ALERT_COOLDOWN_5MIN", "oi_alert_cooldown_5min", "600", v.number(0),
             "Seconds before a symbol alerts again on the 5 min timeframe.", (OI,)),
     Setting("OI_ALERT_COOLDOWN_15MIN", "oi_alert_cooldown_15min", "900", v.number(0),

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import orjson
 
 from volspike_funding.store import reference
-from volspike_funding.core.cli import EXIT_OK, build_parser, run, settings_from_args
+from volspike_funding.core.cli import EXIT_OK, build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.core.retry import Backoff
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
@@ -57,6 +57,8 @@ class Daemon:
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, jitter=1.0, rng=rng)
         self._clock, self._mono = clock, monotonic
         self._connect = connect or self._connect_ws
+        #: The entry point's "env file: ..." line, logged once the lock is held (a refused start stays one line).
+        self.env_note: str | None = None
         self._notifier = notifier or Notifier()
         self._tick = min(tick_s, settings.no_data_timeout_s / 4)
         self._events: queue.Queue[Event] = queue.Queue()
@@ -110,6 +112,8 @@ class Daemon:
             self._restore()
             self._start_reference()
             log.info("starting: %s -> %s", self.settings.ws_url, writer.path)
+            if self.env_note:
+                log.info("%s", self.env_note)
             warn_legacy_url(self.settings.ws_url)
             self._write()
         except BaseException:
@@ -363,9 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "usage.")
 
     def body() -> int:
-        settings = settings_from_args(parser.parse_args(argv), DAEMON)
+        args = parser.parse_args(argv)
+        settings = settings_from_args(args, DAEMON)
         setup_logging(settings.log_level, secret_values(settings))
         daemon = Daemon(settings)
+        daemon.env_note = env_file_line(args)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.request_stop())
         return daemon.run()

@@ -9,6 +9,7 @@ mismatch lines. Streams in constant memory. Exit codes: 0 SAFE TO SWITCH, 1 REVI
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import re
@@ -312,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = parser.parse_args(argv)
         settings = settings_from_args(args, REPORT)
+        if args.html and importlib.util.find_spec("matplotlib") is None:
+            # An extra (the droplet's install has it, a bare scripts/run.sh not): say so before reading any input.
+            raise SettingsError("--html needs matplotlib, which is not installed: pip install -r "
+                                "requirements-report.txt")
         if not args.inputs:  # it used to wait on a terminal's stdin without a word
             raise SettingsError("no LOG given: name the log files, or '-' to read standard input "
                                 "(journalctl -o json ... | validate_funding_comparison.py -)")
