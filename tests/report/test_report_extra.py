@@ -29,3 +29,13 @@ def test_running_needs_no_test_or_report_package() -> None:
     runtime = (ROOT / "requirements.txt").read_text()
     assert "websockets" in runtime and "matplotlib" not in runtime and "pytest" not in runtime
     assert "requirements-dev" not in (ROOT / "scripts" / "run.sh").read_text()
+
+
+def test_the_report_says_which_env_file_its_thresholds_came_from(tmp_path: Path) -> None:
+    log, env_file = tmp_path / "empty.log", tmp_path / "ops.env"
+    log.write_text("")
+    env_file.write_text("REPORT_MIN_HOURS=12\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(log)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": str(env_file)})
+    assert proc.returncode == 2 and f"env file: loaded {env_file}" in proc.stderr, proc.stderr

@@ -113,3 +113,9 @@ def test_the_fake_exchange_runs_on_its_own_for_an_offline_install_check(tmp_path
                                str(taken.getsockname()[1]), "--ws-port", str(free_port())], cwd=ROOT,
                               capture_output=True, text=True, timeout=20)
     assert busy.returncode == 1 and busy.stderr.count("\n") == 1 and "--rest-port" in busy.stderr
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.parametrize("name", [".funding_state.json", ".funding_reference.json"])
+def test_the_files_a_run_leaves_in_the_checkout_are_git_ignored(name: str) -> None:
+    assert subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", name]).returncode == 0

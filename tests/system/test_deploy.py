@@ -96,6 +96,14 @@ def test_each_unit_names_itself_in_the_journal(rendered: Path, name: str) -> Non
     assert unit(rendered, name)["Service"]["SyslogIdentifier"] == name.removesuffix(".service")  # not "python"
 
 
+def test_a_daemon_without_binance_never_exhausts_its_start_limit(rendered: Path) -> None:
+    """Without data the daemon never sends READY=1: each start lasts TimeoutStartSec, then RestartSec. Fewer starts
+    than StartLimitBurst fit in StartLimitIntervalSec, so it keeps retrying for as long as the network is away."""
+    ws = unit(rendered, FUNDING[0])
+    cycle = int(ws["Service"]["TimeoutStartSec"]) + int(ws["Service"]["RestartSec"])
+    assert int(ws["Unit"]["StartLimitIntervalSec"]) / cycle <= int(ws["Unit"]["StartLimitBurst"])
+
+
 def test_install_script_documents_its_exit_codes_and_needs_no_sudo() -> None:
     script = (ROOT / "deploy" / "install.sh").read_text()
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any, Iterable, Iterator, Sequence
 
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.store.comparison_log import (FUNDING, MARK, Comparison, LegacyMismatch, Mismatch, ScanSummary, Window, bucket_value,
                              iso_utc, parse_line)
 from volspike_funding.core.errors import SettingsError
@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         since = parse_when(args.since, now) if args.since else None
         until = parse_when(args.until, now) if args.until else None
         report = feed_all(Report(settings, since, until, now), read_lines(args.inputs, sys.stdin))
+        # Its thresholds may come from the env file: say which (after reading, so an input error stays one line).
+        print(f"validate_funding_comparison: {env_file_line(args)}", file=sys.stderr)
         result = report.as_dict()
         if args.html:
             from volspike_funding.report.html import render as render_html
