@@ -51,7 +51,7 @@ def test_a_browser_gets_the_page_and_curl_gets_json(api: ServerThread) -> None:
 def test_the_page_is_self_contained_with_relative_urls_only() -> None:
     """It must work through ``ssh -L`` and behind a path prefix: nothing external, nothing absolute."""
     assert not re.search(r"""(src|href)\s*=|@import|url\(|https?://|//[a-z]""", PAGE, re.I)
-    fetched = re.findall(r"""fetch\("([^"]+)\"""", PAGE)
+    fetched = re.findall(r"""(?:fetch|getJson)\("([^"]+)\"""", PAGE)
     assert fetched == ["funding/health", "funding/batch"] and not any(u.startswith("/") for u in fetched)
 
 
