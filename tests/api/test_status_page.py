@@ -65,7 +65,7 @@ def test_every_url_and_field_the_script_reads_is_served(api: ServerThread) -> No
     assert batch.status_code == 200
     rows = {item["symbol"]: item for item in batch.json()["data"]}
     columns = set(re.findall(r"\bi\.([A-Za-z]+)", PAGE)) - {"error"}  # "error" is set on stale rows only
-    assert columns == {"symbol", "markPrice", "fundingRate", "nextFundingTime", "ageSeconds"}
+    assert columns == {"symbol", "markPrice", "fundingRate", "nextFundingTime", "ageSeconds", "stale"}
     assert all(columns <= set(rows[s]) for s in ("BTCUSDT", "BTCUSDT_261225"))
     assert "error" in rows["OLDUSDT"] and "error" not in rows["BTCUSDT"]  # the page marks exactly the stale row
     assert rows["BTCUSDT_261225"]["fundingRate"] is None  # shown as "-" by the page, never as 0
