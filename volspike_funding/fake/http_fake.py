@@ -124,6 +124,10 @@ class HttpFake:
         with self._lock:
             self._faults.setdefault(path, []).append(Fault(status, count, headers or {}, body, delay_s))
 
+    def common_headers(self) -> dict[str, str]:
+        """Headers a subclass puts on injected faults' answers too (its routes add their own)."""
+        return {}
+
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             queue = self._faults.get(path)
@@ -163,7 +167,7 @@ class HttpFake:
         if fault is not None:
             time.sleep(fault.delay_s)
             reply = Reply(fault.status, fault.body if fault.body is not None else {"error": "injected"},
-                          fault.headers)
+                          {**self.common_headers(), **fault.headers})
         else:
             handler = self._route(h.command, parts.path)
             reply = handler(request) if handler else Reply(404, {"error": "no such route"})
