@@ -398,3 +398,50 @@ def test_an_empty_or_collapsed_universe_is_never_published(world: World, caplog)
     drain(p)
     assert world.prod.universe_updates == [] and world.dev.universe_updates == []
     assert "not published: nothing could be computed" in caplog.text and "is under half of 9" in caplog.text
+
+
+# -- issue 19: backends, outcomes, the fake's weight window ------------------------------------------------------
+
+def test_a_backend_with_a_url_but_no_key_is_not_used(world: World, caplog) -> None:
+    p = poller(world, FUNDING_SOURCE_MODE="ws", VOLSPIKE_API_KEY_DEV="")
+    p.loop_once()
+    p.loop_once()
+    drain(p)
+    assert [b.name for b in p.backends] == ["PROD"] and world.dev.counts == {} and world.prod.oi_samples
+    warnings = [r.getMessage() for r in caplog.records if "is not used" in r.getMessage()]
+    assert len(warnings) == 1 and "VOLSPIKE_API_KEY_DEV is empty" in warnings[0]
+
+
+def test_a_timed_out_sample_chunk_is_logged_as_unknown_never_as_posted(world: World, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    world.dev.fail("/api/market/open-interest/ingest", 200, count=1, delay_s=1.5)  # answers after the timeout
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_BATCH_TIMEOUT_S="0.5")
+    p.loop_once()
+    drain(p)
+    assert "posted to PROD: OI samples, 4 of 4 rows" in caplog.text
+    assert "posted to DEV" not in caplog.text
+    assert "may have reached DEV: OI samples, 4 of 4 rows" in caplog.text and "not re-sent" in caplog.text
+    assert world.dev.counts["/api/market/open-interest/ingest"] == 1
+
+
+def test_fake_weight_window_is_the_utc_clock_minute_and_a_refusal_costs_weight(world: World) -> None:
+    from volspike_funding.core.errors import RateLimited, RequestRejected
+
+    now = [1_800_000_000.0 // 60 * 60 + 50]  # second 50 of a UTC minute
+    world.rest.clock = lambda: now[0]
+    world.rest.weight_minute, world.rest.used_weight = int(now[0] // 60), 2300
+    slept: list[float] = []
+    client = BinanceRest(world.rest.url, retries=0, sleep=slept.append, clock=lambda: now[0])
+    client.premium_index_all()
+    assert client.used_weight == 2310
+    with pytest.raises(RequestRejected):
+        client.open_interest("NOPEUSDT")  # 400 -1121 still costs its route's weight
+    assert client.used_weight == 2311
+    world.rest.fail("/fapi/v1/openInterest", 429, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimited):
+        client.open_interest("BTCUSDT")
+    assert client.used_weight == 2312  # the 429 carries the header and cost 1 too
+    now[0] += 15  # second 5 of the next minute: a new window, not a sliding one
+    waits_before = len(slept)
+    client.exchange_info()
+    assert client.used_weight == 1 and world.rest.total_weight == 13 and len(slept) == waits_before  # no stall

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from volspike_funding.consumers.sinks import REJECTED, Backend, Outbox, backends_from, report_status
+from volspike_funding.consumers.sinks import ACCEPTED, REJECTED, UNCERTAIN, Backend, Outbox, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.core.cli import build_parser, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
@@ -156,13 +156,18 @@ class OiPoller:
 
     def _post_samples(self, backend: Backend, rows: list[dict[str, Any]], stamp: str) -> None:
         """One loop's samples, in chunks; each chunk is sent at most once (a timed-out chunk is not re-sent)."""
-        accepted = 0
+        accepted = uncertain = 0
         for i in range(0, len(rows), CHUNK):
             chunk = {"data": rows[i:i + CHUNK], "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
             outcome = backend.post("/api/market/open-interest/ingest", chunk, timeout=backend.batch_timeout)
-            accepted += len(chunk["data"]) if outcome != REJECTED else 0
+            accepted += len(chunk["data"]) if outcome == ACCEPTED else 0
+            uncertain += len(chunk["data"]) if outcome == UNCERTAIN else 0
+        # "posted to" is what operators grep as confirmation: only for rows the backend acknowledged.
         if accepted:
             log.info("posted to %s: OI samples, %d of %d rows", backend.name, accepted, len(rows))
+        if uncertain:
+            log.warning("may have reached %s: OI samples, %d of %d rows (no answer in time, or a 5xx after the body "
+                        "was sent); not re-sent", backend.name, uncertain, len(rows))
 
     def _post_alert(self, backend: Backend, alert: OiAlert) -> None:
         outcome = backend.post("/api/open-interest-alerts/ingest", alert.payload,
