@@ -445,3 +445,25 @@ def test_fake_weight_window_is_the_utc_clock_minute_and_a_refusal_costs_weight(w
     waits_before = len(slept)
     client.exchange_info()
     assert client.used_weight == 1 and world.rest.total_weight == 13 and len(slept) == waits_before  # no stall
+
+
+def test_ws_mode_fetches_a_few_lacking_symbols_one_by_one_and_bulk_only_when_cheaper(world: World) -> None:
+    from volspike_funding.fake.market import SILENT_SYMBOL
+
+    world.prod.liquid_universe = ["BTCUSDT", "ETHUSDT", "SOLUSDT", SILENT_SYMBOL]  # never on the stream
+    p = poller(world, FUNDING_SOURCE_MODE="ws")
+    before = world.rest.total_weight
+    for _ in range(3):
+        quotes = p.source.quotes(p.universe.refresh())
+    assert quotes[SILENT_SYMBOL].source == "rest" and quotes[SILENT_SYMBOL].mark_price
+    calls = [r.query for r in world.rest.requests if r.path == "/fapi/v1/premiumIndex"]
+    assert calls == [{"symbol": SILENT_SYMBOL}] * 3 and world.rest.total_weight - before == 3  # not 3 x 10
+    # Ten or more lacking (here: the local service is down): one bulk call is cheaper than ten singles.
+    many = sorted(world.stack.market.contracts)[:12]
+    dead = poller(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL="http://127.0.0.1:9/funding")
+    assert all(q.source == "rest" for q in dead.source.quotes(many).values())
+    assert [r.query for r in world.rest.requests if r.path == "/fapi/v1/premiumIndex"][3:] == [{}]
+    few = dead.source.quotes(many[:3])  # the breaker skips the local service: three singles
+    assert all(q.source == "rest" for q in few.values()) and world.rest.counts["/fapi/v1/premiumIndex"] == 7
+    drain(p)
+    drain(dead)

@@ -108,7 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
             "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate "
             "when WS_FUNDING_ENABLED, else rest.", (CONSUMER,)),
     Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", v.boolean,
-            "In ws mode, fetch what the local service lacks (down, stale, missing) from one bulk REST call.",
+            "In ws mode, fetch what the local service lacks (down, stale, missing) from REST: one premiumIndex call "
+            "per lacking symbol (weight 1), or one bulk call (weight 10) when 10 or more lack.",
             (CONSUMER,)),
     Setting("WS_FUNDING_TIMEOUT_S", "ws_funding_timeout_s", "0.8", v.number(0, strict=True),
             "Timeout of the local API call (no retries): a dead service costs a scan at most this.", (CONSUMER,)),
