@@ -372,19 +372,24 @@ def publishing_world(world: World) -> None:
     world.rest.quote_volume_24h.update({"BTCUSDT": 9e6, "SOLUSDT": 3e6, "ETHUSDT": 4.5e6, "DOGEUSDT": 3e6})
 
 
-def test_the_poller_publishes_the_liquid_universe_to_every_backend(world: World) -> None:
+def test_the_poller_publishes_the_liquid_universe_to_prod_and_to_dev_only_when_configured(world: World) -> None:
     publishing_world(world)
+    world.dev.liquid_universe = ["DEVONLYUSDT"]
     p = poller(world, OI_UNIVERSE_PUBLISH_S="300")
     p.loop_once()
     drain(p)
-    for backend in (world.prod, world.dev):
-        body = backend.universe_updates[-1]
-        by_symbol = {s["symbol"]: s for s in body["symbols"]}
-        assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
-        assert by_symbol["ETHUSDT"]["enteredAt"] and by_symbol["BTCUSDT"]["enteredAt"] is None
-        assert by_symbol["SOLUSDT"]["quoteVolume24h"] == 3e6 and body["updatedAt"].endswith("Z")
+    assert world.dev.universe_updates == [] and world.dev.liquid_universe == ["DEVONLYUSDT"]  # DEV's table kept
+    (body,) = world.prod.universe_updates
+    by_symbol = {s["symbol"]: s for s in body["symbols"]}
+    assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert by_symbol["ETHUSDT"]["enteredAt"] and by_symbol["BTCUSDT"]["enteredAt"] is None
+    assert by_symbol["SOLUSDT"]["quoteVolume24h"] == 3e6 and body["updatedAt"].endswith("Z")
     assert world.prod.liquid_universe == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert not p.universe.publish_due()  # next one in 5 minutes
+    both = poller(world, OI_UNIVERSE_PUBLISH_S="300", OI_UNIVERSE_PUBLISH_DEV="true")
+    both.loop_once()
+    drain(both)
+    assert world.dev.liquid_universe == world.prod.liquid_universe == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
 
 def test_an_empty_or_collapsed_universe_is_never_published(world: World, caplog) -> None:
@@ -467,3 +472,46 @@ def test_ws_mode_fetches_a_few_lacking_symbols_one_by_one_and_bulk_only_when_che
     assert all(q.source == "rest" for q in few.values()) and world.rest.counts["/fapi/v1/premiumIndex"] == 7
     drain(p)
     drain(dead)
+
+
+def test_the_loop_polls_the_universe_it_just_published_not_the_backends_previous_one(world: World) -> None:
+    publishing_world(world)
+    world.prod.fail("/api/market/open-interest/liquid-universe/update", 200, delay_s=1.0)  # lands after the loop
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_UNIVERSE_PUBLISH_S="300")
+    p.loop_once()
+    assert p.universe.symbols == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and p.universe.source == "published"
+    wait_until(lambda: world.prod.oi_samples)
+    assert {r["symbol"] for r in world.prod.oi_samples[0]["data"]} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    drain(p)
+
+
+def test_a_hung_prod_never_delays_a_loop_nor_devs_samples(world: World) -> None:
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_UNIVERSE_REFRESH_S="0.1", VOLSPIKE_POST_TIMEOUT_S="3")
+    p.loop_once()  # the first universe (nothing to poll without one)
+    world.prod.fail("/api/market/open-interest/liquid-universe", 200, count=100, delay_s=2.5)  # PROD hangs
+    world.prod.fail("/api/market/open-interest/ingest", 200, count=100, delay_s=2.5)
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        p.loop_once()
+        took.append(time.monotonic() - started)
+        time.sleep(0.15)  # the universe is due again at every loop
+    wait_until(lambda: len(world.dev.oi_samples) == 6)
+    assert max(took) < 1.0, took  # each loop used to wait for PROD's universe GET (2.5 s)
+    p.outboxes["DEV"].close()
+
+
+def test_cli_once_publishes_the_universe_only_when_asked(world: World, tmp_path: Path) -> None:
+    publishing_world(world)
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
+           "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
+           "FUNDING_STALE_AFTER_S": "5", "OI_UNIVERSE_PUBLISH_S": "300"}
+    script = [sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"]
+    proc = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert world.prod.universe_updates == [] and world.dev.universe_updates == [] and world.prod.oi_samples
+    proc = subprocess.run(script + ["--publish-universe"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(world.prod.universe_updates) == 1 and world.dev.universe_updates == []

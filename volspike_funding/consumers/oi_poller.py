@@ -49,7 +49,7 @@ def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[flo
 
 class OiPoller:
     def __init__(self, settings: Settings, *, rest: BinanceRest | None = None,
-                 backends: list[Backend] | None = None, dry_run: bool = False) -> None:
+                 backends: list[Backend] | None = None, dry_run: bool = False, publish: bool = True) -> None:
         self.settings = settings
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
                                         retries=settings.binance_rest_retries)
@@ -60,13 +60,21 @@ class OiPoller:
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
+        #: Where the liquid universe is published: PROD, and DEV only when asked (an update replaces a table).
+        self.publish_to = [b for b in self.backends
+                           if publish and (b.name == "PROD" or settings.oi_universe_publish_dev)]
+        #: Universe refreshes and publications run here while a universe is known, so a hung backend's GET never
+        #: delays a loop (and with it the other backend's samples).
+        self._universe_thread: threading.Thread | None = None
         self.loops = 0
         self._warned_budget = False
 
     def banner(self) -> None:
         s = self.settings
         log.info("OI poller: funding %s; universe from %s; budget %g req/min, interval %g-%g s",
-                 self.source.describe(), "the backend" if self.backends else "exchangeInfo + ticker/24hr",
+                 self.source.describe(), ("computed, published to " + ",".join(b.name for b in self.publish_to))
+                 if self.publish_to and s.oi_universe_publish_s else "the backend" if self.backends
+                 else "exchangeInfo + ticker/24hr",
                  s.oi_max_req_per_min, s.oi_min_interval_sec, s.oi_max_interval_sec)
         log.info("thresholds: 5 min %g, 15 min %g, 1 h %g, min delta %g contracts; excluded %s; backends: %s%s",
                  s.oi_spike_threshold_pct_5min, s.oi_spike_threshold_pct_15min, s.oi_spike_threshold_pct_60min,
@@ -82,23 +90,33 @@ class OiPoller:
             return symbol, None, time.time()
 
     def publish_universe(self) -> None:
-        """Compute the liquid universe and send it to every backend (each from its own outbox)."""
+        """Compute the liquid universe, send it to PROD (and DEV when configured) from their outboxes, poll it."""
         body = self.universe.publication(iso_z(datetime.now(timezone.utc)))
         if body is None or self.dry_run:
             if body is not None:
                 log.info("DRY RUN: would publish a liquid universe of %d symbols", len(body["symbols"]))
             return
-        for backend in self.backends:
+        for backend in self.publish_to:
             self.outboxes[backend.name].put(functools.partial(
                 backend.post, UNIVERSE_UPDATE, body, what=f"liquid universe, {len(body['symbols'])} symbols"))
-        self.universe.refresh_after_publish()
+        self.universe.adopt([item["symbol"] for item in body["symbols"]])
 
-    def loop_once(self) -> float:
-        """One poll; returns the interval to keep until the next one starts."""
-        if self.universe.publish_due():
+    def _universe_work(self) -> None:
+        if self.publish_to and self.universe.publish_due():
             self.publish_universe()
         if self.universe.due():
             self.universe.refresh()
+
+    def _universe_due(self) -> bool:
+        return bool(self.publish_to and self.universe.publish_due()) or self.universe.due()
+
+    def loop_once(self) -> float:
+        """One poll; returns the interval to keep until the next one starts."""
+        if not self.universe.symbols:
+            self._universe_work()  # nothing to poll without one: this loop waits for it
+        elif self._universe_due() and not (self._universe_thread and self._universe_thread.is_alive()):
+            self._universe_thread = threading.Thread(target=self._universe_work, name="oi-universe", daemon=True)
+            self._universe_thread.start()
         symbols = self.universe.symbols
         if not symbols:
             log.warning("universe is empty (backend and Binance unavailable?); retrying in %.0f s", EMPTY_RETRY_S)
@@ -194,12 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           CONSUMER, OI)
     parser.add_argument("--once", action="store_true", help="run one loop, then exit")
     parser.add_argument("--dry-run", action="store_true", help="poll and log, post nothing")
+    parser.add_argument("--publish-universe", action="store_true",
+                        help="with --once: also publish the liquid universe (a service run always does)")
 
     def body() -> int:
         args = parser.parse_args(argv)
         settings = settings_from_args(args, CONSUMER, OI)
         setup_logging(settings.log_level, secret_values(settings))
-        poller = OiPoller(settings, dry_run=args.dry_run)
+        poller = OiPoller(settings, dry_run=args.dry_run, publish=args.publish_universe or not args.once)
         poller.banner()
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):

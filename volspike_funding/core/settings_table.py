@@ -170,6 +170,9 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the poller computes the liquid universe (exchangeInfo + ticker/24hr, weight 41) and "
             "publishes it to the backends (PROD, and DEV when configured); never an empty one nor one under half "
             "of the last. 0: another job publishes it.", (OI,)),
+    Setting("OI_UNIVERSE_PUBLISH_DEV", "oi_universe_publish_dev", "false", v.boolean,
+            "Publish the liquid universe to DEV too (the update deletes every symbol not in it, so DEV's own table "
+            "is replaced); off, only PROD's is written, as the original job did.", (OI,)),
     Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", v.number(0),
             "Locally computed universe: a symbol enters at this 24 h quote volume (USDT)...", (OI,)),
     Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", v.number(0),
