@@ -184,8 +184,8 @@ def test_418_ban_is_logged_loudly(world: World, caplog) -> None:
 
 # -- alerts -----------------------------------------------------------------------------------------------------
 
-def engine(world: World, backends=("PROD",), **env: str) -> OiAlertEngine:
-    return OiAlertEngine(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), **env), list(backends))
+def engine(world: World, backends=("PROD",), clock=time.time, **env: str) -> OiAlertEngine:
+    return OiAlertEngine(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), **env), list(backends), clock)
 
 
 def feed(e: OiAlertEngine, points: list[tuple[float, float]], symbol: str = "BTCUSDT") -> list:
@@ -515,3 +515,69 @@ def test_cli_once_publishes_the_universe_only_when_asked(world: World, tmp_path:
     proc = subprocess.run(script + ["--publish-universe"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(world.prod.universe_updates) == 1 and world.dev.universe_updates == []
+
+
+
+# -- issue 23: at most once across kill -9 and a damaged cooldown file ------------------------------------------
+
+@pytest.mark.parametrize("damage", ["corrupt", "null", "deleted"])
+def test_a_damaged_cooldown_file_is_kept_aside_and_holds_back_what_may_have_been_sent(world: World, damage: str,
+                                                                                      caplog) -> None:
+    from volspike_funding.store import consumer_status
+
+    path = world.tmp / "oi.json"
+    e = engine(world)
+    consumer_status.write(consumer_status.status_path(path, "oi_poller"), "oi_poller", {}, {})  # it ran
+    feed(e, [(t, 100_000.0) for t in range(0, 320, 20)])
+    (first,) = feed(e, [(320, 110_000.0)])
+    e.confirm(first, True)
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_text('{"outside": {"PROD|BTC' if damage == "corrupt" else "null")
+    restarted = engine(world, clock=lambda: 1_800_000_000 + 400.0)
+    feed(restarted, [(t, 100_000.0) for t in range(100, 380, 20)])
+    assert feed(restarted, [(400, 112_000.0)]) == []  # without the guard: the same UP alert, 80 s after the first
+    assert any(r.levelno == logging.ERROR and "held back" in r.getMessage() for r in caplog.records)
+    assert len(list(world.tmp.glob("oi.json.unreadable-*"))) == (0 if damage == "deleted" else 1)
+    # After the longest cooldown (1 h) from the start, alerts are judged as usual again.
+    later = feed(restarted, [(t, 100_000.0) for t in range(3700, 4020, 20)] + [(4020, 112_000.0)])
+    assert [a.timeframe.label for a in later] == ["5 min"] and path.exists()
+
+
+KILLED_POLLER = """
+import os, sys, time
+sys.path.insert(0, os.environ["ROOT"])
+from volspike_funding.core.settings import load_settings
+from volspike_funding.consumers.oi_alerts import Sample
+from volspike_funding.consumers.oi_poller import OiPoller
+p = OiPoller(load_settings(dict(os.environ), components=("consumers", "oi")))
+p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)  # a baseline 5 min ago
+p.loop_once()
+print("drained" if all(o.drain(10) for o in p.outboxes.values()) else "busy", flush=True)
+time.sleep(30)
+"""
+
+
+def test_kill_9_during_an_alert_post_never_sends_it_again(world: World, tmp_path: Path) -> None:
+    world.prod.liquid_universe = ["BTCUSDT"]
+    world.rest.open_interest["BTCUSDT"] = 120_000.0  # +20 %: an UP alert on the first loop
+    world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=20.0)  # PROD is slow to answer
+    env = {**os.environ, "ROOT": str(ROOT), "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+           "BINANCE_REST_URL": world.rest.url, "WS_FUNDING_API_URL": world.stack.api.url + "/funding",
+           "VOLSPIKE_API_URL": world.prod.url, "VOLSPIKE_API_KEY": "prod-secret-key",
+           "OI_STATE_FILE": str(tmp_path / "oi.json"), "FUNDING_SOURCE_MODE": "ws", "OI_UNIVERSE_PUBLISH_S": "0"}
+    route = "/api/open-interest-alerts/ingest"
+    for run in range(2):
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_POLLER], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            if run == 0:
+                wait_until(lambda: world.prod.counts[route] == 1, 30)  # the POST is on the wire
+            else:
+                assert proc.stdout is not None and proc.stdout.readline() == "drained\n"  # all it had to send
+                assert len(world.prod.oi_samples) == 2
+        finally:
+            proc.kill()  # SIGKILL: no handler, no flush, no answer awaited
+            proc.wait(10)
+    assert world.prod.counts[route] == 1  # before: the restart sent the same alert again

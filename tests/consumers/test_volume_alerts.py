@@ -150,7 +150,7 @@ def test_dry_run_sends_and_records_nothing(world: World) -> None:
     app = VolumeAlerts(world.settings(), dry_run=True)
     assert [a.symbol for a in app.scan(at(world, HOUR + timedelta(minutes=10)))] == ["ETHUSDT"]
     assert world.prod.volume_alerts == [] and world.telegram.messages == []
-    assert not (world.tmp / "alerts.json").exists()  # a later real run still alerts
+    assert json.loads((world.tmp / "alerts.json").read_bytes()) == {}  # written empty at start: nothing recorded
     alerts_app(world).scan(at(world, HOUR + timedelta(minutes=15)))
     assert sent(world) == ["SPIKE"]
 
@@ -450,3 +450,32 @@ def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
     assert world.telegram.messages and "DEBUG urllib3" in proc.stderr and "/bot***" in proc.stderr
     for secret in ("prod-secret-key", "dev-secret-key", world.telegram.token):
         assert secret not in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "null", "deleted"])
+def test_a_damaged_dedupe_file_is_kept_aside_and_the_hour_is_not_sent_again(world: World, damage: str,
+                                                                             caplog) -> None:
+    book = world.tmp / "alerts.json"
+    alerts_app(world).scan(at(world, HOUR + timedelta(minutes=10)))
+    assert sent(world) == ["SPIKE"]
+    if damage == "deleted":
+        book.unlink()
+    else:
+        book.write_text("{\"ETHUSDT|2026-11-24T12:0" if damage == "corrupt" else "null")
+
+    def restarted(moment: datetime) -> VolumeAlerts:
+        return DrainedAlerts(world.settings(), rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01),
+                             clock=lambda: moment.timestamp())
+
+    moment = HOUR + timedelta(minutes=15)
+    app = restarted(moment)
+    app.scan(at(world, moment))
+    app.scan(at(world, HOUR + timedelta(hours=1, seconds=2)))  # the hour's FULL_UPDATE: unknown whether its SPIKE went
+    assert sent(world) == ["SPIKE"]  # without the guard: SPIKE sent again at :15 for the same hour
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "held back" in r.getMessage()]
+    assert len(errors) == 1
+    aside = list(world.tmp.glob("alerts.json.unreadable-*"))
+    assert (len(aside) == 1 and "kept aside" in errors[0]) if damage != "deleted" else "deleted" in errors[0]
+    nxt = HOUR + timedelta(hours=1, minutes=10)
+    app.scan(at(world, nxt))  # the next hour is served as usual
+    assert sent(world) == ["SPIKE", "SPIKE"] and world.prod.volume_alerts[1]["hourTimestamp"] == "2026-11-24T13:00:00Z"

@@ -59,7 +59,7 @@ class VolumeAlerts:
         # One outbox per receiver: a hung backend or Telegram delays only its own deliveries, never a scan.
         self.outboxes = {name: Outbox(name, OUTBOX_MAX) for name in
                          ([b.name for b in self.backends] + (["Telegram"] if self.telegram.enabled else []))}
-        self.book = AlertBook(settings.volume_alert_state_file)
+        self.book = AlertBook(settings.volume_alert_state_file, clock)
         self.dry_run = dry_run
         self._clock = clock
         self._universe: list[str] = []
