@@ -581,3 +581,17 @@ def test_kill_9_during_an_alert_post_never_sends_it_again(world: World, tmp_path
             proc.kill()  # SIGKILL: no handler, no flush, no answer awaited
             proc.wait(10)
     assert world.prod.counts[route] == 1  # before: the restart sent the same alert again
+
+
+def test_cli_once_that_got_no_open_interest_at_all_exits_non_zero(world: World, tmp_path: Path) -> None:
+    from volspike_funding.fake.http_fake import free_port
+
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+           "BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}", "BINANCE_REST_RETRIES": "0",
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
+           "OI_UNIVERSE_PUBLISH_S": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "got no open interest at all" in proc.stderr and "Traceback" not in proc.stderr
+    assert world.prod.oi_samples == []

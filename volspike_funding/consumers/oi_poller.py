@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from volspike_funding.consumers.sinks import ACCEPTED, REJECTED, UNCERTAIN, Backend, Outbox, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import EXIT_FAILURE, build_parser, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.errors import RestError
 from volspike_funding.consumers.funding_source import FundingSource
@@ -67,6 +67,8 @@ class OiPoller:
         #: delays a loop (and with it the other backend's samples).
         self._universe_thread: threading.Thread | None = None
         self.loops = 0
+        #: Rows of the last loop (``--once`` fails when it got none at all).
+        self.last_rows = 0
         self._warned_budget = False
 
     def banner(self) -> None:
@@ -146,6 +148,7 @@ class OiPoller:
                 alerts += self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
         self._queue(rows, alerts)
         self.loops += 1
+        self.last_rows = len(rows)
         report_status(self.settings.oi_state_file, "oi_poller", self.rest, self.backends,
                                self.outboxes.values())
         if self.loops % STATUS_EVERY == 1:
@@ -210,7 +213,8 @@ class OiPoller:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("oi_realtime_poller", "Open interest of the liquid universe, priced in USD, to VolSpike.",
                           CONSUMER, OI)
-    parser.add_argument("--once", action="store_true", help="run one loop, then exit")
+    parser.add_argument("--once", action="store_true",
+                        help="run one loop, then exit; exit code 1 when it got no open interest at all")
     parser.add_argument("--dry-run", action="store_true", help="poll and log, post nothing")
     parser.add_argument("--publish-universe", action="store_true",
                         help="with --once: also publish the liquid universe (a service run always does)")
@@ -225,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         poller.run(stop, once=args.once)
+        if args.once and not poller.last_rows:
+            # A cron job or a smoke test must see a run that fetched nothing as a failure, not as success.
+            log.error("--once got no open interest at all (universe, Binance or the network unavailable?)")
+            return EXIT_FAILURE
         return 0
 
     return run("oi_realtime_poller", body)

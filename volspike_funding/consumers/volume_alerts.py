@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
-from volspike_funding.core.cli import build_parser, run, settings_from_args
+from volspike_funding.core.cli import EXIT_FAILURE, build_parser, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
@@ -64,6 +64,8 @@ class VolumeAlerts:
         self._clock = clock
         self._universe: list[str] = []
         self._universe_at = float("-inf")
+        #: Symbols the last scan got candles for (``--once`` fails when none).
+        self.last_judged = 0
 
     def banner(self) -> None:
         log.info("hourly volume alerts: spike at >= %gx previous hour and >= %s USDT; funding %s",
@@ -118,6 +120,7 @@ class VolumeAlerts:
             self._send(alert, slot, started)
             alerts.append(alert)
         missing = sum(c is None for c in candles.values())
+        self.last_judged = len(symbols) - missing
         log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
                  self._clock() - started, len(symbols), missing, len(alerts))
         report_status(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
@@ -215,7 +218,8 @@ def parse_now(raw: str) -> datetime:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("hourly_volume_alert_dual_env", "Hourly volume-spike alerts (Telegram + VolSpike).",
                           CONSUMER, ALERTS)
-    parser.add_argument("--once", action="store_true", help="run one scan for the current slot, then exit")
+    parser.add_argument("--once", action="store_true",
+                        help="run one scan for the current slot, then exit; exit code 1 when no symbol had candles")
     parser.add_argument("--now", metavar="ISO", help="with --once: the time whose 5-minute slot is scanned")
     parser.add_argument("--dry-run", action="store_true", help="log what would be sent, send nothing")
 
@@ -233,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not alerts.drain(ONCE_DRAIN_S):
                 log.warning("some deliveries were still in progress after %.0f s; exiting anyway", ONCE_DRAIN_S)
             alerts.source.comparisons.flush()
+            if not alerts.last_judged:
+                # A cron job or a smoke test must see a scan that judged nothing as a failure, not as success.
+                log.error("--once judged no symbol at all (exchangeInfo or klines unavailable?)")
+                return EXIT_FAILURE
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
