@@ -490,3 +490,30 @@ def test_cli_once_that_got_no_data_at_all_exits_non_zero(world: World, tmp_path:
     proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "judged no symbol at all" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("started, first", [((0, 3), "13:00"), ((4, 58), "13:00"), ((7, 0), "13:05"),
+                                            ((9, 55), "13:10"), ((30, 1), "13:30")])
+def test_a_restart_catches_up_the_slot_it_missed(world: World, started: tuple[int, int], first: str) -> None:
+    """A restart at 13:00-13:04 used to wait for 13:05 and lose the hour's :00 scan (the original scanned at start);
+    a slot without updates is not caught up in its last seconds (the next one is due)."""
+    import threading
+
+    clock = {"now": (HOUR + timedelta(hours=1, minutes=started[0], seconds=started[1])).timestamp()}
+    stop = threading.Event()
+    app = DrainedAlerts(world.settings(), rest=BinanceRest(world.rest.url), clock=lambda: clock["now"])
+    assert app._start_slot().strftime("%H:%M") == first
+    if first != "13:00":
+        return
+    scanned: list[str] = []
+
+    def scan(slot: datetime) -> list:
+        scanned.append(slot.strftime("%H:%M"))
+        stop.set()
+        return DrainedAlerts.scan(app, slot)
+
+    app.scan = scan  # type: ignore[method-assign]
+    at(world, HOUR + timedelta(hours=1, seconds=2))
+    app.run_forever(stop)  # scans at once: the slot's time has passed
+    assert scanned == ["13:00"] and (world.tmp / "volume_alerts.status.json").exists()
+    assert app._start_slot().strftime("%H:%M") == "13:05"  # a second restart: 13:00 was scanned already

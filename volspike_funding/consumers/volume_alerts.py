@@ -25,6 +25,7 @@ from volspike_funding.core.errors import RateLimited, RestError, SettingsError
 from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
 from volspike_funding.core.value_parsers import iso_time
+from volspike_funding.store import consumer_status
 from volspike_funding.consumers.volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, is_spike,
                            klines_limit, pick_candles, slot_of)
 
@@ -34,6 +35,8 @@ UNIVERSE_TTL_S = 3600.0
 OUTBOX_MAX = 200
 #: ``--once`` waits this long for its deliveries before exiting.
 ONCE_DRAIN_S = 90.0
+#: At start, a missed slot other than :00/:30 is caught up only with at least this much of its window left.
+CATCH_UP_MIN_LEFT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,26 @@ class VolumeAlerts:
         for outbox in self.outboxes.values():
             outbox.close(timeout=1.0)
 
+    def _start_slot(self) -> datetime:
+        """The first slot to scan: the current one when a restart missed it (a restart at :00-:04 would lose the
+        hour's :00 scan), unless it was scanned before the restart (the status file is written after each scan)
+        or, for a slot without updates, its window is all but over; otherwise the next one."""
+        now = self._clock()
+        current = slot_of(datetime.fromtimestamp(now, timezone.utc))
+        try:
+            scanned = consumer_status.status_path(self.settings.volume_alert_state_file, "volume_alerts").stat()
+            done = scanned.st_mtime >= current.timestamp()
+        except OSError:
+            done = False
+        left = (current + SLOT).timestamp() - now
+        if done or (current.minute not in (0, 30) and left < CATCH_UP_MIN_LEFT_S):
+            return current + SLOT
+        log.warning("started %.0f s after slot %s, which was not scanned: catching it up now", SLOT.seconds - left,
+                    iso_z(current))
+        return current
+
     def run_forever(self, stop: threading.Event) -> None:
-        slot = slot_of(datetime.fromtimestamp(self._clock(), timezone.utc)) + SLOT
+        slot = self._start_slot()
         while not stop.is_set():
             log.info("next scan at %s", iso_z(slot))
             if stop.wait(max(0.0, slot.timestamp() - self._clock())):
