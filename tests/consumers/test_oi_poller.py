@@ -595,3 +595,15 @@ def test_cli_once_that_got_no_open_interest_at_all_exits_non_zero(world: World, 
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "got no open interest at all" in proc.stderr and "Traceback" not in proc.stderr
     assert world.prod.oi_samples == []
+
+
+def test_the_rest_pool_holds_every_fetch_thread_so_a_loop_opens_no_new_connection(world: World, caplog) -> None:
+    world.prod.liquid_universe = sorted(world.stack.market.contracts)[:25]
+    world.rest.latency_s["/fapi/v1/openInterest"] = 0.05  # so that the 20 threads really are in flight together
+    p = OiPoller(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), FUNDING_SOURCE_MODE="ws",
+                                OI_FETCH_CONCURRENCY="20"))
+    for _ in range(5):
+        p.loop_once()
+    drain(p)
+    # Never more than the pool holds (20 threads + 2), however many loops; before: ~10 new ones every loop (50).
+    assert world.rest.connections <= 22 and "Connection pool is full" not in caplog.text

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import requests
+import requests.adapters
 
 from volspike_funding.core.version import __version__
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable
@@ -30,11 +31,18 @@ DEFAULT_PAUSE_S = 60.0
 class BinanceRest:
     def __init__(self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff_s: float = 0.5,
                  backoff_max_s: float = 5.0, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 pool_size: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout, self._retries = timeout, retries
         self._backoff_s, self._backoff_max_s = backoff_s, backoff_max_s
         self._session = session or requests.Session()
+        if pool_size is not None:
+            # One kept-alive connection per thread that calls at once: requests' default pool keeps 10, so 20
+            # threads opened (and discarded, "Connection pool is full") ~10 new TLS connections every loop.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+            self._session.mount("https://", adapter)
+            self._session.mount("http://", adapter)
         self._session.headers["User-Agent"] = f"volspike-funding/{__version__}"
         self._sleep, self._clock = sleep, clock
         self._lock = threading.Lock()

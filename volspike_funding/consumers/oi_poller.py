@@ -51,8 +51,10 @@ class OiPoller:
     def __init__(self, settings: Settings, *, rest: BinanceRest | None = None,
                  backends: list[Backend] | None = None, dry_run: bool = False, publish: bool = True) -> None:
         self.settings = settings
+        # The pool holds a connection for every fetch thread, plus the loop's and the universe thread's calls.
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
-                                        retries=settings.binance_rest_retries)
+                                        retries=settings.binance_rest_retries,
+                                        pool_size=settings.oi_fetch_concurrency + 2)
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,

@@ -54,7 +54,8 @@ class VolumeAlerts:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
-                                        retries=settings.binance_rest_retries)
+                                        retries=settings.binance_rest_retries,
+                                        pool_size=settings.klines_concurrency + 2)  # one per klines thread
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,

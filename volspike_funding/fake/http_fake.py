@@ -78,6 +78,8 @@ class HttpFake:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.counts: Counter[str] = Counter()
         self.requests: list[Request] = []
+        #: TCP connections accepted (a client reusing its keep-alive connections adds none).
+        self.connections = 0
         self._faults: dict[str, list[Fault]] = {}
         #: Seconds every answer on a path takes (a droplet's REST round trip is 150-300 ms), for benchmarks.
         self.latency_s: dict[str, float] = {}
@@ -89,6 +91,11 @@ class HttpFake:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:  # once per connection; handle() then serves its keep-alive requests
+                super().setup()
+                with fake._lock:
+                    fake.connections += 1
 
             def _serve(self) -> None:
                 fake._dispatch(self)
