@@ -509,8 +509,9 @@ def test_a_restart_catches_up_the_slot_it_missed(world: World, started: tuple[in
 
     def scan(slot: datetime) -> list:
         scanned.append(slot.strftime("%H:%M"))
+        result = DrainedAlerts.scan(app, slot)
         stop.set()
-        return DrainedAlerts.scan(app, slot)
+        return result
 
     app.scan = scan  # type: ignore[method-assign]
     at(world, HOUR + timedelta(hours=1, seconds=2))

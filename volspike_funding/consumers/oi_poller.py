@@ -15,7 +15,6 @@ import math
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -27,6 +26,7 @@ from volspike_funding.core.errors import RestError
 from volspike_funding.consumers.funding_source import FundingSource
 from volspike_funding.consumers.oi_alerts import OiAlert, OiAlertEngine, Sample
 from volspike_funding.consumers.oi_universe import Universe
+from volspike_funding.consumers.shutdown import interruptible_sleep, map_daemon, run_until_stopped
 from volspike_funding.core.settings import CONSUMER, OI, Settings, secret_values
 from volspike_funding.core.timefmt import iso_z
 
@@ -35,6 +35,8 @@ CHUNK = 100
 UNIVERSE_UPDATE = "/api/market/open-interest/liquid-universe/update"
 STATUS_EVERY = 10
 EMPTY_RETRY_S = 30.0
+#: ``--once`` waits this long for its deliveries before exiting.
+ONCE_DRAIN_S = 90.0
 
 
 def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[float, bool]:
@@ -49,12 +51,16 @@ def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[flo
 
 class OiPoller:
     def __init__(self, settings: Settings, *, rest: BinanceRest | None = None,
-                 backends: list[Backend] | None = None, dry_run: bool = False, publish: bool = True) -> None:
+                 backends: list[Backend] | None = None, dry_run: bool = False, publish: bool = True,
+                 stop: threading.Event | None = None) -> None:
         self.settings = settings
+        #: Set by SIGTERM: the rate pacer's and backoff sleeps end at once, fetches not started are skipped.
+        self.stop = stop or threading.Event()
         # The pool holds a connection for every fetch thread, plus the loop's and the universe thread's calls.
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
                                         retries=settings.binance_rest_retries,
-                                        pool_size=settings.oi_fetch_concurrency + 2)
+                                        pool_size=settings.oi_fetch_concurrency + 2,
+                                        sleep=interruptible_sleep(self.stop))
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
@@ -134,8 +140,9 @@ class OiPoller:
                         "exceeded", len(symbols), interval, s.oi_max_req_per_min, s.oi_max_interval_sec)
         started = time.monotonic()
         quotes = self.source.quotes(symbols)
-        with ThreadPoolExecutor(s.oi_fetch_concurrency, thread_name_prefix="oi") as pool:
-            fetched = list(pool.map(self._fetch, symbols))
+        fetched = [f for f in map_daemon(self._fetch, symbols, s.oi_fetch_concurrency, self.stop) if f is not None]
+        if self.stop.is_set():
+            return interval  # a partial loop after a stop: nothing of it is queued
         rows, alerts = [], []
         excluded = set(s.oi_excluded_symbols)
         for symbol, oi, at in fetched:
@@ -198,7 +205,8 @@ class OiPoller:
         # Uncertain counts as delivered: it may be stored, and an alert is never sent twice.
         self.engine.confirm(alert, outcome != REJECTED)
 
-    def run(self, stop: threading.Event, once: bool = False) -> None:
+    def run(self, stop: threading.Event, once: bool = False, close: bool = True) -> None:
+        """Loop until ``stop``; ``close=False`` leaves the outboxes to the caller (a bounded stop)."""
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -208,7 +216,7 @@ class OiPoller:
                 stop.wait(max(0.0, started + interval - time.monotonic()))
         finally:
             self.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
-            for outbox in self.outboxes.values():
+            for outbox in self.outboxes.values() if close else ():
                 outbox.close()
 
 
@@ -225,12 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         settings = settings_from_args(args, CONSUMER, OI)
         setup_logging(settings.log_level, secret_values(settings))
-        poller = OiPoller(settings, dry_run=args.dry_run, publish=args.publish_universe or not args.once)
-        poller.banner()
         stop = threading.Event()
+        poller = OiPoller(settings, dry_run=args.dry_run, publish=args.publish_universe or not args.once, stop=stop)
+        poller.banner()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        poller.run(stop, once=args.once)
+        if run_until_stopped(functools.partial(poller.run, stop, once=args.once, close=False), stop,
+                             poller.outboxes.values(), drain_s=ONCE_DRAIN_S):
+            poller.source.comparisons.flush()  # the loop's thread may still be in a request: flushed from here
+            return 0
         if args.once and not poller.last_rows:
             # A cron job or a smoke test must see a run that fetched nothing as a failure, not as success.
             log.error("--once got no open interest at all (universe, Binance or the network unavailable?)")

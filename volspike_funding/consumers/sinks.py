@@ -241,6 +241,19 @@ class Outbox:
             self._cv.notify_all()
         self._thread.join(timeout)
 
+    def close_by(self, deadline: float) -> int:
+        """Send what is queued until ``deadline`` (monotonic), then drop the rest unsent (``on_drop`` is told);
+        returns how many were dropped. A job in progress is left to its thread (it may have arrived)."""
+        self.close(max(0.0, deadline - time.monotonic()))
+        with self._cv:
+            left = list(self._jobs)
+            self._jobs.clear()
+            self.dropped += len(left)
+        for _, on_drop in left:
+            if on_drop is not None:
+                on_drop()
+        return len(left)
+
 
 def report_status(state_file: Path, consumer: str, rest: Any, receivers: Iterable[Any],
                   outboxes: Iterable[Outbox]) -> None:

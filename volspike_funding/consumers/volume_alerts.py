@@ -11,11 +11,11 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from volspike_funding.consumers.shutdown import interruptible_sleep, map_daemon, run_until_stopped
 from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
 from volspike_funding.core.cli import EXIT_FAILURE, build_parser, run, settings_from_args
@@ -53,9 +53,12 @@ class VolumeAlerts:
                  backends: list[Backend] | None = None, telegram: Telegram | None = None, dry_run: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        #: Set by SIGTERM (``run_forever``'s event): sleeps end at once, klines not started are skipped.
+        self.stop = threading.Event()
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
                                         retries=settings.binance_rest_retries,
-                                        pool_size=settings.klines_concurrency + 2)  # one per klines thread
+                                        pool_size=settings.klines_concurrency + 2,  # one per klines thread
+                                        sleep=lambda s: interruptible_sleep(self.stop)(s))
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
@@ -104,8 +107,11 @@ class VolumeAlerts:
         """One scan for ``slot`` (computed by the caller, so a late scan still judges the right candles)."""
         started = self._clock()
         symbols = self.universe()
-        with ThreadPoolExecutor(self.settings.klines_concurrency, thread_name_prefix="klines") as pool:
-            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot), symbols)))
+        candles = dict(zip(symbols, map_daemon(lambda s: self._candles(s, slot), symbols,
+                                               self.settings.klines_concurrency, self.stop)))
+        if self.stop.is_set():
+            log.info("scan %s abandoned at the stop: nothing of it is sent", iso_z(slot))
+            return []
         quotes = self.source.quotes(symbols)
         alerts = []
         for symbol in symbols:
@@ -212,6 +218,7 @@ class VolumeAlerts:
         return current
 
     def run_forever(self, stop: threading.Event) -> None:
+        self.stop = stop
         slot = self._start_slot()
         while not stop.is_set():
             log.info("next scan at %s", iso_z(slot))
@@ -267,10 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        try:
-            alerts.run_forever(stop)
-        finally:
-            alerts.close()
+        run_until_stopped(lambda: alerts.run_forever(stop), stop, alerts.outboxes.values(), drain_s=ONCE_DRAIN_S)
+        alerts.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
         return 0
 
     return run("hourly_volume_alert_dual_env", body)
