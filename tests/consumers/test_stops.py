@@ -108,3 +108,13 @@ def test_volume_script_stops_within_2_s_in_the_rate_pacers_sleep(world: World, t
     heavy_minute(world)
     alerts = Consumer("hourly_volume_alert_dual_env.py", env_of(world, tmp_path))
     stop_when(alerts, lambda: alerts.logged("for the next minute"))
+
+
+def test_a_crash_of_the_work_thread_still_reaches_the_exit_code() -> None:
+    from volspike_funding.consumers.shutdown import run_until_stopped
+
+    def work() -> None:
+        raise RuntimeError("the loop crashed")
+
+    with pytest.raises(RuntimeError, match="the loop crashed"):  # cli.run turns it into a non-zero exit
+        run_until_stopped(work, threading.Event(), [], drain_s=1.0)

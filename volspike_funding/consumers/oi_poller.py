@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from volspike_funding.consumers.sinks import ACCEPTED, REJECTED, UNCERTAIN, Backend, Outbox, backends_from, report_status
+from volspike_funding.consumers.sinks import (ACCEPTED, REJECTED, UNCERTAIN, Backend, Outbox, backends_from,
+                                              report_status)
 from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.core.cli import EXIT_FAILURE, build_parser, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
@@ -188,10 +189,11 @@ class OiPoller:
         """One loop's samples, in chunks; each chunk is sent at most once (a timed-out chunk is not re-sent)."""
         accepted = uncertain = 0
         for i in range(0, len(rows), CHUNK):
-            chunk = {"data": rows[i:i + CHUNK], "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
+            data = rows[i:i + CHUNK]
+            chunk = {"data": data, "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
             outcome = backend.post("/api/market/open-interest/ingest", chunk, timeout=backend.batch_timeout)
-            accepted += len(chunk["data"]) if outcome == ACCEPTED else 0
-            uncertain += len(chunk["data"]) if outcome == UNCERTAIN else 0
+            accepted += len(data) if outcome == ACCEPTED else 0
+            uncertain += len(data) if outcome == UNCERTAIN else 0
         # "posted to" is what operators grep as confirmation: only for rows the backend acknowledged.
         if accepted:
             log.info("posted to %s: OI samples, %d of %d rows", backend.name, accepted, len(rows))

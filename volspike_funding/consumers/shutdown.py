@@ -64,8 +64,9 @@ def map_daemon(fn: Callable[[T], R], items: Sequence[T], workers: int, stop: thr
 def run_until_stopped(work: Callable[[], None], stop: threading.Event, outboxes: Iterable[Outbox], *,
                       drain_s: float) -> bool:
     """Run ``work`` on a daemon thread until it returns or ``stop`` is set (by a signal handler: this thread stays
-    free to run it). Returns ``True`` when stopped; what ``work`` raised is raised here, after the drain. Work that ended by itself (``--once``) gets ``drain_s`` for its
-    deliveries; a stop gets :data:`STOP_BUDGET_S` for all of it."""
+    free to run it). Returns ``True`` when stopped; what ``work`` raised is raised here, after the drain. Work
+    that ended by itself (``--once``) gets ``drain_s`` for its deliveries; a stop gets :data:`STOP_BUDGET_S` for
+    all of it."""
     failure: list[BaseException] = []
 
     def guarded() -> None:
