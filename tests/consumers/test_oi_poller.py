@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -607,3 +608,14 @@ def test_the_rest_pool_holds_every_fetch_thread_so_a_loop_opens_no_new_connectio
     drain(p)
     # Never more than the pool holds (20 threads + 2), however many loops; before: ~10 new ones every loop (50).
     assert world.rest.connections <= 22 and "Connection pool is full" not in caplog.text
+
+
+def test_a_dry_run_records_no_intent_in_the_cooldown_file(world: World) -> None:
+    world.prod.liquid_universe = ["BTCUSDT"]
+    settings = world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), FUNDING_SOURCE_MODE="ws")
+    p = OiPoller(settings, rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01), dry_run=True)
+    p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)
+    world.rest.open_interest["BTCUSDT"] = 120_000.0
+    p.loop_once()
+    drain(p)
+    assert world.prod.oi_alerts == [] and json.loads((world.tmp / "oi.json").read_bytes()) == {}

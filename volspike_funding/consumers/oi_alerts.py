@@ -87,11 +87,14 @@ class OiAlert:
 
 
 class OiAlertEngine:
-    def __init__(self, settings: Settings, backends: list[str], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, backends: list[str], clock: Callable[[], float] = time.time, *,
+                 persist: bool = True) -> None:
         self.timeframes = timeframes(settings)
         self.min_delta = settings.oi_min_delta_contracts
         self.backends = backends
         self.path = settings.oi_state_file
+        #: A dry run never writes the file (it may be the production one, and a recorded intent would hold an alert).
+        self._persist = persist
         self._history: dict[str, deque[Sample]] = {}
         self._lock = threading.Lock()
         saved, suspect = load_guarded(self.path, "oi_poller", _valid_state)
@@ -181,6 +184,8 @@ class OiAlertEngine:
             self._save()
 
     def _save(self) -> None:
+        if not self._persist:
+            return
         save_json(self.path, {"outside": self._outside, "cooldownUntil": self._cooldown_until})
 
 

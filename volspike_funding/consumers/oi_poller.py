@@ -66,7 +66,7 @@ class OiPoller:
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
                                  exchange_info=self.source.exchange_info)
-        self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
+        self.engine = OiAlertEngine(settings, [b.name for b in self.backends], persist=not dry_run)
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
         #: Where the liquid universe is published: PROD, and DEV only when asked (an update replaces a table).
