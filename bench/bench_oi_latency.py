@@ -39,11 +39,11 @@ def loop_time(n: int, concurrency: int) -> tuple[float, float, int]:
         poller = OiPoller(settings, rest=BinanceRest(rest.url, retries=0), backends=[], dry_run=True)
         poller.universe.refresh()
         symbols = len(poller.universe.symbols)
-        before = rest.used_weight
+        before = rest.total_weight
         started = time.monotonic()
         interval = poller.loop_once()
         took = time.monotonic() - started
-        return took, interval, rest.used_weight - before if symbols else 0
+        return took, interval, rest.total_weight - before if symbols else 0
 
 
 def main() -> int:

@@ -43,7 +43,7 @@ def run(scale: float, hours: float, restart_every_s: float | None) -> tuple[int,
             finally:
                 proc.terminate()
                 proc.wait(10)
-        return rest.used_weight, dict(rest.counts)
+        return rest.total_weight, dict(rest.counts)
 
 
 def main(argv: list[str] | None = None) -> int:

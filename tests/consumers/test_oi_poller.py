@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -185,8 +186,8 @@ def test_418_ban_is_logged_loudly(world: World, caplog) -> None:
 
 # -- alerts -----------------------------------------------------------------------------------------------------
 
-def engine(world: World, backends=("PROD",), **env: str) -> OiAlertEngine:
-    return OiAlertEngine(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), **env), list(backends))
+def engine(world: World, backends=("PROD",), clock=time.time, **env: str) -> OiAlertEngine:
+    return OiAlertEngine(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), **env), list(backends), clock)
 
 
 def feed(e: OiAlertEngine, points: list[tuple[float, float]], symbol: str = "BTCUSDT") -> list:
@@ -397,19 +398,24 @@ def publishing_world(world: World) -> None:
     world.rest.quote_volume_24h.update({"BTCUSDT": 9e6, "SOLUSDT": 3e6, "ETHUSDT": 4.5e6, "DOGEUSDT": 3e6})
 
 
-def test_the_poller_publishes_the_liquid_universe_to_every_backend(world: World) -> None:
+def test_the_poller_publishes_the_liquid_universe_to_prod_and_to_dev_only_when_configured(world: World) -> None:
     publishing_world(world)
+    world.dev.liquid_universe = ["DEVONLYUSDT"]
     p = poller(world, OI_UNIVERSE_PUBLISH_S="300")
     p.loop_once()
     drain(p)
-    for backend in (world.prod, world.dev):
-        body = backend.universe_updates[-1]
-        by_symbol = {s["symbol"]: s for s in body["symbols"]}
-        assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
-        assert by_symbol["ETHUSDT"]["enteredAt"] and by_symbol["BTCUSDT"]["enteredAt"] is None
-        assert by_symbol["SOLUSDT"]["quoteVolume24h"] == 3e6 and body["updatedAt"].endswith("Z")
+    assert world.dev.universe_updates == [] and world.dev.liquid_universe == ["DEVONLYUSDT"]  # DEV's table kept
+    (body,) = world.prod.universe_updates
+    by_symbol = {s["symbol"]: s for s in body["symbols"]}
+    assert set(by_symbol) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert by_symbol["ETHUSDT"]["enteredAt"] and by_symbol["BTCUSDT"]["enteredAt"] is None
+    assert by_symbol["SOLUSDT"]["quoteVolume24h"] == 3e6 and body["updatedAt"].endswith("Z")
     assert world.prod.liquid_universe == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert not p.universe.publish_due()  # next one in 5 minutes
+    both = poller(world, OI_UNIVERSE_PUBLISH_S="300", OI_UNIVERSE_PUBLISH_DEV="true")
+    both.loop_once()
+    drain(both)
+    assert world.dev.liquid_universe == world.prod.liquid_universe == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
 
 def test_an_empty_or_collapsed_universe_is_never_published(world: World, caplog) -> None:
@@ -423,3 +429,218 @@ def test_an_empty_or_collapsed_universe_is_never_published(world: World, caplog)
     drain(p)
     assert world.prod.universe_updates == [] and world.dev.universe_updates == []
     assert "not published: nothing could be computed" in caplog.text and "is under half of 9" in caplog.text
+
+
+# -- issue 19: backends, outcomes, the fake's weight window ------------------------------------------------------
+
+def test_a_backend_with_a_url_but_no_key_is_not_used(world: World, caplog) -> None:
+    p = poller(world, FUNDING_SOURCE_MODE="ws", VOLSPIKE_API_KEY_DEV="")
+    p.loop_once()
+    p.loop_once()
+    drain(p)
+    assert [b.name for b in p.backends] == ["PROD"] and world.dev.counts == {} and world.prod.oi_samples
+    warnings = [r.getMessage() for r in caplog.records if "is not used" in r.getMessage()]
+    assert len(warnings) == 1 and "VOLSPIKE_API_KEY_DEV is empty" in warnings[0]
+
+
+def test_a_timed_out_sample_chunk_is_logged_as_unknown_never_as_posted(world: World, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    world.dev.fail("/api/market/open-interest/ingest", 200, count=1, delay_s=1.5)  # answers after the timeout
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_BATCH_TIMEOUT_S="0.5")
+    p.loop_once()
+    drain(p)
+    assert "posted to PROD: OI samples, 4 of 4 rows" in caplog.text
+    assert "posted to DEV" not in caplog.text
+    assert "may have reached DEV: OI samples, 4 of 4 rows" in caplog.text and "not re-sent" in caplog.text
+    assert world.dev.counts["/api/market/open-interest/ingest"] == 1
+
+
+def test_fake_weight_window_is_the_utc_clock_minute_and_a_refusal_costs_weight(world: World) -> None:
+    from volspike_funding.core.errors import RateLimited, RequestRejected
+
+    now = [1_800_000_000.0 // 60 * 60 + 50]  # second 50 of a UTC minute
+    world.rest.clock = lambda: now[0]
+    world.rest.weight_minute, world.rest.used_weight = int(now[0] // 60), 2300
+    slept: list[float] = []
+    client = BinanceRest(world.rest.url, retries=0, sleep=slept.append, clock=lambda: now[0])
+    client.premium_index_all()
+    assert client.used_weight == 2310
+    with pytest.raises(RequestRejected):
+        client.open_interest("NOPEUSDT")  # 400 -1121 still costs its route's weight
+    assert client.used_weight == 2311
+    world.rest.fail("/fapi/v1/openInterest", 429, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimited):
+        client.open_interest("BTCUSDT")
+    assert client.used_weight == 2312  # the 429 carries the header and cost 1 too
+    now[0] += 15  # second 5 of the next minute: a new window, not a sliding one
+    waits_before = len(slept)
+    client.exchange_info()
+    assert client.used_weight == 1 and world.rest.total_weight == 13 and len(slept) == waits_before  # no stall
+
+
+def test_ws_mode_fetches_a_few_lacking_symbols_one_by_one_and_bulk_only_when_cheaper(world: World) -> None:
+    from volspike_funding.fake.market import SILENT_SYMBOL
+
+    world.prod.liquid_universe = ["BTCUSDT", "ETHUSDT", "SOLUSDT", SILENT_SYMBOL]  # never on the stream
+    p = poller(world, FUNDING_SOURCE_MODE="ws")
+    before = world.rest.total_weight
+    for _ in range(3):
+        quotes = p.source.quotes(p.universe.refresh())
+    assert quotes[SILENT_SYMBOL].source == "rest" and quotes[SILENT_SYMBOL].mark_price
+    calls = [r.query for r in world.rest.requests if r.path == "/fapi/v1/premiumIndex"]
+    assert calls == [{"symbol": SILENT_SYMBOL}] * 3 and world.rest.total_weight - before == 3  # not 3 x 10
+    # Ten or more lacking (here: the local service is down): one bulk call is cheaper than ten singles.
+    many = sorted(world.stack.market.contracts)[:12]
+    dead = poller(world, FUNDING_SOURCE_MODE="ws", WS_FUNDING_API_URL="http://127.0.0.1:9/funding")
+    assert all(q.source == "rest" for q in dead.source.quotes(many).values())
+    assert [r.query for r in world.rest.requests if r.path == "/fapi/v1/premiumIndex"][3:] == [{}]
+    few = dead.source.quotes(many[:3])  # the breaker skips the local service: three singles
+    assert all(q.source == "rest" for q in few.values()) and world.rest.counts["/fapi/v1/premiumIndex"] == 7
+    drain(p)
+    drain(dead)
+
+
+def test_the_loop_polls_the_universe_it_just_published_not_the_backends_previous_one(world: World) -> None:
+    publishing_world(world)
+    world.prod.fail("/api/market/open-interest/liquid-universe/update", 200, delay_s=1.0)  # lands after the loop
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_UNIVERSE_PUBLISH_S="300")
+    p.loop_once()
+    assert p.universe.symbols == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and p.universe.source == "published"
+    wait_until(lambda: world.prod.oi_samples)
+    assert {r["symbol"] for r in world.prod.oi_samples[0]["data"]} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    drain(p)
+
+
+def test_a_hung_prod_never_delays_a_loop_nor_devs_samples(world: World) -> None:
+    p = poller(world, FUNDING_SOURCE_MODE="ws", OI_UNIVERSE_REFRESH_S="0.1", VOLSPIKE_POST_TIMEOUT_S="3")
+    p.loop_once()  # the first universe (nothing to poll without one)
+    world.prod.fail("/api/market/open-interest/liquid-universe", 200, count=100, delay_s=2.5)  # PROD hangs
+    world.prod.fail("/api/market/open-interest/ingest", 200, count=100, delay_s=2.5)
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        p.loop_once()
+        took.append(time.monotonic() - started)
+        time.sleep(0.15)  # the universe is due again at every loop
+    wait_until(lambda: len(world.dev.oi_samples) == 6)
+    assert max(took) < 1.0, took  # each loop used to wait for PROD's universe GET (2.5 s)
+    p.outboxes["DEV"].close()
+
+
+def test_cli_once_publishes_the_universe_only_when_asked(world: World, tmp_path: Path) -> None:
+    publishing_world(world)
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
+           "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
+           "FUNDING_STALE_AFTER_S": "5", "OI_UNIVERSE_PUBLISH_S": "300"}
+    script = [sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"]
+    proc = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert world.prod.universe_updates == [] and world.dev.universe_updates == [] and world.prod.oi_samples
+    proc = subprocess.run(script + ["--publish-universe"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(world.prod.universe_updates) == 1 and world.dev.universe_updates == []
+
+
+
+# -- issue 23: at most once across kill -9 and a damaged cooldown file ------------------------------------------
+
+@pytest.mark.parametrize("damage", ["corrupt", "null", "deleted"])
+def test_a_damaged_cooldown_file_is_kept_aside_and_holds_back_what_may_have_been_sent(world: World, damage: str,
+                                                                                      caplog) -> None:
+    from volspike_funding.store import consumer_status
+
+    path = world.tmp / "oi.json"
+    e = engine(world)
+    consumer_status.write(consumer_status.status_path(path, "oi_poller"), "oi_poller", {}, {})  # it ran
+    feed(e, [(t, 100_000.0) for t in range(0, 320, 20)])
+    (first,) = feed(e, [(320, 110_000.0)])
+    e.confirm(first, True)
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_text('{"outside": {"PROD|BTC' if damage == "corrupt" else "null")
+    restarted = engine(world, clock=lambda: 1_800_000_000 + 400.0)
+    feed(restarted, [(t, 100_000.0) for t in range(100, 380, 20)])
+    assert feed(restarted, [(400, 112_000.0)]) == []  # without the guard: the same UP alert, 80 s after the first
+    assert any(r.levelno == logging.ERROR and "held back" in r.getMessage() for r in caplog.records)
+    assert len(list(world.tmp.glob("oi.json.unreadable-*"))) == (0 if damage == "deleted" else 1)
+    # After the longest cooldown (1 h) from the start, alerts are judged as usual again.
+    later = feed(restarted, [(t, 100_000.0) for t in range(3700, 4020, 20)] + [(4020, 112_000.0)])
+    assert [a.timeframe.label for a in later] == ["5 min"] and path.exists()
+
+
+KILLED_POLLER = """
+import os, sys, time
+sys.path.insert(0, os.environ["ROOT"])
+from volspike_funding.core.settings import load_settings
+from volspike_funding.consumers.oi_alerts import Sample
+from volspike_funding.consumers.oi_poller import OiPoller
+p = OiPoller(load_settings(dict(os.environ), components=("consumers", "oi")))
+p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)  # a baseline 5 min ago
+p.loop_once()
+print("drained" if all(o.drain(10) for o in p.outboxes.values()) else "busy", flush=True)
+time.sleep(30)
+"""
+
+
+def test_kill_9_during_an_alert_post_never_sends_it_again(world: World, tmp_path: Path) -> None:
+    world.prod.liquid_universe = ["BTCUSDT"]
+    world.rest.open_interest["BTCUSDT"] = 120_000.0  # +20 %: an UP alert on the first loop
+    world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=20.0)  # PROD is slow to answer
+    env = {**os.environ, "ROOT": str(ROOT), "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+           "BINANCE_REST_URL": world.rest.url, "WS_FUNDING_API_URL": world.stack.api.url + "/funding",
+           "VOLSPIKE_API_URL": world.prod.url, "VOLSPIKE_API_KEY": "prod-secret-key",
+           "OI_STATE_FILE": str(tmp_path / "oi.json"), "FUNDING_SOURCE_MODE": "ws", "OI_UNIVERSE_PUBLISH_S": "0"}
+    route = "/api/open-interest-alerts/ingest"
+    for run in range(2):
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_POLLER], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            if run == 0:
+                wait_until(lambda: world.prod.counts[route] == 1, 30)  # the POST is on the wire
+            else:
+                assert proc.stdout is not None and proc.stdout.readline() == "drained\n"  # all it had to send
+                assert len(world.prod.oi_samples) == 2
+        finally:
+            proc.kill()  # SIGKILL: no handler, no flush, no answer awaited
+            proc.wait(10)
+    assert world.prod.counts[route] == 1  # before: the restart sent the same alert again
+
+
+def test_cli_once_that_got_no_open_interest_at_all_exits_non_zero(world: World, tmp_path: Path) -> None:
+    from volspike_funding.fake.http_fake import free_port
+
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+           "BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}", "BINANCE_REST_RETRIES": "0",
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
+           "VOLSPIKE_API_KEY": "prod-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
+           "OI_UNIVERSE_PUBLISH_S": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "oi_realtime_poller.py"), "--once"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "got no open interest at all" in proc.stderr and "Traceback" not in proc.stderr
+    assert world.prod.oi_samples == []
+
+
+def test_the_rest_pool_holds_every_fetch_thread_so_a_loop_opens_no_new_connection(world: World, caplog) -> None:
+    world.prod.liquid_universe = sorted(world.stack.market.contracts)[:25]
+    world.rest.latency_s["/fapi/v1/openInterest"] = 0.05  # so that the 20 threads really are in flight together
+    p = OiPoller(world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), FUNDING_SOURCE_MODE="ws",
+                                OI_FETCH_CONCURRENCY="20"))
+    for _ in range(5):
+        p.loop_once()
+    drain(p)
+    # Never more than the pool holds (20 threads + 2), however many loops; before: ~10 new ones every loop (50).
+    assert world.rest.connections <= 22 and "Connection pool is full" not in caplog.text
+
+
+def test_a_dry_run_records_no_intent_in_the_cooldown_file(world: World) -> None:
+    world.prod.liquid_universe = ["BTCUSDT"]
+    settings = world.settings(OI_STATE_FILE=str(world.tmp / "oi.json"), FUNDING_SOURCE_MODE="ws")
+    p = OiPoller(settings, rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01), dry_run=True)
+    p.engine.observe("BTCUSDT", Sample(time.time() - 300, 100_000.0, 100.0), None)
+    world.rest.open_interest["BTCUSDT"] = 120_000.0
+    p.loop_once()
+    drain(p)
+    assert world.prod.oi_alerts == [] and json.loads((world.tmp / "oi.json").read_bytes()) == {}

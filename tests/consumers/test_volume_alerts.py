@@ -151,7 +151,7 @@ def test_dry_run_sends_and_records_nothing(world: World) -> None:
     app = VolumeAlerts(world.settings(), dry_run=True)
     assert [a.symbol for a in app.scan(at(world, HOUR + timedelta(minutes=10)))] == ["ETHUSDT"]
     assert world.prod.volume_alerts == [] and world.telegram.messages == []
-    assert not (world.tmp / "alerts.json").exists()  # a later real run still alerts
+    assert json.loads((world.tmp / "alerts.json").read_bytes()) == {}  # written empty at start: nothing recorded
     alerts_app(world).scan(at(world, HOUR + timedelta(minutes=15)))
     assert sent(world) == ["SPIKE"]
 
@@ -499,3 +499,71 @@ def test_debug_log_never_shows_a_secret(world: World, tmp_path: Path) -> None:
     assert world.telegram.messages and "DEBUG urllib3" in proc.stderr and "/bot***" in proc.stderr
     for secret in ("prod-secret-key", "dev-secret-key", world.telegram.token):
         assert secret not in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "null", "deleted"])
+def test_a_damaged_dedupe_file_is_kept_aside_and_the_hour_is_not_sent_again(world: World, damage: str,
+                                                                             caplog) -> None:
+    book = world.tmp / "alerts.json"
+    alerts_app(world).scan(at(world, HOUR + timedelta(minutes=10)))
+    assert sent(world) == ["SPIKE"]
+    if damage == "deleted":
+        book.unlink()
+    else:
+        book.write_text("{\"ETHUSDT|2026-11-24T12:0" if damage == "corrupt" else "null")
+
+    def restarted(moment: datetime) -> VolumeAlerts:
+        return DrainedAlerts(world.settings(), rest=BinanceRest(world.rest.url, retries=1, backoff_s=0.01),
+                             clock=lambda: moment.timestamp())
+
+    moment = HOUR + timedelta(minutes=15)
+    app = restarted(moment)
+    app.scan(at(world, moment))
+    app.scan(at(world, HOUR + timedelta(hours=1, seconds=2)))  # the hour's FULL_UPDATE: unknown whether its SPIKE went
+    assert sent(world) == ["SPIKE"]  # without the guard: SPIKE sent again at :15 for the same hour
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "held back" in r.getMessage()]
+    assert len(errors) == 1
+    aside = list(world.tmp.glob("alerts.json.unreadable-*"))
+    assert (len(aside) == 1 and "kept aside" in errors[0]) if damage != "deleted" else "deleted" in errors[0]
+    nxt = HOUR + timedelta(hours=1, minutes=10)
+    app.scan(at(world, nxt))  # the next hour is served as usual
+    assert sent(world) == ["SPIKE", "SPIKE"] and world.prod.volume_alerts[1]["hourTimestamp"] == "2026-11-24T13:00:00Z"
+
+
+def test_cli_once_that_got_no_data_at_all_exits_non_zero(world: World, tmp_path: Path) -> None:
+    from volspike_funding.fake.http_fake import free_port
+
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+           "BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}", "BINANCE_REST_RETRIES": "0",
+           "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
+    proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "judged no symbol at all" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("started, first", [((0, 3), "13:00"), ((4, 58), "13:00"), ((7, 0), "13:05"),
+                                            ((9, 55), "13:10"), ((30, 1), "13:30")])
+def test_a_restart_catches_up_the_slot_it_missed(world: World, started: tuple[int, int], first: str) -> None:
+    """A restart at 13:00-13:04 used to wait for 13:05 and lose the hour's :00 scan (the original scanned at start);
+    a slot without updates is not caught up in its last seconds (the next one is due)."""
+    import threading
+
+    clock = {"now": (HOUR + timedelta(hours=1, minutes=started[0], seconds=started[1])).timestamp()}
+    stop = threading.Event()
+    app = DrainedAlerts(world.settings(), rest=BinanceRest(world.rest.url), clock=lambda: clock["now"])
+    assert app._start_slot().strftime("%H:%M") == first
+    if first != "13:00":
+        return
+    scanned: list[str] = []
+
+    def scan(slot: datetime) -> list:
+        scanned.append(slot.strftime("%H:%M"))
+        result = DrainedAlerts.scan(app, slot)
+        stop.set()
+        return result
+
+    app.scan = scan  # type: ignore[method-assign]
+    at(world, HOUR + timedelta(hours=1, seconds=2))
+    app.run_forever(stop)  # scans at once: the slot's time has passed
+    assert scanned == ["13:00"] and (world.tmp / "volume_alerts.status.json").exists()
+    assert app._start_slot().strftime("%H:%M") == "13:05"  # a second restart: 13:00 was scanned already

@@ -46,13 +46,13 @@ def test_reference_survives_a_restart_without_spending_weight(run_daemon: Callab
     settings = ref_settings()
     d = run_daemon(settings)
     wait_until(lambda: settings.reference_path.exists() and "TSLAUSDT" in d.doc()["funding_state"])
-    assert rest.used_weight == 11  # exchangeInfo 1 + fundingInfo 0 + premiumIndex 10
+    assert rest.total_weight == 11  # exchangeInfo 1 + fundingInfo 0 + premiumIndex 10
     d.stop()
     saved = reference.read(settings.reference_path)
     assert saved.known and saved.funding_info is not None and saved.interest_rates["BTCUSDT"] == "0.00010000"
     d2 = run_daemon(settings)
     wait_until(lambda: "TSLAUSDT" in d2.doc()["funding_state"] and d2.doc()["counters"]["updates"] > 100)
-    assert rest.used_weight == 11  # nothing was due: a daemon restarting in a loop costs no weight
+    assert rest.total_weight == 11  # nothing was due: a daemon restarting in a loop costs no weight
 
 
 def test_rest_failures_never_touch_the_stream(run_daemon: Callable[[Settings], DaemonThread],

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import requests
+import requests.adapters
 
 from volspike_funding.core.version import __version__
 from volspike_funding.core.errors import IpBanned, RateLimited, RequestRejected, Unavailable

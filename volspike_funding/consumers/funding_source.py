@@ -7,8 +7,9 @@ Modes (``FUNDING_SOURCE_MODE``):
 
 - ``validate`` — both; every symbol's funding rate and mark price are compared and logged (see
   :mod:`.comparison_log`); the local value is used when present and fresh, REST otherwise.
-- ``ws`` — local only; what is missing or stale there comes from one bulk REST call when
-  ``FUNDING_REST_FALLBACK`` is on, and is unknown otherwise.
+- ``ws`` — local only; what is missing or stale there comes from REST when ``FUNDING_REST_FALLBACK`` is on (one
+  ``premiumIndex?symbol=`` call per lacking symbol, weight 1 each, or one bulk call, weight 10, when that is
+  cheaper), and is unknown otherwise.
 - ``rest`` — REST only.
 
 The local service gets a short timeout, no retries, and a circuit breaker: after a failure it is skipped for
@@ -27,7 +28,7 @@ import requests
 
 from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.store.comparison_log import FUNDING, MARK, Comparison, ComparisonLog
-from volspike_funding.core.errors import RestError
+from volspike_funding.core.errors import RateLimited, RestError
 from volspike_funding.core.settings import Settings
 from volspike_funding.core.value_parsers import binance_decimal
 
@@ -45,6 +46,8 @@ class Quote:
 UNKNOWN = Quote(None, None, None)
 #: The local exchangeInfo copy is used for universes while at most this old (the daemon refreshes it every 15 min).
 LOCAL_EXCHANGE_INFO_MAX_AGE_S = 3600.0
+#: Request weights of ``premiumIndex``: without a symbol (every symbol) and with one.
+BULK_WEIGHT, SINGLE_WEIGHT = 10, 1
 
 
 def _number(raw: Any) -> float | None:
@@ -144,6 +147,22 @@ class FundingSource:
             log.warning("REST premiumIndex unavailable: %s", exc)
             return None
 
+    def _rest_quotes_of(self, symbols: list[str]) -> dict[str, dict[str, Any]] | None:
+        """The few symbols the local API lacks, one call each; one that fails stays unknown, a 429/418 ends it."""
+        found: dict[str, dict[str, Any]] = {}
+        for name in symbols:
+            try:
+                item = self.rest.get("/fapi/v1/premiumIndex", {"symbol": name}, weight=SINGLE_WEIGHT)
+            except RateLimited as exc:
+                log.warning("REST premiumIndex unavailable: %s", exc)
+                break
+            except RestError as exc:
+                log.debug("REST premiumIndex %s unavailable: %s", name, exc)
+                continue
+            if isinstance(item, dict) and item.get("symbol") == name:
+                found[name] = item
+        return found or None
+
     def quotes(self, symbols: Iterable[str]) -> dict[str, Quote]:
         """One quote per symbol; values the sources cannot vouch for are ``None``."""
         wanted = list(dict.fromkeys(symbols))
@@ -159,9 +178,12 @@ class FundingSource:
                     stale += 1
                 else:
                     fresh[name] = item
-        lacking = local is None or len(fresh) < len(wanted)
-        need_rest = self.mode in ("rest", "validate") or (self.fallback and lacking)
-        remote = self._rest_quotes() if need_rest else None
+        lacking = [name for name in wanted if name not in fresh]
+        need_rest = self.mode in ("rest", "validate") or (self.fallback and bool(lacking))
+        if need_rest and self.mode == "ws" and len(lacking) * SINGLE_WEIGHT < BULK_WEIGHT:
+            remote = self._rest_quotes_of(lacking)  # one stale symbol costs 1 per loop, not the bulk call's 10
+        else:
+            remote = self._rest_quotes() if need_rest else None
         result: dict[str, Quote] = {}
         compared: list[Comparison] = []
         fallbacks = 0

@@ -5,21 +5,25 @@ within ``±clamp(lookback / 10, 30, 120)`` s; without one, nothing is judged. Th
 is *outside* while ``|pct| >= threshold``; an alert fires when it goes from inside to outside with
 ``|abs| >= OI_MIN_DELTA_CONTRACTS`` and the cooldown of that (symbol, **direction**, timeframe) has passed — so a
 +4 % pump, back to flat, then −4 % alerts UP and then DOWN, and a move that stays beyond the percentage but dips
-under the minimum delta does not re-arm. Per backend, the "outside" state and the cooldown are recorded once that
-backend accepted the POST or may have (a timeout: never sent twice); a POST that surely did not arrive is tried
-again at the next loop. Persisted atomically, so a restart neither repeats nor forgets them.
+under the minimum delta does not re-arm. Per backend, the "outside" state and the cooldown are recorded, and
+persisted atomically, **before** the POST is sent (the intent): a crash or ``kill -9`` between sending and the
+answer never sends it again after a restart. Only a POST that surely did not arrive (refused, dropped unsent)
+undoes the intent, so it is tried again at the next loop. A cooldown file that cannot be read or was deleted
+(:mod:`.state_guard`) holds back every alert its cooldown could have blocked, counted from the start.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from volspike_funding.core.persist import load_json, save_json
+from volspike_funding.consumers.state_guard import load_guarded
+from volspike_funding.core.persist import save_json
 from volspike_funding.core.settings import Settings
 from volspike_funding.core.timefmt import iso_z
 
@@ -88,19 +92,24 @@ class OiAlert:
 
 
 class OiAlertEngine:
-    def __init__(self, settings: Settings, backends: list[str]) -> None:
+    def __init__(self, settings: Settings, backends: list[str], clock: Callable[[], float] = time.time, *,
+                 persist: bool = True) -> None:
         self.timeframes = timeframes(settings)
         self.history_s = max(tf.lookback_s for tf in self.timeframes) + HISTORY_MARGIN_S
         self.min_delta = settings.oi_min_delta_contracts
         self.backends = backends
         self.path = settings.oi_state_file
+        #: A dry run never writes the file (it may be the production one, and a recorded intent would hold an alert).
+        self._persist = persist
         self._history: dict[str, deque[Sample]] = {}
         self._lock = threading.Lock()
-        saved = load_json(self.path, {})
-        saved = saved if isinstance(saved, dict) else {}
+        saved, suspect = load_guarded(self.path, "oi_poller", _valid_state)
         self._outside: dict[str, str] = dict(saved.get("outside", {}))
         self._cooldown_until: dict[str, float] = dict(saved.get("cooldownUntil", {}))
-        self._pending: set[str] = set()
+        #: Alerts recorded but not yet answered: key -> (cooldown key, the cooldown it replaced), to undo.
+        self._intents: dict[str, tuple[str, float | None]] = {}
+        #: With a suspect file, nothing alerts before this + the timeframe's cooldown (it may have been sent).
+        self._held_from: float | None = clock() if suspect else None
 
     def _baseline(self, history: deque[Sample], at: float, tolerance: float) -> Sample | None:
         i = bisect.bisect_left(history, at, key=_sample_time)  # no per-call copy: this runs 3× per symbol per loop
@@ -116,7 +125,11 @@ class OiAlertEngine:
             history.popleft()
         due = []
         with self._lock:
+            if self._held_from is not None and sample.t >= self._held_from + max(t.cooldown_s for t in self.timeframes):
+                self._held_from = None
+                self._save()  # the hold is over: a restart from now on is not suspect
             for tf in self.timeframes:
+                held = self._held_from is not None and sample.t < self._held_from + tf.cooldown_s
                 base = self._baseline(history, sample.t - tf.lookback_s, tf.tolerance_s)
                 if base is None or base.oi <= 0:
                     continue
@@ -128,12 +141,18 @@ class OiAlertEngine:
                     if abs(pct) < tf.threshold:
                         self._set_inside(key)  # only a return inside the percentage re-arms
                         continue
-                    if (abs(delta) < self.min_delta or key in self._outside or key in self._pending
-                            or sample.t < self._cooldown_until.get(cooldown_key(backend, symbol, direction, tf), 0.0)):
+                    ckey = cooldown_key(backend, symbol, direction, tf)
+                    if (abs(delta) < self.min_delta or key in self._outside or held
+                            or sample.t < self._cooldown_until.get(ckey, 0.0)):
                         continue
-                    self._pending.add(key)
+                    # The intent, recorded before anything is sent (saved below): never sent twice across a crash.
+                    self._intents[key] = (ckey, self._cooldown_until.get(ckey))
+                    self._outside[key] = direction
+                    self._cooldown_until[ckey] = sample.t + tf.cooldown_s
                     due.append(OiAlert(backend, symbol, tf, direction,
                                        self._payload(symbol, tf, direction, base, sample, pct, delta, funding_rate)))
+            if due:
+                self._save()
         return due
 
     @staticmethod
@@ -155,15 +174,29 @@ class OiAlertEngine:
             self._save()
 
     def confirm(self, alert: OiAlert, accepted: bool) -> None:
-        """Called once the backend answered: an alert accepted (or maybe stored) moves the state and starts the
-        cooldown; one that surely did not arrive (or was dropped unsent) is due again at the next loop."""
+        """Called once the backend answered: an alert accepted (or maybe stored) keeps its recorded intent; one
+        that surely did not arrive (or was dropped unsent) has it undone, so it is due again at the next loop."""
         with self._lock:
-            self._pending.discard(alert.key)
-            if accepted:
-                self._outside[alert.key] = alert.direction
-                sample_t = datetime.fromisoformat(alert.payload["timestamp"].replace("Z", "+00:00")).timestamp()
-                self._cooldown_until[alert.cooldown_key] = sample_t + alert.timeframe.cooldown_s
-                self._save()
+            intent = self._intents.pop(alert.key, None)
+            if accepted or intent is None:
+                return
+            ckey, previous = intent
+            if self._outside.get(alert.key) == alert.direction:
+                del self._outside[alert.key]
+            if previous is None:
+                self._cooldown_until.pop(ckey, None)
+            else:
+                self._cooldown_until[ckey] = previous
+            self._save()
 
     def _save(self) -> None:
+        if not self._persist:
+            return
         save_json(self.path, {"outside": self._outside, "cooldownUntil": self._cooldown_until})
+
+
+def _valid_state(doc: dict[str, Any]) -> bool:
+    outside, cooldowns = doc.get("outside", {}), doc.get("cooldownUntil", {})
+    return (isinstance(outside, dict) and all(isinstance(v, str) for v in outside.values())
+            and isinstance(cooldowns, dict)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cooldowns.values()))

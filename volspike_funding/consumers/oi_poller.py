@@ -15,18 +15,19 @@ import math
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from volspike_funding.consumers.sinks import REJECTED, Backend, Outbox, backends_from, report_status
+from volspike_funding.consumers.sinks import (ACCEPTED, REJECTED, UNCERTAIN, Backend, Outbox, backends_from,
+                                              report_status)
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
+from volspike_funding.core.cli import EXIT_FAILURE, build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.errors import RestError
 from volspike_funding.consumers.funding_source import FundingSource
 from volspike_funding.consumers.oi_alerts import OiAlert, OiAlertEngine, Sample
 from volspike_funding.consumers.oi_universe import Universe
+from volspike_funding.consumers.shutdown import interruptible_sleep, map_daemon, run_until_stopped
 from volspike_funding.core.settings import CONSUMER, OI, Settings, secret_values
 from volspike_funding.core.timefmt import iso_z
 
@@ -35,6 +36,8 @@ CHUNK = 100
 UNIVERSE_UPDATE = "/api/market/open-interest/liquid-universe/update"
 STATUS_EVERY = 10
 EMPTY_RETRY_S = 30.0
+#: ``--once`` waits this long for its deliveries before exiting.
+ONCE_DRAIN_S = 90.0
 
 
 def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[float, bool]:
@@ -49,25 +52,40 @@ def poll_interval(n: int, max_per_min: float, lo: float, hi: float) -> tuple[flo
 
 class OiPoller:
     def __init__(self, settings: Settings, *, rest: BinanceRest | None = None,
-                 backends: list[Backend] | None = None, dry_run: bool = False) -> None:
+                 backends: list[Backend] | None = None, dry_run: bool = False, publish: bool = True,
+                 stop: threading.Event | None = None) -> None:
         self.settings = settings
+        #: Set by SIGTERM: the rate pacer's and backoff sleeps end at once, fetches not started are skipped.
+        self.stop = stop or threading.Event()
+        # The pool holds a connection for every fetch thread, plus the loop's and the universe thread's calls.
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
                                         retries=settings.binance_rest_retries,
-                                        pool_size=settings.oi_fetch_concurrency + 2)  # + the funding and universe calls
+                                        pool_size=settings.oi_fetch_concurrency + 2,
+                                        sleep=interruptible_sleep(self.stop))
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
                                  exchange_info=self.source.exchange_info)
-        self.engine = OiAlertEngine(settings, [b.name for b in self.backends])
+        self.engine = OiAlertEngine(settings, [b.name for b in self.backends], persist=not dry_run)
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run
+        #: Where the liquid universe is published: PROD, and DEV only when asked (an update replaces a table).
+        self.publish_to = [b for b in self.backends
+                           if publish and (b.name == "PROD" or settings.oi_universe_publish_dev)]
+        #: Universe refreshes and publications run here while a universe is known, so a hung backend's GET never
+        #: delays a loop (and with it the other backend's samples).
+        self._universe_thread: threading.Thread | None = None
         self.loops = 0
+        #: Rows of the last loop (``--once`` fails when it got none at all).
+        self.last_rows = 0
         self._warned_budget = False
 
     def banner(self) -> None:
         s = self.settings
         log.info("OI poller: funding %s; universe from %s; budget %g req/min, interval %g-%g s",
-                 self.source.describe(), "the backend" if self.backends else "exchangeInfo + ticker/24hr",
+                 self.source.describe(), ("computed, published to " + ",".join(b.name for b in self.publish_to))
+                 if self.publish_to and s.oi_universe_publish_s else "the backend" if self.backends
+                 else "exchangeInfo + ticker/24hr",
                  s.oi_max_req_per_min, s.oi_min_interval_sec, s.oi_max_interval_sec)
         log.info("thresholds: 5 min %g, 15 min %g, 1 h %g (lookbacks %g/%g/%g s), min delta %g contracts; "
                  "excluded %s; backends: %s%s",
@@ -85,23 +103,33 @@ class OiPoller:
             return symbol, None, time.time()
 
     def publish_universe(self) -> None:
-        """Compute the liquid universe and send it to every backend (each from its own outbox)."""
+        """Compute the liquid universe, send it to PROD (and DEV when configured) from their outboxes, poll it."""
         body = self.universe.publication(iso_z(datetime.now(timezone.utc)))
         if body is None or self.dry_run:
             if body is not None:
                 log.info("DRY RUN: would publish a liquid universe of %d symbols", len(body["symbols"]))
             return
-        for backend in self.backends:
+        for backend in self.publish_to:
             self.outboxes[backend.name].put(functools.partial(
                 backend.post, UNIVERSE_UPDATE, body, what=f"liquid universe, {len(body['symbols'])} symbols"))
-        self.universe.refresh_after_publish()
+        self.universe.adopt([item["symbol"] for item in body["symbols"]])
 
-    def loop_once(self) -> float:
-        """One poll; returns the interval to keep until the next one starts."""
-        if self.universe.publish_due():
+    def _universe_work(self) -> None:
+        if self.publish_to and self.universe.publish_due():
             self.publish_universe()
         if self.universe.due():
             self.universe.refresh()
+
+    def _universe_due(self) -> bool:
+        return bool(self.publish_to and self.universe.publish_due()) or self.universe.due()
+
+    def loop_once(self) -> float:
+        """One poll; returns the interval to keep until the next one starts."""
+        if not self.universe.symbols:
+            self._universe_work()  # nothing to poll without one: this loop waits for it
+        elif self._universe_due() and not (self._universe_thread and self._universe_thread.is_alive()):
+            self._universe_thread = threading.Thread(target=self._universe_work, name="oi-universe", daemon=True)
+            self._universe_thread.start()
         symbols = self.universe.symbols
         if not symbols:
             log.warning("universe is empty (backend and Binance unavailable?); retrying in %.0f s", EMPTY_RETRY_S)
@@ -115,8 +143,9 @@ class OiPoller:
                         "exceeded", len(symbols), interval, s.oi_max_req_per_min, s.oi_max_interval_sec)
         started = time.monotonic()
         quotes = self.source.quotes(symbols)
-        with ThreadPoolExecutor(s.oi_fetch_concurrency, thread_name_prefix="oi") as pool:
-            fetched = list(pool.map(self._fetch, symbols))
+        fetched = [f for f in map_daemon(self._fetch, symbols, s.oi_fetch_concurrency, self.stop) if f is not None]
+        if self.stop.is_set():
+            return interval  # a partial loop after a stop: nothing of it is queued
         rows, alerts = [], []
         excluded = set(s.oi_excluded_symbols)
         for symbol, oi, at in fetched:
@@ -131,6 +160,7 @@ class OiPoller:
                 alerts += self.engine.observe(symbol, Sample(at, oi, quote.mark_price), quote.funding_rate)
         self._queue(rows, alerts)
         self.loops += 1
+        self.last_rows = len(rows)
         report_status(self.settings.oi_state_file, "oi_poller", self.rest, self.backends,
                                self.outboxes.values())
         if self.loops % STATUS_EVERY == 1:
@@ -159,13 +189,19 @@ class OiPoller:
 
     def _post_samples(self, backend: Backend, rows: list[dict[str, Any]], stamp: str) -> None:
         """One loop's samples, in chunks; each chunk is sent at most once (a timed-out chunk is not re-sent)."""
-        accepted = 0
+        accepted = uncertain = 0
         for i in range(0, len(rows), CHUNK):
-            chunk = {"data": rows[i:i + CHUNK], "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
+            data = rows[i:i + CHUNK]
+            chunk = {"data": data, "timestamp": stamp, "totalSymbols": len(rows), "source": "realtime"}
             outcome = backend.post("/api/market/open-interest/ingest", chunk, timeout=backend.batch_timeout)
-            accepted += len(chunk["data"]) if outcome != REJECTED else 0
+            accepted += len(data) if outcome == ACCEPTED else 0
+            uncertain += len(data) if outcome == UNCERTAIN else 0
+        # "posted to" is what operators grep as confirmation: only for rows the backend acknowledged.
         if accepted:
             log.info("posted to %s: OI samples, %d of %d rows", backend.name, accepted, len(rows))
+        if uncertain:
+            log.warning("may have reached %s: OI samples, %d of %d rows (no answer in time, or a 5xx after the body "
+                        "was sent); not re-sent", backend.name, uncertain, len(rows))
 
     def _post_alert(self, backend: Backend, alert: OiAlert) -> None:
         outcome = backend.post("/api/open-interest-alerts/ingest", alert.payload,
@@ -173,7 +209,8 @@ class OiPoller:
         # Uncertain counts as delivered: it may be stored, and an alert is never sent twice.
         self.engine.confirm(alert, outcome != REJECTED)
 
-    def run(self, stop: threading.Event, once: bool = False) -> None:
+    def run(self, stop: threading.Event, once: bool = False, close: bool = True) -> None:
+        """Loop until ``stop``; ``close=False`` leaves the outboxes to the caller (a bounded stop)."""
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -183,28 +220,39 @@ class OiPoller:
                 stop.wait(max(0.0, started + interval - time.monotonic()))
         finally:
             self.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
-            for outbox in self.outboxes.values():
+            for outbox in self.outboxes.values() if close else ():
                 outbox.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("oi_realtime_poller", "Open interest of the liquid universe, priced in USD, to VolSpike.",
                           CONSUMER, OI, exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT) or --once "
-                                                   "done; 1 failed (logged); 2 bad settings or usage.")
-    parser.add_argument("--once", action="store_true", help="run one loop, then exit")
+                                                   "done; 1 failed (logged), or --once fetched no open interest at "
+                                                   "all; 2 bad settings or usage.")
+    parser.add_argument("--once", action="store_true",
+                        help="run one loop, then exit; exit code 1 when it got no open interest at all")
     parser.add_argument("--dry-run", action="store_true", help="poll and log, post nothing")
+    parser.add_argument("--publish-universe", action="store_true",
+                        help="with --once: also publish the liquid universe (a service run always does)")
 
     def body() -> int:
         args = parser.parse_args(argv)
         settings = settings_from_args(args, CONSUMER, OI)
         setup_logging(settings.log_level, secret_values(settings))
         log.info("%s", env_file_line(args))
-        poller = OiPoller(settings, dry_run=args.dry_run)
-        poller.banner()
         stop = threading.Event()
+        poller = OiPoller(settings, dry_run=args.dry_run, publish=args.publish_universe or not args.once, stop=stop)
+        poller.banner()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        poller.run(stop, once=args.once)
+        if run_until_stopped(functools.partial(poller.run, stop, once=args.once, close=False), stop,
+                             poller.outboxes.values(), drain_s=ONCE_DRAIN_S):
+            poller.source.comparisons.flush()  # the loop's thread may still be in a request: flushed from here
+            return 0
+        if args.once and not poller.last_rows:
+            # A cron job or a smoke test must see a run that fetched nothing as a failure, not as success.
+            log.error("--once got no open interest at all (universe, Binance or the network unavailable?)")
+            return EXIT_FAILURE
         return 0
 
     return run("oi_realtime_poller", body)

@@ -73,9 +73,10 @@ class Universe:
             return None
         return symbols or None
 
-    def refresh_after_publish(self) -> None:
-        """The backend's universe changes with our update: read it again at the next loop."""
-        self._refreshed = float("-inf")
+    def adopt(self, symbols: list[str]) -> None:
+        """Poll what was just computed and published: the backend's copy may not have it yet (its update is
+        queued in an outbox), and reading it back would poll the previous universe for another refresh period."""
+        self.symbols, self.source, self._refreshed = sorted(symbols), "published", self._clock()
 
     def publish_due(self) -> bool:
         interval = self.settings.oi_universe_publish_s

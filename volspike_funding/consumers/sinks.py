@@ -136,14 +136,16 @@ class Backend:
 
 
 def backends_from(settings: Settings, **kw: Any) -> list[Backend]:
-    """PROD when ``VOLSPIKE_API_URL`` is set, DEV when ``VOLSPIKE_API_URL_DEV`` is set."""
-    configured = [("PROD", settings.volspike_api_url, settings.volspike_api_key),
-                  ("DEV", settings.volspike_api_url_dev, settings.volspike_api_key_dev)]
+    """PROD when ``VOLSPIKE_API_URL`` and its key are set, DEV when ``VOLSPIKE_API_URL_DEV`` and its key are set. A
+    backend with a URL but no key is not used (every POST would be answered 401): one warning, at start."""
+    configured = [("PROD", settings.volspike_api_url, settings.volspike_api_key, "VOLSPIKE_API_KEY"),
+                  ("DEV", settings.volspike_api_url_dev, settings.volspike_api_key_dev, "VOLSPIKE_API_KEY_DEV")]
     backends = []
-    for name, url, key in configured:
+    for name, url, key, key_env in configured:
         if url:
             if not key:
-                log.warning("%s backend %s has no API key: it will answer 401", name, url)
+                log.warning("%s backend %s is not used: %s is empty (it would answer 401)", name, url, key_env)
+                continue
             backends.append(Backend(name, url, key, timeout=settings.volspike_post_timeout_s,
                                     batch_timeout=settings.oi_batch_timeout_s, **kw))
     return backends
@@ -241,6 +243,19 @@ class Outbox:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout)
+
+    def close_by(self, deadline: float) -> int:
+        """Send what is queued until ``deadline`` (monotonic), then drop the rest unsent (``on_drop`` is told);
+        returns how many were dropped. A job in progress is left to its thread (it may have arrived)."""
+        self.close(max(0.0, deadline - time.monotonic()))
+        with self._cv:
+            left = list(self._jobs)
+            self._jobs.clear()
+            self.dropped += len(left)
+        for _, on_drop in left:
+            if on_drop is not None:
+                on_drop()
+        return len(left)
 
 
 def report_status(state_file: Path, consumer: str, rest: Any, receivers: Iterable[Any],

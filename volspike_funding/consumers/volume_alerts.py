@@ -11,20 +11,21 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from volspike_funding.consumers.shutdown import interruptible_sleep, map_daemon, run_until_stopped
 from volspike_funding.consumers.sinks import Backend, Outbox, Telegram, backends_from, report_status
 from volspike_funding.binance.rest import BinanceRest, usdt_perpetuals
-from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
+from volspike_funding.core.cli import EXIT_FAILURE, build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
 from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
 from volspike_funding.core.value_parsers import iso_time
+from volspike_funding.store import consumer_status
 from volspike_funding.consumers.volume_rules import (SLOT, SPIKE, AlertBook, Candles, alert_text, asset_of, fmt_volume, is_spike,
                            klines_limit, pick_candles, slot_of)
 
@@ -34,6 +35,8 @@ UNIVERSE_TTL_S = 3600.0
 OUTBOX_MAX = 200
 #: ``--once`` waits this long for its deliveries before exiting.
 ONCE_DRAIN_S = 90.0
+#: At start, a missed slot other than :00/:30 is caught up only with at least this much of its window left.
+CATCH_UP_MIN_LEFT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,12 @@ class VolumeAlerts:
                  backends: list[Backend] | None = None, telegram: Telegram | None = None, dry_run: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        #: Set by SIGTERM (``run_forever``'s event): sleeps end at once, klines not started are skipped.
+        self.stop = threading.Event()
         self.rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s,
                                         retries=settings.binance_rest_retries,
-                                        pool_size=settings.klines_concurrency + 2)  # + the funding and universe calls
+                                        pool_size=settings.klines_concurrency + 2,  # one per klines thread
+                                        sleep=lambda s: interruptible_sleep(self.stop)(s))
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
@@ -60,11 +66,13 @@ class VolumeAlerts:
         # One outbox per receiver: a hung backend or Telegram delays only its own deliveries, never a scan.
         self.outboxes = {name: Outbox(name, OUTBOX_MAX) for name in
                          ([b.name for b in self.backends] + (["Telegram"] if self.telegram.enabled else []))}
-        self.book = AlertBook(settings.volume_alert_state_file)
+        self.book = AlertBook(settings.volume_alert_state_file, clock)
         self.dry_run = dry_run
         self._clock = clock
         self._universe: list[str] = []
         self._universe_at = float("-inf")
+        #: Symbols the last scan got candles for (``--once`` fails when none).
+        self.last_judged = 0
 
     def banner(self) -> None:
         log.info("hourly volume alerts: spike at >= %gx previous hour and >= %s USDT; funding %s",
@@ -99,9 +107,12 @@ class VolumeAlerts:
         """One scan for ``slot`` (computed by the caller, so a late scan still judges the right candles)."""
         started = self._clock()
         symbols = self.universe()
-        with ThreadPoolExecutor(self.settings.klines_concurrency, thread_name_prefix="klines") as pool:
-            failures: dict[str, str] = {}
-            candles = dict(zip(symbols, pool.map(lambda s: self._candles(s, slot, failures), symbols)))
+        failures: dict[str, str] = {}
+        candles = dict(zip(symbols, map_daemon(lambda s: self._candles(s, slot, failures), symbols,
+                                               self.settings.klines_concurrency, self.stop)))
+        if self.stop.is_set():
+            log.info("scan %s abandoned at the stop: nothing of it is sent", iso_z(slot))
+            return []
         if failures:
             first = min(failures)
             log.warning("klines failed for %d symbol(s) this scan, e.g. %s: %s", len(failures), first,
@@ -125,6 +136,7 @@ class VolumeAlerts:
             self._send(alert, slot, started)
             alerts.append(alert)
         missing = sum(c is None for c in candles.values())
+        self.last_judged = len(symbols) - missing
         log.info("scan %s done in %.1f s: %d symbols, %d without candles, %d alerts", iso_z(slot),
                  self._clock() - started, len(symbols), missing, len(alerts))
         report_status(self.settings.volume_alert_state_file, "volume_alerts", self.rest,
@@ -193,8 +205,27 @@ class VolumeAlerts:
         for outbox in self.outboxes.values():
             outbox.close(timeout=1.0)
 
+    def _start_slot(self) -> datetime:
+        """The first slot to scan: the current one when a restart missed it (a restart at :00-:04 would lose the
+        hour's :00 scan), unless it was scanned before the restart (the status file is written after each scan)
+        or, for a slot without updates, its window is all but over; otherwise the next one."""
+        now = self._clock()
+        current = slot_of(datetime.fromtimestamp(now, timezone.utc))
+        try:
+            scanned = consumer_status.status_path(self.settings.volume_alert_state_file, "volume_alerts").stat()
+            done = scanned.st_mtime >= current.timestamp()
+        except OSError:
+            done = False
+        left = (current + SLOT).timestamp() - now
+        if done or (current.minute not in (0, 30) and left < CATCH_UP_MIN_LEFT_S):
+            return current + SLOT
+        log.warning("started %.0f s after slot %s, which was not scanned: catching it up now", SLOT.seconds - left,
+                    iso_z(current))
+        return current
+
     def run_forever(self, stop: threading.Event) -> None:
-        slot = slot_of(datetime.fromtimestamp(self._clock(), timezone.utc)) + SLOT
+        self.stop = stop
+        slot = self._start_slot()
         while not stop.is_set():
             log.info("next scan at %s", iso_z(slot))
             if stop.wait(max(0.0, slot.timestamp() - self._clock())):
@@ -222,8 +253,10 @@ def parse_now(raw: str) -> datetime:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("hourly_volume_alert_dual_env", "Hourly volume-spike alerts (Telegram + VolSpike).",
                           CONSUMER, ALERTS, exit_codes="exit codes: 0 stopped on request (SIGTERM, SIGINT) or "
-                                                       "--once done; 1 failed (logged); 2 bad settings or usage.")
-    parser.add_argument("--once", action="store_true", help="run one scan for the current slot, then exit")
+                                                       "--once done; 1 failed (logged), or --once found no symbol "
+                                                       "with candles; 2 bad settings or usage.")
+    parser.add_argument("--once", action="store_true",
+                        help="run one scan for the current slot, then exit; exit code 1 when no symbol had candles")
     parser.add_argument("--now", metavar="ISO", help="with --once: the time whose 5-minute slot is scanned")
     parser.add_argument("--dry-run", action="store_true", help="log what would be sent, send nothing")
 
@@ -242,14 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not alerts.drain(ONCE_DRAIN_S):
                 log.warning("some deliveries were still in progress after %.0f s; exiting anyway", ONCE_DRAIN_S)
             alerts.source.comparisons.flush()
+            if not alerts.last_judged:
+                # A cron job or a smoke test must see a scan that judged nothing as a failure, not as success.
+                log.error("--once judged no symbol at all (exchangeInfo or klines unavailable?)")
+                return EXIT_FAILURE
             return 0
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        try:
-            alerts.run_forever(stop)
-        finally:
-            alerts.close()
+        run_until_stopped(lambda: alerts.run_forever(stop), stop, alerts.outboxes.values(), drain_s=ONCE_DRAIN_S)
+        alerts.source.comparisons.flush()  # the last window's line, so no validation is lost at a stop
         return 0
 
     return run("hourly_volume_alert_dual_env", body)

@@ -12,12 +12,14 @@ spike that was already announced went on.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from volspike_funding.core.persist import load_json, save_json
+from volspike_funding.consumers.state_guard import load_guarded
+from volspike_funding.core.persist import save_json
 from volspike_funding.core.timefmt import iso_z
 
 SLOT = timedelta(minutes=5)
@@ -100,20 +102,31 @@ def alert_text(kind: str, symbol: str, candles: Candles) -> str:
 
 
 class AlertBook:
-    """Which alerts were sent, persisted atomically after every change so that a restart never re-sends."""
+    """Which alerts were sent, persisted atomically after every change so that a restart never re-sends.
+
+    A book that cannot be read or was deleted (:mod:`.state_guard`) may have held this hour's alerts: nothing is
+    sent for candle hours up to the one of the start (spikes or updates), normal service from the next hour."""
 
     KEEP = timedelta(hours=3)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        raw = load_json(path, {})
-        self._entries: dict[str, dict[str, Any]] = raw if isinstance(raw, dict) else {}
+        raw, suspect = load_guarded(path, "volume_alerts", _valid_book)
+        self._entries: dict[str, dict[str, Any]] = raw
+        start = datetime.fromtimestamp(clock(), timezone.utc)
+        #: With a suspect book: the last candle hour held back.
+        self.held_through = start.replace(minute=0, second=0, microsecond=0) if suspect else None
 
     @staticmethod
     def _key(symbol: str, hour: datetime) -> str:
         return f"{symbol}|{iso_z(hour)}"
 
     def decide(self, symbol: str, candles: Candles, slot: datetime, spike: bool) -> str | None:
+        if self.held_through is not None:
+            if candles.hour <= self.held_through:
+                return None  # the lost book may have had it: better one missed alert than one sent twice
+            self.held_through = None
+            save_json(self.path, self._entries)  # the hold is over: a restart from now on is not suspect
         entry = self._entries.get(self._key(symbol, candles.hour))
         if entry is None:
             return SPIKE if spike else None
@@ -132,3 +145,8 @@ class AlertBook:
         cutoff = iso_z(slot - self.KEEP)
         self._entries = {k: v for k, v in self._entries.items() if k.split("|", 1)[1] >= cutoff}
         save_json(self.path, self._entries)
+
+
+def _valid_book(doc: dict[str, Any]) -> bool:
+    return all(isinstance(k, str) and "|" in k and isinstance(v, dict) and type(v.get("first")) is int
+               for k, v in doc.items())

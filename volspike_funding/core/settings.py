@@ -91,6 +91,7 @@ class Settings:
     oi_fetch_concurrency: int
     oi_universe_refresh_s: float
     oi_universe_publish_s: float
+    oi_universe_publish_dev: bool
     oi_liquid_enter_quote_24h: float
     oi_liquid_exit_quote_24h: float
     oi_spike_threshold_pct_5min: float

@@ -116,7 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
             "validate (local + REST, compared), ws (local; REST only for what it lacks) or rest; auto = validate. "
             "Ignored (rest) while WS_FUNDING_ENABLED=false.", (CONSUMER,)),
     Setting("FUNDING_REST_FALLBACK", "funding_rest_fallback", "true", v.boolean,
-            "In ws mode, fetch what the local service lacks (down, stale, missing) from one bulk REST call.",
+            "In ws mode, fetch what the local service lacks (down, stale, missing) from REST: one premiumIndex call "
+            "per lacking symbol (weight 1), or one bulk call (weight 10) when 10 or more lack.",
             (CONSUMER,)),
     Setting("WS_FUNDING_TIMEOUT_S", "ws_funding_timeout_s", "0.8", v.number(0, strict=True),
             "Timeout of the local API call (no retries): a dead service costs a scan at most this.", (CONSUMER,)),
@@ -178,6 +179,9 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the poller computes the liquid universe (exchangeInfo + ticker/24hr, weight 41) and "
             "publishes it to the backends (PROD, and DEV when configured); never an empty one nor one under half "
             "of the last. 0: another job publishes it.", (OI,)),
+    Setting("OI_UNIVERSE_PUBLISH_DEV", "oi_universe_publish_dev", "false", v.boolean,
+            "Publish the liquid universe to DEV too (the update deletes every symbol not in it, so DEV's own table "
+            "is replaced); off, only PROD's is written, as the original job did.", (OI,)),
     Setting("OI_LIQUID_ENTER_QUOTE_24H", "oi_liquid_enter_quote_24h", "4000000", v.number(0),
             "Locally computed universe: a symbol enters at this 24 h quote volume (USDT)...", (OI,)),
     Setting("OI_LIQUID_EXIT_QUOTE_24H", "oi_liquid_exit_quote_24h", "2000000", v.number(0),

@@ -78,6 +78,8 @@ class HttpFake:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.counts: Counter[str] = Counter()
         self.requests: list[Request] = []
+        #: TCP connections accepted (a client reusing its keep-alive connections adds none).
+        self.connections = 0
         self._faults: dict[str, list[Fault]] = {}
         #: Seconds every answer on a path takes (a droplet's REST round trip is 150-300 ms), for benchmarks.
         self.latency_s: dict[str, float] = {}
@@ -89,6 +91,11 @@ class HttpFake:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:  # once per connection; handle() then serves its keep-alive requests
+                super().setup()
+                with fake._lock:
+                    fake.connections += 1
 
             def _serve(self) -> None:
                 fake._dispatch(self)
@@ -123,6 +130,10 @@ class HttpFake:
         """The next ``count`` requests to ``path`` answer ``status`` (after ``delay_s``)."""
         with self._lock:
             self._faults.setdefault(path, []).append(Fault(status, count, headers or {}, body, delay_s))
+
+    def common_headers(self) -> dict[str, str]:
+        """Headers a subclass puts on injected faults' answers too (its routes add their own)."""
+        return {}
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -163,7 +174,7 @@ class HttpFake:
         if fault is not None:
             time.sleep(fault.delay_s)
             reply = Reply(fault.status, fault.body if fault.body is not None else {"error": "injected"},
-                          fault.headers)
+                          {**self.common_headers(), **fault.headers})
         else:
             handler = self._route(h.command, parts.path)
             reply = handler(request) if handler else Reply(404, {"error": "no such route"})

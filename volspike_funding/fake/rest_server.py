@@ -3,13 +3,18 @@
 Routes: ``/fapi/v1/exchangeInfo``, ``/fapi/v1/fundingInfo``, ``/fapi/v1/klines``, ``/fapi/v1/premiumIndex`` (bulk
 and single), ``/fapi/v1/openInterest``, ``/fapi/v1/ticker/24hr``. Every answer carries ``X-MBX-USED-WEIGHT-1M``; ``counts``
 has the requests per path; ``fail()`` injects 429/418 (with ``Retry-After``), 5xx or delays.
+
+The weight is counted as Binance does (dilettante-trading/polyoxide ``docs/specs/binance/OBSERVED.md``, measured on
+2026-10-07): the window is the UTC clock minute (it falls back to the new request's weight at every ``:00``
+second, not a sliding 60 s), and a refused request (a 400, or an injected 429/5xx here) still costs its route's
+weight.
 """
 
 from __future__ import annotations
 
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 
 from .http_fake import HttpFake, Reply, Request
 from .market import Contract, Market
@@ -30,6 +35,11 @@ class FakeBinanceRest(HttpFake):
         self.open_interest: dict[str, float] = {}
         self.quote_volume_24h: dict[str, float] = {}
         self.used_weight = 0
+        #: The UTC clock minute ``used_weight`` belongs to; ``clock`` is replaceable so a test can cross a minute.
+        self.clock: Callable[[], float] = time.time
+        self.weight_minute = int(self.clock() // 60)
+        #: Weight of every request since start, across minutes (what a test or benchmark spent in all).
+        self.total_weight = 0
         #: ``/fapi/v1/fundingInfo``: only symbols with an adjusted interval or cap/floor, as Binance answers.
         self.funding_info: list[dict[str, Any]] = [
             {"symbol": "SOLUSDT", "adjustedFundingRateCap": "0.02000000", "adjustedFundingRateFloor": "-0.02000000",
@@ -50,8 +60,19 @@ class FakeBinanceRest(HttpFake):
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
         path, _, query = h.path.partition("?")
         single = path == "/fapi/v1/premiumIndex" and "symbol=" in query
-        self.used_weight += 1 if single else WEIGHTS.get(path, 1)  # as Binance counts: per request, by endpoint
+        minute = int(self.clock() // 60)
+        with self._lock:  # the server is threaded: concurrent requests must each add their weight
+            if minute != self.weight_minute:
+                self.weight_minute, self.used_weight = minute, 0
+            # Per request, by endpoint, before the answer is known: a refused request costs the same.
+            weight = 1 if single else WEIGHTS.get(path, 1)
+            self.used_weight += weight
+            self.total_weight += weight
         super()._dispatch(h)
+
+    def common_headers(self) -> dict[str, str]:
+        """On every answer, an injected 429 or 5xx too: Binance reports the weight on refusals as well."""
+        return {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}
 
     def now(self) -> int:
         return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
