@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class World:
 
     def settings(self, **env: str) -> Settings:
         base: dict[str, Any] = {
-            "VOLSPIKE_ENV_FILE": str(self.tmp / "none"), "BINANCE_REST_URL": self.rest.url,
+            "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": self.rest.url,
             "WS_FUNDING_API_URL": self.stack.api.url + "/funding", "VOLSPIKE_API_URL": self.prod.url,
             "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": self.dev.url,
             "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "TELEGRAM_API_URL": self.telegram.url,

@@ -529,7 +529,7 @@ def test_a_hung_prod_never_delays_a_loop_nor_devs_samples(world: World) -> None:
 
 def test_cli_once_publishes_the_universe_only_when_asked(world: World, tmp_path: Path) -> None:
     publishing_world(world)
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "VOLSPIKE_API_URL_DEV": world.dev.url,
            "VOLSPIKE_API_KEY_DEV": "dev-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),
@@ -589,7 +589,7 @@ def test_kill_9_during_an_alert_post_never_sends_it_again(world: World, tmp_path
     world.prod.liquid_universe = ["BTCUSDT"]
     world.rest.open_interest["BTCUSDT"] = 120_000.0  # +20 %: an UP alert on the first loop
     world.prod.fail("/api/open-interest-alerts/ingest", 200, count=1, delay_s=20.0)  # PROD is slow to answer
-    env = {**os.environ, "ROOT": str(ROOT), "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+    env = {**os.environ, "ROOT": str(ROOT), "VOLSPIKE_ENV_FILE": os.devnull,
            "BINANCE_REST_URL": world.rest.url, "WS_FUNDING_API_URL": world.stack.api.url + "/funding",
            "VOLSPIKE_API_URL": world.prod.url, "VOLSPIKE_API_KEY": "prod-secret-key",
            "OI_STATE_FILE": str(tmp_path / "oi.json"), "FUNDING_SOURCE_MODE": "ws", "OI_UNIVERSE_PUBLISH_S": "0"}
@@ -612,7 +612,7 @@ def test_kill_9_during_an_alert_post_never_sends_it_again(world: World, tmp_path
 def test_cli_once_that_got_no_open_interest_at_all_exits_non_zero(world: World, tmp_path: Path) -> None:
     from volspike_funding.fake.http_fake import free_port
 
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull,
            "BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}", "BINANCE_REST_RETRIES": "0",
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLSPIKE_API_URL": world.prod.url,
            "VOLSPIKE_API_KEY": "prod-secret-key", "OI_STATE_FILE": str(tmp_path / "oi.json"),

@@ -58,7 +58,7 @@ class Consumer:
 
 
 def env_of(world: World, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"), "BINANCE_REST_URL": world.rest.url,
+    return {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_REST_URL": world.rest.url,
             "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "FUNDING_SOURCE_MODE": "ws",
             "VOLSPIKE_API_URL": world.prod.url, "VOLSPIKE_API_KEY": "prod-secret-key",
             "OI_STATE_FILE": str(tmp_path / "oi.json"), "OI_UNIVERSE_PUBLISH_S": "0",

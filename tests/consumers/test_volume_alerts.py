@@ -533,7 +533,7 @@ def test_a_damaged_dedupe_file_is_kept_aside_and_the_hour_is_not_sent_again(worl
 def test_cli_once_that_got_no_data_at_all_exits_non_zero(world: World, tmp_path: Path) -> None:
     from volspike_funding.fake.http_fake import free_port
 
-    env = {**os.environ, "VOLSPIKE_ENV_FILE": str(tmp_path / "none"),
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull,
            "BINANCE_REST_URL": f"http://127.0.0.1:{free_port()}", "BINANCE_REST_RETRIES": "0",
            "WS_FUNDING_API_URL": world.stack.api.url + "/funding", "VOLUME_ALERT_STATE_FILE": str(tmp_path / "a.json")}
     proc = subprocess.run([sys.executable, str(ROOT / "hourly_volume_alert_dual_env.py"), "--once"], env=env,

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON, OI, REPORT, SETTINGS, Setting,
-                                                  markdown_table, settings_for)
+from volspike_funding.core.settings_table import (ALERTS, API, CONSUMER, DAEMON, NOTIFY, OI, REPORT, SETTINGS,
+                                                  Setting, markdown_table, settings_for)
 
 from ..conftest import ROOT
 
-COMPONENTS = (DAEMON, API, CONSUMER, ALERTS, OI, REPORT)
+COMPONENTS = (DAEMON, API, CONSUMER, ALERTS, OI, REPORT, NOTIFY)
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)

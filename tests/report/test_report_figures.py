@@ -94,7 +94,7 @@ def test_window_lines_end_at_their_last_scan_so_a_stop_shows(tmp_path: Path) -> 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), *args], input=stdin,
                           capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "VOLSPIKE_ENV_FILE": "/nonexistent"})
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
 
 
 def test_no_log_argument_is_a_usage_error_and_help_states_the_exit_codes() -> None:
@@ -127,7 +127,7 @@ def test_ctrl_c_exits_130_never_0(tmp_path: Path) -> None:
         probe.wait()
     proc = subprocess.Popen([sys.executable, str(ROOT / "validate_funding_comparison.py"), "-"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "VOLSPIKE_ENV_FILE": "/nonexistent"})
+                            env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
     try:
         assert proc.stdin is not None
         proc.stdin.write("\n".join(generate(hours=1)) + "\n")
@@ -149,6 +149,6 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
     os.close(read)  # the reader is gone before the first byte
     proc = subprocess.run([sys.executable, str(ROOT / "validate_funding_comparison.py"), str(log)], stdout=write,
                           stderr=subprocess.PIPE, text=True, timeout=60,
-                          env={**os.environ, "VOLSPIKE_ENV_FILE": "/nonexistent"})
+                          env={**os.environ, "VOLSPIKE_ENV_FILE": os.devnull})
     os.close(write)
     assert "Traceback" not in proc.stderr and proc.stderr == "" and proc.returncode == 0
