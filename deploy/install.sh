@@ -241,7 +241,7 @@ if [ "$(systemctl show -p ActiveState --value "$daemon_unit")" = active ]; then
 fi
 # The daemon's last warning (its stderr reaches the journal at priority info, so grep rather than -p warning).
 why="$(journalctl -u "$daemon_unit" -n 200 -o cat --no-pager 2>/dev/null | grep ' WARNING ' | tail -n 1 \
-      | sed 's/^.*funding\.[a-z]*: //; s/; \(reconnecting\|retrying\) in .*//')"
+      | sed 's/^.*funding\.[a-z]*: //; s/; \(reconnecting\|retrying\) in .*//; s/ (check DNS.*)$//')"
 ws_host="$(sed -n 's/^BINANCE_WS_URL=//p' "$ENV_FILE" 2>/dev/null | tail -n 1 | sed 's|^[a-z]*://||; s|/.*||')"
 say "installed into $PREFIX and enabled (${units[*]}); settings in $ENV_FILE"
 say "the daemon cannot reach Binance yet after ${WAIT_S} s: ${why:-no data received yet}"
