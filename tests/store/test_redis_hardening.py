@@ -15,6 +15,7 @@ from volspike_funding.api.server import ServerThread
 from volspike_funding.core.settings import load_settings
 from volspike_funding.store import reference, statefile
 from volspike_funding.store.redis_layout import BEATS, DAEMONS, RECORDS, REFERENCE
+from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.store.redis_store import RedisStateWriter
 
 from ..conftest import wait_until
@@ -130,7 +131,7 @@ def test_redis_out_of_memory_is_named_not_read_as_daemon_stopped(store: RedisSer
         redis.hset(BEATS, "d1", (seconds - 60) * 1000)  # its last heartbeat long ago: no live status any more
         redis.config_set("maxmemory-policy", "noeviction")
         redis.config_set("maxmemory", "1")
-        with pytest.raises(OSError):
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError|ResponseError"):
             writer.write(document({"BTCUSDT": record("BTCUSDT", 101.0)}))
         h = wait_until(lambda: (h := health(api))["reasons"] and h, 10)
         assert any("refuses writes" in r and "maxmemory" in r for r in h["reasons"]), h["reasons"]

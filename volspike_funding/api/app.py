@@ -1,4 +1,4 @@
-"""The FastAPI application: routes over :class:`.api_state.StateCache`, one error shape everywhere.
+"""The FastAPI application: routes over :class:`~volspike_funding.store.backend.StateReaderLike`, one error shape everywhere.
 
 Handlers never touch the file system: the cache's watcher thread does. Bodies are serialised with orjson.
 """
@@ -23,7 +23,8 @@ from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binanc
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
 from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN, SYMBOL_PATTERN, BatchResponse, Health,
                          SymbolFunding, api_error, check_symbol, symbol_answer)
-from volspike_funding.store.view import StateCache, View
+from volspike_funding.store.backend import StateReaderLike
+from volspike_funding.store.view import View
 from volspike_funding.api.status_page import PAGE, wants_html
 from volspike_funding.binance.wire import symbol_problem
 
@@ -130,7 +131,7 @@ def health_body(view: View, now: float, limits: HealthLimits) -> dict[str, Any]:
     }
 
 
-def create_app(cache: StateCache, stale_after_s: float, limits: HealthLimits | None = None) -> FastAPI:
+def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimits | None = None) -> FastAPI:
     limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")

@@ -20,7 +20,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from volspike_funding.store.view import StateCache, View
+from volspike_funding.store.backend import StateReaderLike
+from volspike_funding.store.view import View
 from volspike_funding.store.reference import listing
 from volspike_funding.store.statefile import age_of, binance_strings
 from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH, symbol_problem
@@ -93,7 +94,7 @@ class _Encoded:
             self._source = ref
 
 
-def binance_router(cache: StateCache, stale_after_s: float) -> APIRouter:
+def binance_router(cache: StateReaderLike, stale_after_s: float) -> APIRouter:
     router = APIRouter(tags=["Binance-compatible"])
     encoded = _Encoded()
 

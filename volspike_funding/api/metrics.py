@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from volspike_funding.store import consumer_status
-from volspike_funding.store.view import StateCache
+from volspike_funding.store.backend import StateReaderLike
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -25,7 +25,7 @@ class StateCollector:
     """Gauges and counters derived from the current state snapshot (and the consumers' status files) at every
     scrape."""
 
-    def __init__(self, cache: StateCache, stale_after_s: float, consumer_status_dir: Path | None = None) -> None:
+    def __init__(self, cache: StateReaderLike, stale_after_s: float, consumer_status_dir: Path | None = None) -> None:
         self._cache, self._stale_after, self._consumers = cache, stale_after_s, consumer_status_dir
 
     def collect(self) -> Iterator[Metric]:
@@ -114,7 +114,7 @@ class StateCollector:
         yield from (rest, deliveries, age)
 
 
-def build_registry(cache: StateCache, stale_after_s: float,
+def build_registry(cache: StateReaderLike, stale_after_s: float,
                    consumer_status_dir: Path | None = None) -> tuple[CollectorRegistry, Counter]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))

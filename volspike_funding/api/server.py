@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from volspike_funding.api.app import HealthLimits, create_app
-from volspike_funding.store.redis_store import open_cache
+from volspike_funding.store.backend import open_cache
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sock = bind(settings.api_host, settings.api_port)
         log.info("%s", env_file_line(args))  # after the checks: a refused start stays one line
         cache = open_cache(settings).start()
-        log.info("serving %s on http://%s:%d (stale after %g s)", cache.path, settings.api_host,
+        log.info("serving %s on http://%s:%d (stale after %g s)", cache.location, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         try:
             app = create_app(cache, settings.stale_after_s, limits(settings))

@@ -7,7 +7,8 @@ any of them into a one-line message and an exit code without catching unrelated 
     ├── SettingsError        a setting's value is unusable (exit code 2 at start-up)
     ├── StateFileError       the shared state file cannot be written or read
     │   ├── StateLockedError another daemon already owns the state file
-    │   └── StateUnreadable  missing / unreadable / not our format (``reason`` says which)
+    │   ├── StateUnreadable  missing / unreadable / not our format (``reason`` says which)
+    │   └── StoreUnavailable the shared store (Redis) refused a write or cannot be reached; try again later
     ├── FrameError           a WebSocket frame or one of its items is malformed (``kind`` names the defect)
     └── RestError            a Binance REST call failed; nothing was retried that should not be
         ├── RateLimited      HTTP 429, or a call refused locally while a 429 pause lasts (``retry_after``)
@@ -28,7 +29,7 @@ class SettingsError(FundingError):
 
 
 class StateFileError(FundingError):
-    """The shared state file could not be written or read."""
+    """The shared state (its file, or the shared store) could not be written or read."""
 
 
 class StateLockedError(StateFileError):
@@ -41,6 +42,11 @@ class StateUnreadable(StateFileError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class StoreUnavailable(StateFileError):
+    """A write to the shared store failed (unreachable, refused, or inside the backoff after a failure): the
+    writer keeps its data and the next write tries again, as after a full disk."""
 
 
 class FrameError(FundingError):

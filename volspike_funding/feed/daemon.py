@@ -25,7 +25,7 @@ from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Con
 from volspike_funding.core.errors import FrameError
 from volspike_funding.feed.streams import StreamManager
 from volspike_funding.store.reference import ReferenceData
-from volspike_funding.store.redis_store import RedisStateWriter, open_writer
+from volspike_funding.store.backend import WRITE_FAILURES, open_writer
 from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
 from volspike_funding.feed.sdnotify import Notifier
 from volspike_funding.core.settings import DAEMON, Settings, secret_values
@@ -111,7 +111,7 @@ class Daemon:
         try:
             self._restore()
             self._start_reference()
-            log.info("starting: %s -> %s", self.settings.ws_url, writer.path)
+            log.info("starting: %s -> %s", self.settings.ws_url, writer.location)
             if self.env_note:
                 log.info("%s", self.env_note)
             warn_legacy_url(self.settings.ws_url)
@@ -194,8 +194,7 @@ class Daemon:
                 reference.write(self.settings.reference_path, data)
             except OSError as exc:
                 self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
-            if isinstance(self._writer, RedisStateWriter):
-                self._writer.write_reference(orjson.dumps(data.document()), data.symbols if data.known else None)
+            self._writer.write_reference(orjson.dumps(data.document()), data.symbols if data.known else None)
             self.store.set_reference(data)
             self.streams.replan()
             release_memory()
@@ -336,7 +335,7 @@ class Daemon:
         age = self.store.data_age(self._clock())
         state = "connected" if self.store.connection["connected"] else "disconnected"
         if self._mono() - self._last_write_ok > 2 * self.settings.heartbeat_s:
-            state += f", cannot write {self._writer.path}"  # a full disk, or the shared store unreachable
+            state += f", cannot write {self._writer.location}"  # a full disk, or the shared store unreachable
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
         return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
 
@@ -351,11 +350,11 @@ class Daemon:
                                                    reference=status))
             self._last_write_ok = self._mono()
             return True
-        except OSError as exc:
-            # A full or read-only disk: keep the data in memory and try again at the next frame; readers see
+        except WRITE_FAILURES as exc:
+            # A full or read-only disk, or the shared store unreachable: keep the data in memory and try again at the next frame; readers see
             # the heartbeat age and say so. Crashing would only lose the in-memory state too.
             self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
-            self._ratelog.warning("write_error", f"cannot write {self._writer.path}: {exc}")
+            self._ratelog.warning("write_error", f"cannot write {self._writer.location}: {exc}")
             return False
 
 

@@ -1,5 +1,5 @@
 """The store boundary: the state file or, shared, Redis (or Valkey): its layout, the daemons' writer and the API's
-reader. One owner of the Redis layout; :func:`open_writer` and :func:`open_cache` choose.
+reader. :mod:`.backend` defines their interface and chooses between this and the state file.
 
 Chosen with ``FUNDING_STORE_URL=redis://[:password@]host:port/db`` (``rediss://`` for TLS); empty keeps the state
 file. The keys and scripts are :mod:`.redis_layout`'s.
@@ -21,13 +21,13 @@ from typing import Any, Iterable
 
 import orjson
 
-from volspike_funding.core.errors import StateUnreadable
+from volspike_funding.core.errors import StateUnreadable, StoreUnavailable
 from volspike_funding.core.retry import Backoff
-from volspike_funding.core.settings import Settings
 from volspike_funding.store.redis_layout import (BEATS, CHANNEL, DAEMONS, EVENTS, HEARTBEAT, NEWEST_WINS, PROBE,
                                                  RECORDS, REFERENCE, STORED, beat_ms, checked_status, status_ttl_s,
                                                  store_now)
-from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot, StateWriter
+from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot
+from volspike_funding.store.view import View
 
 log = logging.getLogger("funding.store")
 
@@ -56,12 +56,12 @@ def describe(url: str) -> str:
 
 
 class RedisStateWriter:
-    """A daemon's writer (the file writer's interface): changed records through :data:`NEWEST_WINS`, its status
-    under its own key. Redis errors surface as ``OSError`` after a backoff, so the daemon keeps streaming and keeps
+    """A daemon's writer (:class:`~.backend.StateWriterLike`): changed records through :data:`NEWEST_WINS`, its
+    status under its own key. Redis errors surface as :class:`StoreUnavailable`, then a backoff, so the daemon keeps streaming and keeps
     its data in memory exactly as on a full disk, and says so (write errors, health)."""
 
     def __init__(self, url: str, *, max_future_ms: int, slack_ms: int = 5_000, daemon_id: str | None = None) -> None:
-        self.url, self.where = url, describe(url)
+        self.url, self.location = url, describe(url)
         self.daemon_id = daemon_id or f"{socket.gethostname()}-{os.getpid()}"
         self._max_future, self._slack = max_future_ms, slack_ms
         self._redis = _client(url)
@@ -71,13 +71,12 @@ class RedisStateWriter:
         self._reference: bytes | None = None
         self._sent: dict[str, int] = {}
         self._retry_at, self._backoff = 0.0, Backoff(0.5, 10.0)  # 0.5 s, doubling, up to 10 s
-        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
 
     def write(self, document: dict[str, Any]) -> int:
         import redis
 
         if time.monotonic() < self._retry_at:
-            raise OSError(f"unavailable; next try in {self._retry_at - time.monotonic():.1f} s")  # the daemon names it
+            raise StoreUnavailable(f"unavailable; next try in {self._retry_at - time.monotonic():.1f} s")  # the daemon names it
         records = document["funding_state"]
         args: list[Any] = [self._max_future, self._slack, CHANNEL]
         sent = self._sent
@@ -108,13 +107,13 @@ class RedisStateWriter:
             has_reference = pipe.execute()[-1]
             if not has_reference and self._reference is not None:
                 self._redis.set(REFERENCE, self._reference)
-                log.info("reference data put back into redis %s (the store had lost it)", self.where)
+                log.info("reference data put back into redis %s (the store had lost it)", self.location)
         except redis.RedisError as exc:
             self._sent.clear()  # Redis may have restarted empty: send everything once it is back
             self._retry_at = time.monotonic() + self._backoff.next()
-            raise OSError(f"{type(exc).__name__}: {exc}") from None
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
         if self._backoff.failures:
-            log.info("redis %s reachable again; writing", self.where)
+            log.info("redis %s reachable again; writing", self.location)
         self._backoff.reset()
         sent.update(changed)
         for symbol in gone:
@@ -141,7 +140,7 @@ class RedisStateWriter:
                     pipe.execute()
                     log.info("store: %d records of symbols exchangeInfo does not list removed", len(gone))
         except redis.RedisError as exc:
-            log.warning("reference data not stored in redis %s: %s", self.where, type(exc).__name__)
+            log.warning("reference data not stored in redis %s: %s", self.location, type(exc).__name__)
 
     def close(self) -> None:
         self._redis.close()
@@ -164,14 +163,11 @@ def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], n
 
 
 class RedisStateCache:
-    """The API's view of the store (the file cache's interface): re-read at once when a daemon publishes a change,
+    """The API's view of the store (:class:`~.backend.StateReaderLike`): re-read at once when a daemon publishes a change,
     and at least every ``poll_s``; a Redis error keeps the last view being served, with its true ages."""
 
     def __init__(self, url: str, poll_s: float = 1.0) -> None:
-        from volspike_funding.store.view import View
-
-        self.url, self.where, self.poll_s = url, describe(url), poll_s
-        self.path = self.where  # shown where the file writer shows its path (Path() would fold the "//")
+        self.url, self.location, self.poll_s = url, describe(url), poll_s
         self.view = View()
         self._redis = _client(url)
         self._ref_bytes: bytes | None = None
@@ -221,7 +217,7 @@ class RedisStateCache:
                 step()
             redis_time, raw, stored, ref_bytes, raw_statuses, beats = pipe.execute()
         except redis.RedisError as exc:
-            error = StateUnreadable("unreadable", f"redis {self.where}: {type(exc).__name__}: {exc}")
+            error = StateUnreadable("unreadable", f"redis {self.location}: {type(exc).__name__}: {exc}")
             if previous.error is None:
                 log.warning("store problem (%s); serving the last good state with its true age", error)
             self.view = previous.failed(error)
@@ -267,26 +263,7 @@ class RedisStateCache:
         try:
             self._redis.set(PROBE, b"1", px=5_000)
         except redis.ResponseError as exc:
-            return f"redis {self.where} refuses writes ({type(exc).__name__}: {str(exc).rstrip('.')})"
+            return f"redis {self.location} refuses writes ({type(exc).__name__}: {str(exc).rstrip('.')})"
         except redis.RedisError:
             return None  # unreachable: the read just before succeeded; the next refresh says it
         return None
-
-
-def open_writer(settings: Settings) -> StateWriter | RedisStateWriter:
-    """The daemon's writer: the state file (one writer, locked), or the shared store (any number of daemons)."""
-    if not settings.store_url:
-        return StateWriter(settings.state_file)
-    writer = RedisStateWriter(settings.store_url, max_future_ms=int(settings.max_event_skew_s * 1000))
-    log.info("store: %s as daemon %s (other daemons may write too: the newest event time wins)", writer.where,
-             writer.daemon_id)
-    return writer
-
-
-def open_cache(settings: Settings, poll_s: float = 0.5) -> Any:
-    """The API's view: of the state file, or of the shared store (the same interface)."""
-    from volspike_funding.store.view import StateCache
-
-    if settings.store_url:
-        return RedisStateCache(settings.store_url, poll_s=max(poll_s, 0.05))
-    return StateCache(settings.state_file, poll_s=poll_s, reference_path=settings.reference_path)

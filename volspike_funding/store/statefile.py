@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -192,6 +192,13 @@ class StateWriter:
             return
         raise StateLockedError(f"lost the lock on {self.path}: {self._lock_path} was replaced and is held by "
                                f"another process; this daemon stops writing")
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def write_reference(self, document: bytes, listed: Iterable[str] | None = None) -> None:
+        """Nothing to share: readers of the state file read the reference file beside it."""
 
     def write(self, document: dict[str, Any]) -> int:
         """Replace the file with ``document``; readers see the old or the new file, never a partial one."""

@@ -91,6 +91,10 @@ class StateCache:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="state-watch", daemon=True)
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def start(self) -> "StateCache":
         self.refresh()
         self._thread.start()
