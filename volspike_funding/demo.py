@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             age = age_of(record, time.time())
             print(f"demo: {len(snap.symbols)} symbols; {args.symbol} mark={record.get('markPrice')} "
                   f"funding={record.get('fundingRate')} age={'-' if age is None else f'{age:.2f}'} s; "
-                  f"connected={snap.connection.get('connected')}", flush=True)
+                  f"connected={snap.status.connected}", flush=True)
         failed = [p for p in procs if p.poll() not in (None, 0)]
     finally:
         for proc in procs:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import requests
 
-from volspike_funding.store import statefile
+from volspike_funding.store import daemon_status, statefile
 from volspike_funding.api.models import MAX_BATCH_SYMBOLS
 from volspike_funding.api.server import ServerThread
 from volspike_funding.fake.market import NON_ASCII_SYMBOL
@@ -40,7 +40,7 @@ def record(symbol: str, age: float, mark: str = "100.50000000", funding: str | N
 def put_state(path: Path, symbols: dict[str, dict[str, Any]], *, connected: bool = True,
               heartbeat_age: float = 0.0, stopped: bool = False, last_error: str | None = None) -> None:
     now = time.time()
-    connection = {**statefile.new_connection_status("wss://x"), "connected": connected, "last_error": last_error,
+    connection = {**daemon_status.new_connection_status("wss://x"), "connected": connected, "last_error": last_error,
                   "messages_received": 5, "last_connected_time": now - 100}
     doc = statefile.build_document(symbols, connection, {"malformed": {"bad_json": 2}}, now=now - heartbeat_age,
                                    heartbeat_s=5, started_at=now - 100, stopped=stopped)

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from volspike_funding.store import statefile
+from volspike_funding.store import daemon_status, statefile
 
 from ..conftest import wait_until
 from .test_api import Api, api, put_reference, record  # noqa: F401  (api: the fixture)
@@ -123,7 +123,7 @@ def test_health_does_not_call_a_connection_never_made_disconnected(api: Api) -> 
     now = time.time()
     reason = ("cannot connect to fstream.binance.com: DNS lookup failed: Name or service not known (check DNS and "
               "that outbound TCP 443 is allowed)")
-    connection = {**statefile.new_connection_status("wss://x"), "last_error": reason}
+    connection = {**daemon_status.new_connection_status("wss://x"), "last_error": reason}
     doc = statefile.build_document({}, connection, {}, now=now, heartbeat_s=5, started_at=now - 10)
     tmp = api.path.with_name(".t")
     tmp.write_bytes(statefile.encode(doc))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import orjson
 
-from volspike_funding.binance.wire import MarkPrice, parse_frame
+from volspike_funding.binance.wire import MarkPrice, ParsedFrame, parse_frame
 from volspike_funding.fake.market import Market
 from volspike_funding.feed.state import ClockSkew, FundingStore
 from volspike_funding.store import statefile
+from volspike_funding.store.daemon_status import DaemonStatus
 from volspike_funding.store.reference import ReferenceData
 
 NOW = 1_791_382_993.0
@@ -127,11 +128,20 @@ def test_the_document_is_what_the_reader_reads(tmp_path: Path) -> None:
     store = new_store()
     store.apply(updates(NOW_MS), NOW)
     store.count_malformed("bad_price", 2)
-    store.count_other_kinds({"coin_m": 2})
-    store.count_other_kinds({"coin_m": 1})
+    store.note_parsed(ParsedFrame([], [("bad_price", "x")], 1, {"coin_m": 2}, True))
+    store.note_parsed(ParsedFrame([], [], 0, {"coin_m": 1}, True))
+    store.note_frame(NOW)
+    store.note_connected(NOW - 5)
     doc = store.document(NOW + 1, clock={"skewMs": None, "samples": 0})
-    assert doc["updated_at"] == NOW + 1 and doc["counters"]["malformed"] == {"bad_price": 2}
+    assert doc["updated_at"] == NOW + 1 and doc["counters"]["malformed"] == {"bad_price": 3}
     assert doc["counters"]["other_kinds"] == {"coin_m": 3} and doc["connection_status"]["url"] == URL
+    assert doc["counters"]["ignored"] == 1 and doc["counters"]["frames"] == 1
+    status = DaemonStatus.of(doc)  # what readers will make of it
+    assert status.connected and status.last_connected_time == NOW - 5 and status.messages_received == 1
+    store.note_disconnected(NOW + 2, "watchdog", reconnecting=True)
+    status = DaemonStatus.of(store.document(NOW + 3))
+    assert not status.connected and status.last_error == "watchdog" and status.reconnect_attempts == 1
+    assert store.connection["last_disconnected_time"] == NOW + 2
     path = tmp_path / "state.json"
     path.write_bytes(orjson.dumps(doc))
     snapshot = statefile.read_state(path)

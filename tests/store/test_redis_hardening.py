@@ -13,7 +13,7 @@ import requests
 
 from volspike_funding.api.server import ServerThread
 from volspike_funding.core.settings import load_settings
-from volspike_funding.store import reference, statefile
+from volspike_funding.store import daemon_status, reference, statefile
 from volspike_funding.store.redis_layout import BEATS, DAEMONS, RECORDS, REFERENCE
 from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.store.redis_store import RedisStateWriter
@@ -49,7 +49,7 @@ def record(symbol: str, price: float, clock_offset: float = 0.0) -> dict[str, An
 
 def document(records: dict[str, Any], clock_offset: float = 0.0) -> dict[str, Any]:
     now = time.time() + clock_offset
-    connection = {**statefile.new_connection_status("wss://x"), "connected": True, "last_connected_time": now}
+    connection = {**daemon_status.new_connection_status("wss://x"), "connected": True, "last_connected_time": now}
     return statefile.build_document(records, connection, {}, now=now, heartbeat_s=5, started_at=now - 10)
 
 

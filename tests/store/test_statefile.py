@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from volspike_funding.store import statefile
+from volspike_funding.store import daemon_status, statefile
 from volspike_funding.core.errors import StateLockedError, StateUnreadable
 
 from ..conftest import ROOT, fill, read_doc, wait_until
@@ -24,7 +24,7 @@ from ..conftest import ROOT, fill, read_doc, wait_until
 def doc(n: int) -> dict:
     symbols = {f"S{i}USDT": {"symbol": f"S{i}USDT", "markPrice": 1.0 + n, "eventTime": 1, "updatedAt": 1.0}
                for i in range(700)}
-    return statefile.build_document(symbols, statefile.new_connection_status("ws://x"), {}, now=float(n),
+    return statefile.build_document(symbols, daemon_status.new_connection_status("ws://x"), {}, now=float(n),
                                     heartbeat_s=5, started_at=0.0)
 
 

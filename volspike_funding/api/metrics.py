@@ -7,12 +7,12 @@ Each app gets its own registry, so nothing global happens at import and tests ca
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from volspike_funding.api.service_status import HealthLimits, ServiceStatus
 from volspike_funding.store import consumer_status
 from volspike_funding.store.backend import StateReaderLike
 
@@ -22,80 +22,72 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 
 class StateCollector:
-    """Gauges and counters derived from the current state snapshot (and the consumers' status files) at every
-    scrape."""
+    """Gauges and counters of the service's status at every scrape (the same :class:`ServiceStatus` that answers
+    ``/funding/health``), and the consumers' status files."""
 
-    def __init__(self, cache: StateReaderLike, stale_after_s: float, consumer_status_dir: Path | None = None) -> None:
-        self._cache, self._stale_after, self._consumers = cache, stale_after_s, consumer_status_dir
+    def __init__(self, cache: StateReaderLike, limits: HealthLimits) -> None:
+        self._cache, self._limits = cache, limits
 
     def collect(self) -> Iterator[Metric]:
-        view, now = self._cache.view, time.time()
-        snap = view.snapshot
-        connection = snap.connection if snap else {}
-        counters = snap.counters if snap else {}
-        alive = bool(snap and snap.daemon_alive(now))
+        status = ServiceStatus.of(self._cache.view, time.time(), self._limits)
+        view, daemon, snap = status.view, status.daemon, status.view.snapshot
         gauges = {
+            "funding_healthy": ("1 when /funding/health answers healthy (its reasons say why not)",
+                                int(status.healthy)),
             "funding_symbols": ("Symbols in the state file", len(view.symbols)),
-            "funding_stale_symbols": ("Symbols older than FUNDING_STALE_AFTER_S",
-                                      view.stale_count(now, self._stale_after)),
-            "funding_daemon_alive": ("1 when the daemon's heartbeat is fresh", int(alive)),
+            "funding_stale_symbols": ("Symbols older than FUNDING_STALE_AFTER_S", status.stale),
+            "funding_daemon_alive": ("1 when the daemon's heartbeat is fresh", int(status.alive)),
             "funding_daemon_connected": ("1 when the daemon is alive and connected to Binance",
-                                         int(alive and bool(connection.get("connected")))),
+                                         int(status.connected)),
             "funding_state_readable": ("0 while the state file cannot be read or parsed", int(view.error is None)),
+            "funding_invalid_records": ("Malformed state-file records, not served", snap.invalid if snap else 0),
+            "funding_per_symbol_streams": ("Listed symbols subscribed one by one (not in the all-market stream)",
+                                           daemon.per_symbol_streams),
+            "funding_reference_refresh_failing": ("1 while the reference data refresh fails",
+                                                  int(daemon.reference_error is not None)),
         }
-        gauges["funding_invalid_records"] = ("Malformed state-file records, not served", snap.invalid if snap else 0)
-        status = (snap.document.get("reference") if snap else None) or {}
-        gauges["funding_per_symbol_streams"] = ("Listed symbols subscribed one by one (not in the all-market stream)",
-                                                status.get("perSymbolStreams", 0))
-        gauges["funding_reference_refresh_failing"] = ("1 while the reference data refresh fails",
-                                                       int(bool(status.get("lastError"))))
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
-        skew = ((snap.document.get("clock") if snap else None) or {}).get("skewMs")
-        if alive and isinstance(skew, (int, float)):
+        if status.clock_skew_ms is not None:
             yield GaugeMetricFamily("funding_clock_skew_seconds", "Binance event time minus local receive time "
-                                    "(median of recent frames)", value=skew / 1000)
+                                    "(median of recent frames)", value=status.clock_skew_ms / 1000)
         ref = view.reference
         if ref is not None:
             ages = GaugeMetricFamily("funding_reference_age_seconds", "Age of each part of the reference data",
                                      labels=["part"])
-            for part, age in ref.ages(now).items():
+            for part, age in ref.ages(status.now).items():
                 if age is not None:
                     ages.add_metric([part], age)
             yield ages
-        if view.updated_sorted:  # no data: no age sample at all, rather than a made-up number
+        if status.newest_age is not None and status.oldest_age is not None:  # no data: no sample, not a number
             yield GaugeMetricFamily("funding_newest_data_age_seconds", "Age of the newest symbol update",
-                                    value=max(0.0, now - view.updated_sorted[-1]))
+                                    value=status.newest_age)
             yield GaugeMetricFamily("funding_oldest_data_age_seconds", "Age of the oldest symbol update",
-                                    value=max(0.0, now - view.updated_sorted[0]))
+                                    value=status.oldest_age)
         totals = {
-            "funding_daemon_reconnects": ("Reconnects since the daemon started",
-                                          connection.get("reconnect_attempts", 0)),
-            "funding_daemon_messages": ("Frames received since the daemon started",
-                                        connection.get("messages_received", 0)),
+            "funding_daemon_reconnects": ("Reconnects since the daemon started", daemon.reconnect_attempts),
+            "funding_daemon_messages": ("Frames received since the daemon started", daemon.messages_received),
             "funding_state_read_errors": ("State file reads that failed", view.read_errors),
             "funding_daemon_unlisted_updates": ("Stream updates for symbols exchangeInfo does not list (not stored)",
-                                                counters.get("unlisted", 0)),
+                                                daemon.unlisted),
             "funding_daemon_future_overridden": ("Stored event times from the future overridden by true updates",
-                                                 counters.get("future_overridden", 0)),
+                                                 daemon.future_overridden),
         }
         for name, (doc, value) in totals.items():
             yield CounterMetricFamily(name, doc, value=value)
-        malformed = CounterMetricFamily("funding_daemon_malformed", "Malformed frames and items by kind",
-                                        labels=["kind"])
-        for kind, count in sorted((counters.get("malformed") or {}).items()):
-            malformed.add_metric([kind], count)
-        yield malformed
-        yield from self._consumer_metrics(now)
-        other = CounterMetricFamily("funding_daemon_other_product_rows", "Rows of other products on the stream "
-                                    "(e.g. COIN-M), counted and not stored", labels=["kind"])
-        for kind, count in sorted((counters.get("other_kinds") or {}).items()):
-            other.add_metric([kind], count)
-        yield other
-
+        for name, doc, counts in (
+                ("funding_daemon_malformed", "Malformed frames and items by kind", daemon.malformed),
+                ("funding_daemon_other_product_rows", "Rows of other products on the stream (e.g. COIN-M), counted "
+                 "and not stored", daemon.other_kinds)):
+            family = CounterMetricFamily(name, doc, labels=["kind"])
+            for kind, count in sorted(counts.items()):
+                family.add_metric([kind], count)
+            yield family
+        yield from self._consumer_metrics(status.now)
 
     def _consumer_metrics(self, now: float) -> Iterator[Metric]:
-        statuses = consumer_status.read_all(self._consumers) if self._consumers is not None else []
+        folder = self._limits.consumer_status_dir
+        statuses = consumer_status.read_all(folder) if folder is not None else []
         rest = CounterMetricFamily("funding_consumer_rest_responses", "Binance REST answers of the consumers that "
                                    "paused every call: 429 (rate limited) and 418 (IP banned)",
                                    labels=["consumer", "status"])
@@ -114,10 +106,9 @@ class StateCollector:
         yield from (rest, deliveries, age)
 
 
-def build_registry(cache: StateReaderLike, stale_after_s: float,
-                   consumer_status_dir: Path | None = None) -> tuple[CollectorRegistry, Counter]:
+def build_registry(cache: StateReaderLike, limits: HealthLimits) -> tuple[CollectorRegistry, Counter]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(cache, stale_after_s, consumer_status_dir))
+    registry.register(StateCollector(cache, limits))
     requests = Counter("funding_api_requests", "API requests by route template and status",
                        ["route", "status"], registry=registry)
     return registry, requests

@@ -79,7 +79,8 @@ class Health(BaseModel):
     stateReadError: str | None = Field(description="the state file's current read problem, if any")
     invalidRecords: int = Field(description="malformed records in the state file, skipped (see warnings)")
     clockSkewSeconds: float | None = Field(description="Binance's event time minus this host's receive time "
-                                                       "(median of recent frames, latency included)")
+                                                       "(median of recent frames, latency included); null while the "
+                                                       "daemon is not alive")
     referenceDataAgeSeconds: float | None = Field(description="age of the exchangeInfo copy; null before the first")
     referenceSymbols: int = Field(description="symbols exchangeInfo lists")
     perSymbolStreams: int = Field(description="listed symbols the all-market stream lacks, subscribed one by one")

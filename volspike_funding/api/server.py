@@ -18,7 +18,8 @@ from typing import Sequence
 import uvicorn
 from fastapi import FastAPI
 
-from volspike_funding.api.app import HealthLimits, create_app
+from volspike_funding.api.app import create_app
+from volspike_funding.api.service_status import HealthLimits
 from volspike_funding.store.backend import open_cache
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging

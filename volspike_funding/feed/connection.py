@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import websocket
 
 from volspike_funding.core.retry import LONGEST_WAIT_S, parse_retry_after
+from volspike_funding.core.settings import Settings
 from volspike_funding.core.version import __version__
 
 from volspike_funding.feed.streams import Subscriptions
@@ -97,6 +98,14 @@ class Connection:
         #: Per-symbol streams of this connection (managed by the daemon's loop).
         self.subs = Subscriptions()
         self._thread = threading.Thread(target=self._run, name=f"binance-ws-{self.id}", daemon=True)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, events: "queue.Queue[Event]", *, clock: Callable[[], float],
+                     monotonic: Callable[[], float]) -> "Connection":
+        """The daemon's connection to ``settings.ws_url``; a socket idle for three watchdog periods (at least 30 s)
+        is dead even if the watchdog is looking elsewhere."""
+        return cls(settings.ws_url, events, connect_timeout=settings.connect_timeout_s,
+                   idle_timeout=max(3 * settings.no_data_timeout_s, 30.0), clock=clock, monotonic=monotonic)
 
     def start(self) -> "Connection":
         self._thread.start()

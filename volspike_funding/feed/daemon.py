@@ -17,21 +17,21 @@ from typing import Callable, Sequence
 
 import orjson
 
-from volspike_funding.store import reference
+from volspike_funding.binance.wire import ALL_MARKET_PREFIX, parse_frame
 from volspike_funding.core.cli import EXIT_OK, build_parser, env_file_line, run, settings_from_args
+from volspike_funding.core.errors import FrameError
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.core.retry import Backoff
+from volspike_funding.core.settings import DAEMON, Settings, secret_values
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
-from volspike_funding.core.errors import FrameError
-from volspike_funding.feed.streams import StreamManager
-from volspike_funding.store.reference import ReferenceData
-from volspike_funding.store.backend import WRITE_FAILURES, open_writer
 from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
 from volspike_funding.feed.sdnotify import Notifier
-from volspike_funding.core.settings import DAEMON, Settings, secret_values
 from volspike_funding.feed.state import ClockSkew, FundingStore
+from volspike_funding.feed.streams import StreamManager
 from volspike_funding.feed.timers import reconnect_due, rotation_due, watchdog_expired
-from volspike_funding.binance.wire import ALL_MARKET_PREFIX, parse_frame
+from volspike_funding.store import reference
+from volspike_funding.store.backend import WRITE_FAILURES, open_writer
+from volspike_funding.store.reference import ReferenceData
 
 log = logging.getLogger("funding.daemon")
 
@@ -68,7 +68,6 @@ class Daemon:
         self.clock = ClockSkew()
         self.streams = StreamManager()
         self.fetcher: ReferenceFetcher | None = None
-        self._reference_status: dict[str, object] = {"lastError": None, "lastErrorAt": None}
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
         # arriving must not hide an all-market stream gone silent.
@@ -154,7 +153,7 @@ class Daemon:
         for conn in (self.active, self.candidate):
             if conn is not None:
                 conn.abort("daemon stopping", polite=True)
-        self._mark_disconnected(self._clock(), "daemon stopping")
+        self.store.note_disconnected(self._clock(), "daemon stopping")
         if self._write(stopped=True):
             log.info("stopped; final state written with connected=false")
         else:
@@ -173,8 +172,7 @@ class Daemon:
         elif event.kind == OPEN:
             conn.opened = self._mono()
             if conn is self.active:
-                status = self.store.connection
-                status.update(connected=True, last_connected_time=event.at)
+                self.store.note_connected(event.at)
                 log.info("connected to %s", conn.url)
                 self._write()
             else:
@@ -184,11 +182,7 @@ class Daemon:
 
     def _on_reference(self, event: Event) -> None:
         data: ReferenceData = event.payload
-        status = self._reference_status
-        if event.reason:
-            status.update(lastError=event.reason, lastErrorAt=event.at)
-        else:
-            status.update(lastError=None)
+        self.store.note_reference_result(event.reason or None, event.at)
         if data is not self.store.reference:
             try:
                 reference.write(self.settings.reference_path, data)
@@ -198,16 +192,10 @@ class Daemon:
             self.store.set_reference(data)
             self.streams.replan()
             release_memory()
-            log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest "
-                     "rates", len(data.symbols), len(data.trading), len(data.funding_info or ()),
-                     len(data.interest_rates))
         self._write()
 
     def _on_frame(self, conn: Connection, event: Event) -> None:
-        counters = self.store.counters
-        counters["frames"] += 1
-        self.store.connection["messages_received"] += 1
-        self.store.connection["last_message_time"] = event.at
+        self.store.note_frame(event.at)
         received_ms = int(event.at * 1000)
         try:
             parsed = parse_frame(event.data, received_ms, self._max_skew_ms)
@@ -215,11 +203,8 @@ class Daemon:
             self.store.count_malformed(exc.kind)
             self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
             return
-        counters["ignored"] += parsed.ignored
-        if parsed.other_kinds:
-            self.store.count_other_kinds(parsed.other_kinds)
+        self.store.note_parsed(parsed)
         for kind, detail in parsed.defects:
-            self.store.count_malformed(kind)
             self._ratelog.warning(kind, f"malformed item skipped: {detail}")
         if not parsed.updates:
             return
@@ -251,8 +236,7 @@ class Daemon:
     def _promote(self, conn: Connection) -> None:
         old, self.active, self.candidate = self.active, conn, None
         self._reconnect_at = None  # the replacement is the connection now, even if the old one already dropped
-        self.store.connection["rotations"] += 1
-        self.store.connection.update(connected=True, last_connected_time=self._clock())
+        self.store.note_connected(self._clock(), rotated=True)
         if old is not None:
             old.abort("rotated to a fresh connection", polite=True)
         log.info("rotation: switched to the replacement connection without a gap")
@@ -266,7 +250,6 @@ class Daemon:
             return
         self.active = None
         self.failures += 1
-        self.store.connection["reconnect_attempts"] += 1
         delay, cap = self._backoff.delay(self.failures), self._backoff.ceiling(self.failures)
         if event.retry_after is not None:
             # Honoured as a minimum, but never beyond our own backoff cap: one refused handshake asking for an
@@ -276,24 +259,15 @@ class Daemon:
                         event.retry_after, max(delay, used))
             delay = max(delay, used)
         self._reconnect_at = self._mono() + delay
-        self._mark_disconnected(event.at, reason)
+        self.store.note_disconnected(event.at, reason, reconnecting=True)
         # A connection never opened was not "disconnected": its reason says "cannot connect to <host>".
         log.warning(("disconnected: %s; reconnecting" if conn.opened is not None else "%s; retrying") +
                     " in %.2f s (backoff cap %.1f s, consecutive failure %d)", reason, delay, cap, self.failures)
         self._write()
 
-    def _mark_disconnected(self, at: float, reason: str) -> None:
-        status = self.store.connection
-        if status["connected"]:
-            status["last_disconnected_time"] = at
-        status.update(connected=False, last_error=reason)
-
     # -- timers ----------------------------------------------------------------------------------------
     def _connect_ws(self) -> Connection:
-        s = self.settings
-        idle = max(3 * s.no_data_timeout_s, 30.0)
-        return Connection(s.ws_url, self._events, connect_timeout=s.connect_timeout_s, idle_timeout=idle,
-                          clock=self._clock, monotonic=self._mono).start()
+        return Connection.for_settings(self.settings, self._events, clock=self._clock, monotonic=self._mono).start()
 
     def _housekeeping(self) -> None:
         s, mono = self.settings, self._mono()
@@ -333,7 +307,7 @@ class Daemon:
 
     def _status_line(self) -> str:
         age = self.store.data_age(self._clock())
-        state = "connected" if self.store.connection["connected"] else "disconnected"
+        state = "connected" if self.store.connected else "disconnected"
         if self._mono() - self._last_write_ok > 2 * self.settings.heartbeat_s:
             state += f", cannot write {self._writer.location}"  # a full disk, or the shared store unreachable
         age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
@@ -342,18 +316,15 @@ class Daemon:
     def _write(self, *, stopped: bool = False) -> bool:
         self._last_write = self._mono()
         self._dirty = False
-        ref = self.store.reference
-        status = {**self._reference_status, "symbols": len(ref.symbols) if ref is not None else 0,
-                  "perSymbolStreams": len(self.streams.wanted or ())}
         try:
             self._writer.write(self.store.document(self._clock(), stopped=stopped, clock=self.clock.status(),
-                                                   reference=status))
+                                                   per_symbol_streams=len(self.streams.wanted or ())))
             self._last_write_ok = self._mono()
             return True
         except WRITE_FAILURES as exc:
-            # A full or read-only disk, or the shared store unreachable: keep the data in memory and try again at the next frame; readers see
-            # the heartbeat age and say so. Crashing would only lose the in-memory state too.
-            self.store.counters["write_errors"] = self.store.counters.get("write_errors", 0) + 1
+            # A full or read-only disk, or the shared store unreachable: keep the data in memory and try again at
+            # the next frame; readers see the heartbeat age and say so. Crashing would only lose the memory too.
+            self.store.count_write_error()
             self._ratelog.warning("write_error", f"cannot write {self._writer.location}: {exc}")
             return False
 

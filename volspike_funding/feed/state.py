@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from volspike_funding.store import reference
-from volspike_funding.store import statefile
+from volspike_funding.store import daemon_status, statefile
 from volspike_funding.core.errors import StateUnreadable
 from volspike_funding.store.reference import ReferenceData
-from volspike_funding.binance.wire import MarkPrice
+from volspike_funding.binance.wire import MarkPrice, ParsedFrame
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("funding.daemon")
 
 
 class ClockSkew:
@@ -40,7 +40,7 @@ class ClockSkew:
 class FundingStore:
     def __init__(self, url: str, *, started_at: float, heartbeat_s: float) -> None:
         self.symbols: dict[str, dict[str, Any]] = {}
-        self.connection: dict[str, Any] = statefile.new_connection_status(url)
+        self.connection: dict[str, Any] = daemon_status.new_connection_status(url)
         self.counters: dict[str, Any] = {"frames": 0, "updates": 0, "ignored": 0, "out_of_order": 0,
                                          "future_overridden": 0, "dropped_symbols": 0, "unlisted": 0,
                                          "malformed": {}, "other_kinds": {}}
@@ -52,6 +52,9 @@ class FundingStore:
         self.heartbeat_s = heartbeat_s
         #: Receive time of the newest stored update, or ``None`` before the first one.
         self.newest_update: float | None = None
+        #: Why the last reference refresh failed (``None``: it did not), and when it last failed.
+        self.reference_error: str | None = None
+        self.reference_error_at: float | None = None
 
     def restore(self, snapshot: statefile.StateSnapshot, now: float, max_event_ms: int) -> tuple[int, int]:
         """Carry over a previous run's symbols with their true ages, so a restart never blanks the API. Records go
@@ -127,6 +130,9 @@ class FundingStore:
         rather than after FUNDING_DROP_AFTER_S."""
         self.reference = reference
         self.unlisted_seen.clear()
+        log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest rates",
+                 len(reference.symbols), len(reference.trading), len(reference.funding_info or ()),
+                 len(reference.interest_rates))
         if not reference.known:
             return []
         gone = [name for name in self.symbols if name not in reference.symbols]
@@ -137,14 +143,42 @@ class FundingStore:
             log.info("dropped %d symbols that exchangeInfo does not list: %s", len(gone), ", ".join(gone[:20]))
         return gone
 
-    def count_other_kinds(self, kinds: dict[str, int]) -> None:
+    # -- what the loop learns about its connection and frames ------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return bool(self.connection["connected"])
+
+    def note_connected(self, at: float, *, rotated: bool = False) -> None:
+        self.connection["rotations"] += rotated
+        self.connection.update(connected=True, last_connected_time=at)
+
+    def note_disconnected(self, at: float, reason: str, *, reconnecting: bool = False) -> None:
+        status = self.connection
+        if status["connected"]:
+            status["last_disconnected_time"] = at
+        status.update(connected=False, last_error=reason)
+        status["reconnect_attempts"] += reconnecting
+
+    def note_frame(self, at: float) -> None:
+        self.counters["frames"] += 1
+        self.connection["messages_received"] += 1
+        self.connection["last_message_time"] = at
+
+    def note_parsed(self, parsed: ParsedFrame) -> None:
+        """Count what a frame carried besides usable updates (its updates are counted by :meth:`apply`)."""
+        self.counters["ignored"] += parsed.ignored
         other = self.counters["other_kinds"]
-        for kind, n in kinds.items():
+        for kind, n in parsed.other_kinds.items():
             other[kind] = other.get(kind, 0) + n
+        for kind, _ in parsed.defects:
+            self.count_malformed(kind)
 
     def count_malformed(self, kind: str, n: int = 1) -> None:
         malformed = self.counters["malformed"]
         malformed[kind] = malformed.get(kind, 0) + n
+
+    def count_write_error(self) -> None:
+        self.counters["write_errors"] = self.counters.get("write_errors", 0) + 1
 
     def drop_unseen(self, now: float, max_age: float) -> list[str]:
         """Forget symbols not updated for ``max_age`` seconds (delisted contracts)."""
@@ -159,8 +193,16 @@ class FundingStore:
     def data_age(self, now: float) -> float | None:
         return None if self.newest_update is None else max(0.0, now - self.newest_update)
 
+    def note_reference_result(self, error: str | None, at: float) -> None:
+        self.reference_error = error
+        if error:
+            self.reference_error_at = at
+
     def document(self, now: float, *, stopped: bool = False, clock: dict[str, Any] | None = None,
-                 reference: dict[str, Any] | None = None) -> dict[str, Any]:
+                 per_symbol_streams: int = 0) -> dict[str, Any]:
+        ref = self.reference
+        reference = {"lastError": self.reference_error, "lastErrorAt": self.reference_error_at,
+                     "symbols": len(ref.symbols) if ref is not None else 0, "perSymbolStreams": per_symbol_streams}
         return statefile.build_document(self.symbols, self.connection, self.counters, now=now,
                                         heartbeat_s=self.heartbeat_s, started_at=self.started_at,
                                         stopped=stopped, clock=clock, reference=reference)

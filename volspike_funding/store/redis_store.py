@@ -26,6 +26,7 @@ from volspike_funding.core.retry import Backoff
 from volspike_funding.store.redis_layout import (BEATS, CHANNEL, DAEMONS, EVENTS, HEARTBEAT, NEWEST_WINS, PROBE,
                                                  RECORDS, REFERENCE, STORED, beat_ms, checked_status, status_ttl_s,
                                                  store_now)
+from volspike_funding.store.daemon_status import DaemonStatus
 from volspike_funding.store.statefile import SCHEMA_VERSION, StateSnapshot
 from volspike_funding.store.view import View
 
@@ -151,13 +152,15 @@ def snapshot_document(records: dict[str, Any], statuses: list[dict[str, Any]], n
     """The state file's document from the store: the records, and the status of the best daemon (alive and
     connected first, freshest heartbeat next), plus every daemon's id, liveness and connection, the status
     records that were not a daemon's (ignored, counted) and why the store refuses writes, if it does."""
-    def rank(s: dict[str, Any]) -> tuple[bool, bool, float]:
-        beat = float(s["heartbeat_at"]) if isinstance(s.get("heartbeat_at"), (int, float)) else 0.0
-        return (s.get("stopped_at") is None, bool((s.get("connection_status") or {}).get("connected")), beat)
+    seen = [(s, DaemonStatus.of(s)) for s in statuses]
 
-    best = max(statuses, key=rank, default={"heartbeat_at": None, "stopped_at": now})
-    daemons = [{"id": s.get("daemon_id"), "alive": s.get("stopped_at") is None,
-                "connected": bool((s.get("connection_status") or {}).get("connected"))} for s in statuses]
+    def rank(entry: tuple[dict[str, Any], DaemonStatus]) -> tuple[bool, bool, float]:
+        status = entry[1]
+        return (not status.stopped, status.connected, status.heartbeat_at or 0.0)
+
+    best = max(seen, key=rank)[0] if seen else {"heartbeat_at": None, "stopped_at": now}
+    daemons = [{"id": s.get("daemon_id"), "alive": not status.stopped, "connected": status.connected}
+               for s, status in seen]
     return {**best, "schemaVersion": SCHEMA_VERSION, "funding_state": records, "daemons": daemons,
             "invalidDaemonStatuses": invalid_statuses, "storeError": store_error}
 

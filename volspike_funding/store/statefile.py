@@ -1,7 +1,8 @@
 """The shared state file ``.funding_state.json``: its format, its one writer and its readers.
 
-This module is the only place that knows the file's keys. The daemon writes through :class:`StateWriter`; the API
-and tools read through :func:`read_state` (the API through its cache, :mod:`.api_state`). Shape (schema version 2)::
+This module and :mod:`.daemon_status` (the daemon's status keys) are the only places that know the file's keys:
+readers ask :class:`StateSnapshot`, never the document. The daemon writes through :class:`StateWriter`; the API
+and tools read through :func:`read_state` (the API through its cache, :mod:`.view`). Shape (schema version 2)::
 
     {"schemaVersion": 2,
      "funding_state": {"BTCUSDT": {"symbol": "BTCUSDT", "markPrice": 11794.15, "indexPrice": 11784.62659091,
@@ -39,6 +40,7 @@ import orjson
 from volspike_funding.core.errors import StateLockedError, StateUnreadable
 from volspike_funding.core.persist import atomic_replace, remove_orphans
 from volspike_funding.binance.wire import MarkPrice, is_valid_symbol
+from volspike_funding.store.daemon_status import DaemonStatus
 
 #: How far ahead of the reader's clock an ``updatedAt`` may be (same host: only a clock step explains any).
 FUTURE_SLACK_S = 5.0
@@ -101,12 +103,6 @@ def record_problem(key: str, record: Any, now: float) -> str | None:
     if type(get("binance", "")) is not str:
         return "binance is not a string"
     return None
-
-
-def new_connection_status(url: str) -> dict[str, Any]:
-    return {"connected": False, "last_connected_time": None, "last_disconnected_time": None,
-            "reconnect_attempts": 0, "messages_received": 0, "last_message_time": None, "url": url,
-            "last_error": None, "rotations": 0}
 
 
 def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any], counters: dict[str, Any], *,
@@ -253,23 +249,16 @@ class StateSnapshot:
         """ASCII symbols by their upper-case form; built at the first case-insensitive lookup only."""
         return {k.upper(): k for k in self.raw if k.isascii()}
 
-    @property
-    def connection(self) -> dict[str, Any]:
-        return self.document.get("connection_status") or {}
-
-    @property
-    def counters(self) -> dict[str, Any]:
-        return self.document.get("counters") or {}
+    @cached_property
+    def status(self) -> DaemonStatus:
+        """The daemon's status keys, typed and checked once (:mod:`.daemon_status`)."""
+        return DaemonStatus.of(self.document)
 
     def heartbeat_age(self, now: float) -> float | None:
-        beat = self.document.get("heartbeat_at") or self.document.get("updated_at")
-        return None if not isinstance(beat, (int, float)) else max(0.0, now - beat)
+        return self.status.heartbeat_age(now)
 
     def daemon_alive(self, now: float) -> bool:
-        """The daemon has not stopped cleanly and its heartbeat is within three intervals (at least 15 s)."""
-        age = self.heartbeat_age(now)
-        interval = self.document.get("heartbeat_interval_s") or 5.0
-        return self.document.get("stopped_at") is None and age is not None and age <= max(3 * interval, 15.0)
+        return self.status.alive(now)
 
     def resolve(self, symbol: str) -> str | None:
         """The stored key of a valid record for ``symbol``: exact match first (symbols may be non-ASCII), then
