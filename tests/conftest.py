@@ -91,9 +91,10 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 class DaemonThread:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **daemon_options: Any) -> None:
+        """``daemon_options``: the :class:`Daemon`'s own (``clock``: a host whose clock is off)."""
         self.settings = settings
-        self.daemon = Daemon(settings)
+        self.daemon = Daemon(settings, **daemon_options)
         self.result: list[int] = []
         self.thread = threading.Thread(target=lambda: self.result.append(self.daemon.run()), daemon=True)
 
@@ -112,11 +113,11 @@ class DaemonThread:
 
 
 @pytest.fixture
-def run_daemon() -> Iterator[Callable[[Settings], DaemonThread]]:
+def run_daemon() -> Iterator[Callable[..., DaemonThread]]:
     started: list[DaemonThread] = []
 
-    def start(settings: Settings) -> DaemonThread:
-        d = DaemonThread(settings)
+    def start(settings: Settings, **daemon_options: Any) -> DaemonThread:
+        d = DaemonThread(settings, **daemon_options)
         d.thread.start()
         started.append(d)
         wait_until(lambda: settings.state_file.exists(), 5)

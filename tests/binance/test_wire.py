@@ -97,3 +97,16 @@ def test_no_input_escapes_as_anything_but_frame_error(raw: str | bytes) -> None:
         return
     for update in parsed.updates:
         assert update.mark_price > 0 and update.symbol
+
+
+def test_a_frame_reports_its_event_time_even_when_every_item_is_rejected() -> None:
+    """The clock-skew sample (issue 20.2): a host 10 minutes off must still learn Binance's clock from the frames
+    it rejects."""
+    item = {"e": "markPriceUpdate", "E": 1_791_382_993_000, "s": "BTCUSDT", "p": "97000.10000000",
+            "i": "97001.00000000", "P": "97000.50000000", "r": "0.00010000", "T": 1_791_388_800_000}
+    frame = json.dumps({"stream": "!markPrice@arr@1s", "data": [item]})
+    parsed = parse_frame(frame, 1_791_382_993_000 + 600_000, 300_000)
+    assert parsed.updates == [] and parsed.defects[0][0] == "implausible_time"
+    assert parsed.event_ms == 1_791_382_993_000 and parsed.all_market
+    assert parse_frame(frame, 1_791_382_993_000 + 600_000 - 600_000, 300_000).updates[0].symbol == "BTCUSDT"
+    assert parse_frame(json.dumps({"result": None, "id": 1})).event_ms is None

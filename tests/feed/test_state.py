@@ -146,3 +146,26 @@ def test_the_document_is_what_the_reader_reads(tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps(doc))
     snapshot = statefile.read_state(path)
     assert set(snapshot.raw) == set(store.symbols)
+
+
+def test_the_clock_offset_needs_three_agreeing_frames_and_one_poisoned_frame_cannot_move_it() -> None:
+    """Issue 20.2: a host 10 minutes off used to reject every item for ever."""
+    skew = ClockSkew()
+    skew.add(NOW_MS - 600_000, NOW_MS)
+    skew.add(NOW_MS - 600_000, NOW_MS + 1000)
+    assert skew.skew_ms == -600_500 and skew.offset_ms == 0  # two frames are not a clock yet
+    skew.add(NOW_MS - 599_000, NOW_MS + 2000)
+    assert skew.offset_ms == skew.skew_ms == -601_000
+    skew.add(NOW_MS + 3_600_000, NOW_MS + 3000)  # one frame an hour ahead
+    assert abs(skew.offset_ms + 601_000) <= 1000
+
+
+def test_a_listing_that_names_few_of_the_symbols_the_stream_carries_is_doubted() -> None:
+    """Issue 20.5: a truncated first exchangeInfo once unlisted 600 symbols for 15 minutes."""
+    carried = [f"S{i}USDT" for i in range(60)]
+    listing = ReferenceData(orjson.dumps({"symbols": [{"symbol": s, "status": "TRADING"} for s in carried[:10]]}))
+    doubt = FundingStore.listing_doubt(listing, carried)
+    assert doubt == "exchangeInfo lists 10 of the 60 symbols the stream carries; not believed"
+    assert FundingStore.listing_doubt(listing, carried[:19]) is None  # too little evidence to contradict
+    assert FundingStore.listing_doubt(listing, carried[:20]) is None  # half of 20 listed: believed
+    assert FundingStore.listing_doubt(ReferenceData(), carried) is None  # nothing listed: nothing to doubt

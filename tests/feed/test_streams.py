@@ -133,3 +133,48 @@ def test_unknown_reference_data_subscribes_nothing_and_a_new_connection_gets_the
     second = Conn(id=2)  # a reconnect or a rotation: the same streams on the new connection
     manager.tick([first, second], TRADING, now + 0.5)
     assert second.subs.symbols == {"TSLAUSDT", "NVDAUSDT"} and second.sent[0]["method"] == "SUBSCRIBE"
+
+
+def test_a_connection_closed_right_after_a_subscribe_pauses_them_with_a_growing_backoff() -> None:
+    """Issue 20.1: re-sending the refused SUBSCRIBE on every reconnect cost the all-market stream each time."""
+    manager = StreamManager(pause_base_s=30.0)
+    now = flowing(manager.coverage, 0.0, 3)
+    first = Conn()
+    manager.tick([first], TRADING, now)
+    assert first.sent[0]["method"] == "SUBSCRIBE" and first.subs.last_subscribe == now
+    manager.closed(first, now + 0.2, "code 1008: Too many requests")
+    assert manager.paused_until == now + 0.2 + 30.0 and "paused for 30 s (refusal 1)" in (manager.refusal or "")
+    assert manager.status(now + 1)["subscriptionsPaused"] == manager.refusal
+    second = Conn(id=2)
+    manager.tick([second], TRADING, now + 29)  # paused: the new connection carries the all-market stream alone
+    assert second.sent == [] and second.subs.symbols == set()
+    manager.tick([second], TRADING, now + 30.5)  # the pause is over: try again
+    assert second.sent[0]["method"] == "SUBSCRIBE"
+    manager.closed(second, now + 31, "refused again")
+    assert manager.paused_until == now + 31 + 60.0 and manager.refusals == 2
+
+
+def test_a_subscribe_that_outlives_the_window_ends_the_backoff_and_old_ones_prove_nothing() -> None:
+    manager = StreamManager(pause_base_s=30.0)
+    now = flowing(manager.coverage, 0.0, 3)
+    old, refused = Conn(id=1), Conn(id=2)
+    manager.tick([old], TRADING, now)  # an older connection, subscribed long ago and still open
+    manager.tick([old, refused], TRADING, now + 100)
+    manager.closed(refused, now + 100.5, "closed")
+    manager.tick([old], TRADING, now + 110)  # ``old``'s SUBSCRIBE is older than the refusal: still paused
+    assert manager.refusals == 1 and manager.status(now + 110)["subscriptionsPaused"]
+    fresh = Conn(id=3)
+    manager.tick([old, fresh], TRADING, now + 131)  # after the pause: a new SUBSCRIBE ...
+    assert fresh.subs.last_subscribe == now + 131
+    manager.tick([old, fresh], TRADING, now + 137)  # ... that outlived the window
+    assert manager.refusals == 0 and manager.status(now + 137)["subscriptionsPaused"] is None
+
+
+def test_a_close_long_after_the_subscribe_or_without_one_is_no_refusal() -> None:
+    manager = StreamManager()
+    now = flowing(manager.coverage, 0.0, 3)
+    conn, never = Conn(), Conn(id=2)
+    manager.tick([conn], TRADING, now)
+    manager.closed(conn, now + 60, "the 24 h cut")
+    manager.closed(never, now + 60, "watchdog")
+    assert manager.refusals == 0 and manager.paused_until is None

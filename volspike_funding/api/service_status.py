@@ -107,6 +107,8 @@ class ServiceStatus:
         if daemon.invalid_daemon_statuses:
             warnings.append(f"{daemon.invalid_daemon_statuses} daemon status records in the store are not a "
                             "daemon's (malformed, forged or expired heartbeat): ignored")
+        if daemon.subscriptions_paused and self.alive:
+            warnings.append(f"per-symbol streams paused: {daemon.subscriptions_paused}")
         if daemon.reference_error:
             warnings.append(f"reference data refresh failing: {daemon.reference_error}")
         ref = view.reference

@@ -71,6 +71,8 @@ class ParsedFrame(NamedTuple):
     ignored: int
     other_kinds: dict[str, int]
     all_market: bool
+    #: The event time ``E`` of the frame's last mark-price item, even one rejected (the clock-skew sample).
+    event_ms: int | None = None
 
 
 def symbol_problem(symbol: Any) -> str | None:
@@ -104,7 +106,9 @@ def parse_item(item: Any, now_ms: int | None = None, max_skew_ms: int = 0) -> Ma
     """Parse one ``markPriceUpdate`` object; raise :class:`FrameError` naming the defect.
 
     With ``now_ms``, an event time more than ``max_skew_ms`` away from it is ``implausible_time``: one frame
-    stamped an hour (or a century) ahead must not outrank every true update that follows it.
+    stamped an hour (or a century) ahead must not outrank every true update that follows it. ``now_ms`` is
+    Binance's clock as the caller measures it (the daemon: its clock plus the median skew), so a host whose own
+    clock is minutes off still takes Binance's frames.
     Written as one flat function because it runs for every symbol every second: see ``bench/``.
     """
     if type(item) is not dict:
@@ -135,7 +139,8 @@ def parse_item(item: Any, now_ms: int | None = None, max_skew_ms: int = 0) -> Ma
         raise FrameError("bad_time", f"{symbol}: E={event_time!r} T={next_funding!r}")
     if now_ms is not None and abs(event_time - now_ms) > max_skew_ms:
         raise FrameError("implausible_time", f"{symbol}: event time {event_time} is "
-                                             f"{(event_time - now_ms) / 1000:+.0f} s from the local clock")
+                                             f"{(event_time - now_ms) / 1000:+.0f} s from Binance's clock as "
+                                             "measured")
     if not next_funding:
         funding = None  # no funding scheduled: Binance's "0.00000000" (or "") is not a rate of zero
     return MarkPrice(symbol, event_time, mark, index, settle, funding, next_funding or None, mark_str,
@@ -176,11 +181,14 @@ def parse_frame(raw: str | bytes, now_ms: int | None = None, max_skew_ms: int = 
     defects: list[tuple[str, str]] = []
     other: dict[str, int] = {}
     ignored = 0
+    event_ms = None
     for item in data:
         if isinstance(item, dict):
             if item.get("e", MARK_PRICE_EVENT) != MARK_PRICE_EVENT:
                 ignored += 1
                 continue
+            if type(stamp := item.get("E")) is int:
+                event_ms = stamp
             kind = item.get("st", 1)
             if kind != 1:
                 if type(kind) is not int:
@@ -193,7 +201,7 @@ def parse_frame(raw: str | bytes, now_ms: int | None = None, max_skew_ms: int = 
             updates.append(parse_item(item, now_ms, max_skew_ms))
         except FrameError as exc:
             defects.append((exc.kind, str(exc)))
-    return ParsedFrame(updates, defects, ignored, other, all_market)
+    return ParsedFrame(updates, defects, ignored, other, all_market, event_ms)
 
 
 def symbol_stream(symbol: str) -> str:

@@ -83,14 +83,23 @@ class FakeBinanceRest(HttpFake):
     def _invalid_symbol(self) -> Reply:
         return self._reply({"code": -1121, "msg": "Invalid symbol."}, 400)
 
+    def truncate_exchange_info(self, keep: int, count: int = 1) -> None:
+        """The next ``count`` exchangeInfo answers list only the first ``keep`` symbols (an HTTP 200 that is
+        short: what a daemon must not believe when the stream carries more)."""
+        body = self._exchange_info_body()
+        self.fail("/fapi/v1/exchangeInfo", 200, count, body={**body, "symbols": body["symbols"][:keep]})
+
     def _exchange_info(self, request: Request) -> Reply:
+        return self._reply(self._exchange_info_body())
+
+    def _exchange_info_body(self) -> dict[str, Any]:
         symbols = [self.market.exchange_symbol(c) for c in self.market.listed().values()]
-        return self._reply({"timezone": "UTC", "serverTime": self.now(), "futuresType": "U_MARGINED",
-                            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
-                                            "intervalNum": 1, "limit": 2400}],
-                            "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True,
-                                                               "autoAssetExchange": "-10000"}],
-                            "symbols": symbols + self.extra_symbols})
+        return {"timezone": "UTC", "serverTime": self.now(), "futuresType": "U_MARGINED",
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                "limit": 2400}],
+                "exchangeFilters": [], "assets": [{"asset": "USDT", "marginAvailable": True,
+                                                   "autoAssetExchange": "-10000"}],
+                "symbols": symbols + self.extra_symbols}
 
     def _klines(self, request: Request) -> Reply:
         symbol = request.query.get("symbol", "")

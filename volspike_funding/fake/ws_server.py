@@ -55,11 +55,13 @@ class FakeBinanceWS:
         self.refuse: list[tuple[int, float | None]] = []
         self.max_connection_age_s: float | None = None
         self.ping_interval_s: float | None = None
+        #: While true, a SUBSCRIBE is answered by closing the connection (Binance's answer to a rate breach).
+        self.close_on_subscribe = False
         self._garbage: list[str | bytes] = []
         # What happened, for assertions.
         self.stats: dict[str, int] = {"connections": 0, "refused": 0, "frames_sent": 0, "pings": 0,
                                       "pongs": 0, "cuts": 0, "legacy_connections": 0, "subscribe_messages": 0,
-                                      "limit_closes": 0}
+                                      "limit_closes": 0, "subscribe_closes": 0}
         #: Streams of each open connection (lower-case names, as Binance wants them).
         self.streams: dict[ServerConnection, set[str]] = {}
         self.paths: list[str] = []
@@ -248,6 +250,10 @@ class FakeBinanceWS:
                     continue
                 self.stats["subscribe_messages"] += 1
                 names = {p if p.startswith("!") else p.lower() for p in params if isinstance(p, str)}
+                if method == "SUBSCRIBE" and self.close_on_subscribe:
+                    self.stats["subscribe_closes"] += 1
+                    await conn.close(1008, "Too many requests")
+                    return
                 if method == "SUBSCRIBE":
                     streams |= names
                 elif method == "UNSUBSCRIBE":

@@ -13,7 +13,7 @@ import random
 import signal
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import orjson
 
@@ -25,7 +25,7 @@ from volspike_funding.core.retry import Backoff
 from volspike_funding.core.settings import DAEMON, Settings, secret_values
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
 from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
-from volspike_funding.feed.sdnotify import Notifier
+from volspike_funding.feed.sdnotify import Notifier, status_line
 from volspike_funding.feed.state import ClockSkew, FundingStore
 from volspike_funding.feed.streams import StreamManager
 from volspike_funding.feed.timers import reconnect_due, rotation_due, watchdog_expired
@@ -66,7 +66,7 @@ class Daemon:
         self._ratelog = RateLimitedLog(log)
         self.store = FundingStore(settings.ws_url, started_at=clock(), heartbeat_s=settings.heartbeat_s)
         self.clock = ClockSkew()
-        self.streams = StreamManager()
+        self.streams = StreamManager(pause_base_s=3 * settings.no_data_timeout_s)
         self.fetcher: ReferenceFetcher | None = None
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
@@ -82,7 +82,6 @@ class Daemon:
         self._last_write_ok = monotonic()
         self._dirty = False
         self._last_prune = monotonic()
-        self._last_pet = 0.0
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -107,9 +106,14 @@ class Daemon:
         """Take the writer, restore the previous state, start the reference fetcher, write the first state."""
         writer = open_writer(self.settings)
         self._writer = writer
+        s = self.settings
         try:
-            self._restore()
-            self._start_reference()
+            # With the shared store, every daemon's data stays there: only the reference data is carried over.
+            self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file,
+                                        s.max_event_skew_s, now=self._clock())
+            if s.reference_enabled:
+                self.fetcher = ReferenceFetcher.for_settings(s, self.store.reference or ReferenceData(),
+                                                             self._reference_result).start()
             log.info("starting: %s -> %s", self.settings.ws_url, writer.location)
             if self.env_note:
                 log.info("%s", self.env_note)
@@ -133,16 +137,6 @@ class Daemon:
             self._write()
         self._housekeeping()
 
-    def _restore(self) -> None:
-        s = self.settings
-        # With the shared store, every daemon's data stays there: only the reference data is carried over.
-        self.store.restore_previous(s.reference_path, None if s.store_url else s.state_file, s.max_event_skew_s,
-                                   now=self._clock())
-
-    def _start_reference(self) -> None:
-        if self.settings.reference_enabled:
-            self.fetcher = ReferenceFetcher.for_settings(self.settings, self.store.reference or ReferenceData(),
-                                                         self._reference_result).start()
 
     def _reference_result(self, data: ReferenceData, error: str | None) -> None:
         """Called on the fetcher's thread: hand over to the loop."""
@@ -180,9 +174,16 @@ class Daemon:
         elif event.kind == CLOSED:
             self._on_closed(conn, event)
 
-    def _on_reference(self, event: Event) -> None:
+    def _on_reference(self, event: Event, carried: Collection[str] | None = None) -> None:
+        """New reference data, or (``carried``: an all-market frame's symbols) the stream contradicting it."""
         data: ReferenceData = event.payload
-        self.store.note_reference_result(event.reason or None, event.at)
+        doubt = self.store.listing_doubt(data, self.store.symbols if carried is None else carried)
+        if doubt:  # the stream wins: no listing until one agrees with it (asked for at once)
+            data = data.with_(exchange_info=None, exchange_info_at=None)
+            self._ratelog.warning("listing_doubt", doubt)
+            if self.fetcher is not None:
+                self.fetcher.request_refresh(doubt)
+        self.store.note_reference_result(doubt or event.reason or None, event.at)
         if data is not self.store.reference:
             try:
                 reference.write(self.settings.reference_path, data)
@@ -198,12 +199,14 @@ class Daemon:
         self.store.note_frame(event.at)
         received_ms = int(event.at * 1000)
         try:
-            parsed = parse_frame(event.data, received_ms, self._max_skew_ms)
+            parsed = parse_frame(event.data, received_ms + self.clock.offset_ms, self._max_skew_ms)
         except FrameError as exc:
             self.store.count_malformed(exc.kind)
             self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
             return
         self.store.note_parsed(parsed)
+        if parsed.all_market and parsed.event_ms is not None:
+            self.clock.add(parsed.event_ms, received_ms)
         for kind, detail in parsed.defects:
             self._ratelog.warning(kind, f"malformed item skipped: {detail}")
         if not parsed.updates:
@@ -213,9 +216,11 @@ class Daemon:
         mono = self._mono()
         first_data, conn.last_data = conn.last_data is None, mono
         if parsed.all_market:
+            ref, carried = self.store.reference, [u.symbol for u in parsed.updates]
+            if ref is not None and self.store.listing_doubt(ref, carried):
+                self._on_reference(Event(None, REFERENCE, event.at, payload=ref), carried)
             conn.last_all_market = mono
             self.streams.coverage.note_all_market((u.symbol for u in parsed.updates), mono)
-            self.clock.add(parsed.updates[-1].event_time, received_ms)
         if first_data:
             if self.failures:
                 log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
@@ -243,6 +248,7 @@ class Daemon:
 
     def _on_closed(self, conn: Connection, event: Event) -> None:
         reason = event.reason or "connection ended"
+        self.streams.closed(conn, self._mono(), reason)
         if conn is self.candidate:
             self.candidate = None
             self._rotate_retry_at = self._mono() + self.settings.no_data_timeout_s
@@ -294,31 +300,20 @@ class Daemon:
                       and not c.aborting]
         self.streams.tick(open_conns, ref.trading if ref is not None and ref.known and self._all_market_url
                           else None, mono)
-        self._pet_watchdog(mono)
-
-    def _pet_watchdog(self, mono: float) -> None:
-        interval = self._notifier.watchdog_s
-        if interval is None or mono - self._last_pet < interval / 4:
-            return
         age = self.store.data_age(self._clock())
-        if age is not None and age <= self.settings.stale_after_s:
-            self._last_pet = mono
-            self._notifier.notify("WATCHDOG=1", self._status_line())
+        self._notifier.pet(mono, age is not None and age <= s.stale_after_s, self._status_line)
 
     def _status_line(self) -> str:
-        age = self.store.data_age(self._clock())
-        state = "connected" if self.store.connected else "disconnected"
-        if self._mono() - self._last_write_ok > 2 * self.settings.heartbeat_s:
-            state += f", cannot write {self._writer.location}"  # a full disk, or the shared store unreachable
-        age_text = "no data yet" if age is None else f"newest data {age:.1f} s old"
-        return f"STATUS={len(self.store.symbols)} symbols, {age_text}, {state}"
+        failing = self._mono() - self._last_write_ok > 2 * self.settings.heartbeat_s
+        return status_line(len(self.store.symbols), self.store.data_age(self._clock()), self.store.connected,
+                           self._writer.location if failing else None)
 
     def _write(self, *, stopped: bool = False) -> bool:
         self._last_write = self._mono()
         self._dirty = False
         try:
             self._writer.write(self.store.document(self._clock(), stopped=stopped, clock=self.clock.status(),
-                                                   per_symbol_streams=len(self.streams.wanted or ())))
+                                                   streams=self.streams.status(self._mono())))
             self._last_write_ok = self._mono()
             return True
         except WRITE_FAILURES as exc:

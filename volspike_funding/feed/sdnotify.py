@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Mapping
+from typing import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class Notifier:
         watchdog_for_us = usec.isdigit() and (not pid or pid == str(os.getpid()))
         #: systemd's watchdog timeout in seconds, or ``None`` when systemd expects no pets.
         self.watchdog_s: float | None = int(usec) / 1e6 if watchdog_for_us else None
+        self._last_pet = float("-inf")
 
     @property
     def enabled(self) -> bool:
@@ -42,7 +43,23 @@ class Notifier:
             log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)
             return False
 
+    def pet(self, mono: float, fresh: bool, status: Callable[[], str]) -> None:
+        """``WATCHDOG=1`` four times per watchdog period, only while the data is ``fresh``: a daemon that runs but
+        serves stale data is restarted by systemd."""
+        if self.watchdog_s is None or not fresh or mono - self._last_pet < self.watchdog_s / 4:
+            return
+        self._last_pet = mono
+        self.notify("WATCHDOG=1", status())
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def status_line(symbols: int, data_age: float | None, connected: bool, cannot_write: str | None) -> str:
+    """The ``STATUS=`` line ``systemctl status`` shows; ``cannot_write``: where writes fail (a full disk, or the
+    shared store unreachable)."""
+    state = ("connected" if connected else "disconnected") + (f", cannot write {cannot_write}" if cannot_write else "")
+    age_text = "no data yet" if data_age is None else f"newest data {data_age:.1f} s old"
+    return f"STATUS={symbols} symbols, {age_text}, {state}"

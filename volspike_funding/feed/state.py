@@ -10,7 +10,7 @@ import logging
 import statistics
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from volspike_funding.store import reference
 from volspike_funding.store import daemon_status, statefile
@@ -23,11 +23,22 @@ log = logging.getLogger("funding.daemon")
 
 class ClockSkew:
     """Binance's event time minus our receive time, as the median of the last frames: one frame stamped in the
-    future (or a slow one) cannot move it. Network latency is included (tens to hundreds of ms)."""
+    future (or a slow one) cannot move it. Network latency is included (tens to hundreds of ms).
+
+    Every all-market frame is a sample, even one whose items were all rejected: a host whose NTP broke (10 minutes
+    off) once rejected every item as ``implausible_time`` for ever, because the skew was measured only from the
+    items it accepted. :attr:`offset_ms` is what the frame check adds to our clock once ``MIN_SAMPLES`` agree."""
+
+    MIN_SAMPLES = 3
 
     def __init__(self, size: int = 31) -> None:
         self._samples: deque[int] = deque(maxlen=size)
         self.skew_ms = 0
+
+    @property
+    def offset_ms(self) -> int:
+        """Our clock to Binance's: 0 until ``MIN_SAMPLES`` frames were measured (one frame is not a clock)."""
+        return self.skew_ms if len(self._samples) >= self.MIN_SAMPLES else 0
 
     def add(self, event_ms: int, received_ms: int) -> None:
         self._samples.append(event_ms - received_ms)
@@ -35,6 +46,13 @@ class ClockSkew:
 
     def status(self) -> dict[str, Any]:
         return {"skewMs": self.skew_ms if self._samples else None, "samples": len(self._samples)}
+
+
+#: A listing naming fewer than this share of the symbols the stream carries is not believed: the stream is
+#: evidence too, and a truncated exchangeInfo must not unlist 600 symbols for 15 minutes.
+LISTING_SHARE = 0.5
+#: Symbols the stream must carry before it can contradict a listing.
+MIN_EVIDENCE = 20
 
 
 class FundingStore:
@@ -143,6 +161,16 @@ class FundingStore:
             log.info("dropped %d symbols that exchangeInfo does not list: %s", len(gone), ", ".join(gone[:20]))
         return gone
 
+    @staticmethod
+    def listing_doubt(data: ReferenceData, carried: Collection[str]) -> str | None:
+        """Why ``data``'s exchangeInfo is not believed, given the symbols the stream carries; ``None``: believed."""
+        if not data.known or len(carried) < MIN_EVIDENCE:
+            return None
+        listed = sum(1 for symbol in carried if symbol in data.symbols)
+        if listed >= LISTING_SHARE * len(carried):
+            return None
+        return f"exchangeInfo lists {listed} of the {len(carried)} symbols the stream carries; not believed"
+
     # -- what the loop learns about its connection and frames ------------------------------------------
     @property
     def connected(self) -> bool:
@@ -199,10 +227,12 @@ class FundingStore:
             self.reference_error_at = at
 
     def document(self, now: float, *, stopped: bool = False, clock: dict[str, Any] | None = None,
-                 per_symbol_streams: int = 0) -> dict[str, Any]:
-        ref = self.reference
+                 streams: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``streams``: the per-symbol streams' status (:meth:`.streams.StreamManager.status`)."""
+        ref, streams = self.reference, dict(streams or {})
         reference = {"lastError": self.reference_error, "lastErrorAt": self.reference_error_at,
-                     "symbols": len(ref.symbols) if ref is not None else 0, "perSymbolStreams": per_symbol_streams}
+                     "symbols": len(ref.symbols) if ref is not None else 0,
+                     "perSymbolStreams": streams.pop("perSymbolStreams", 0)}
         return statefile.build_document(self.symbols, self.connection, self.counters, now=now,
                                         heartbeat_s=self.heartbeat_s, started_at=self.started_at,
-                                        stopped=stopped, clock=clock, reference=reference)
+                                        stopped=stopped, clock=clock, reference=reference, streams=streams)

@@ -6,6 +6,13 @@ have not carried within ``WINDOW_S`` gets ``<symbol>@markPrice@1s`` on the same 
 ``SUBSCRIBE`` — so data still comes only from the WebSocket. Limits (Binance's documentation): 1024 streams per
 connection (one is the all-market stream) and 10 incoming messages per second; we send at most
 ``MESSAGES_PER_S`` and ``PARAMS_PER_MESSAGE`` streams per message. Pure bookkeeping: the daemon does the I/O.
+
+Per-symbol streams must never cost the all-market one. Binance answers a bad or too fast ``SUBSCRIBE`` by closing
+the connection, the all-market stream with it; sending the same ``SUBSCRIBE`` on every reconnect once turned a
+healthy feed into 10 reconnects in 120 s and every symbol stale. A connection that ends within
+``REFUSAL_WINDOW_S`` of a ``SUBSCRIBE`` it sent counts as a refusal: no (UN)SUBSCRIBE is sent for a backoff
+(``pause_base_s``, doubling to ``PAUSE_CAP_S``), so the next connections carry the all-market stream alone; a
+``SUBSCRIBE`` that outlives the window ends the backoff. Health says so while it lasts.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 from typing import Any, Iterable
 
 from volspike_funding.binance.wire import subscription_message, symbol_stream
+from volspike_funding.core.retry import Backoff
 
 log = logging.getLogger("funding.daemon")
 
@@ -29,6 +37,9 @@ MIN_FRAMES = 3
 #: A longer pause between all-market frames is a stall, not coverage: it does not age anybody, and no plan is made
 #: during it (a stall is the watchdog's business; subscribing every symbol one by one would not help).
 GAP_S = 3.0
+#: A connection ending this soon after sending a SUBSCRIBE was closed because of it.
+REFUSAL_WINDOW_S = 5.0
+PAUSE_CAP_S = 1800.0
 
 
 class ExtraStreams:
@@ -80,9 +91,11 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.symbols: set[str] = set()
-        self._queue: list[str] = []
+        self._queue: list[tuple[str, str]] = []
         self._next_id = 1
         self._last_send = float("-inf")
+        #: Monotonic time the last SUBSCRIBE was handed out for sending (``None``: none yet).
+        self.last_subscribe: float | None = None
 
     def plan(self, wanted: set[str]) -> tuple[int, int]:
         """Queue the (UN)SUBSCRIBE messages that turn the current set into ``wanted``; returns (added, removed)."""
@@ -90,7 +103,7 @@ class Subscriptions:
         for method, names in (("UNSUBSCRIBE", remove), ("SUBSCRIBE", add)):
             for i in range(0, len(names), PARAMS_PER_MESSAGE):
                 chunk = [symbol_stream(s) for s in names[i:i + PARAMS_PER_MESSAGE]]
-                self._queue.append(subscription_message(method, chunk, self._next_id))
+                self._queue.append((method, subscription_message(method, chunk, self._next_id)))
                 self._next_id += 1
         self.symbols = set(wanted)
         return len(add), len(remove)
@@ -100,7 +113,10 @@ class Subscriptions:
         if not self._queue or mono - self._last_send < 1.0 / MESSAGES_PER_S:
             return None
         self._last_send = mono
-        return self._queue.pop(0)
+        method, message = self._queue.pop(0)
+        if method == "SUBSCRIBE":
+            self.last_subscribe = mono
+        return message
 
     @property
     def pending(self) -> int:
@@ -114,19 +130,56 @@ PLAN_EVERY_S = 5.0
 class StreamManager:
     """Keeps every open connection subscribed to the symbols that need their own stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause_base_s: float = 30.0) -> None:
         self.coverage = ExtraStreams()
         self.wanted: set[str] | None = None
         self._last_plan = float("-inf")
+        self._pause = Backoff(min(pause_base_s, PAUSE_CAP_S), PAUSE_CAP_S)
+        self.refusals = 0
+        #: Until when (monotonic) nothing is (un)subscribed, and why; ``None``: not paused.
+        self.paused_until: float | None = None
+        self.refusal: str | None = None
+        self._refused_at = float("-inf")
 
     def replan(self) -> None:
         self._last_plan = float("-inf")
+
+    def closed(self, conn: Any, mono: float, reason: str) -> None:
+        """A connection ended: if a SUBSCRIBE it sent had not outlived ``REFUSAL_WINDOW_S``, pause them all."""
+        sent = conn.subs.last_subscribe
+        if sent is None or mono - sent > REFUSAL_WINDOW_S:
+            return
+        self.refusals += 1
+        self._refused_at = mono
+        delay = self._pause.ceiling(self.refusals)
+        self.paused_until = mono + delay
+        self.refusal = (f"the connection was closed {mono - sent:.1f} s after a SUBSCRIBE ({reason}); per-symbol "
+                        f"streams paused for {delay:.0f} s (refusal {self.refusals}), the all-market stream goes on")
+        log.warning("%s", self.refusal)
+
+    def status(self, mono: float) -> dict[str, Any]:
+        """For the state document: streams wanted, and why they are paused (while they are)."""
+        paused = self.paused_until is not None and mono < self.paused_until
+        return {"perSymbolStreams": len(self.wanted or ()), "subscriptionsPaused": self.refusal if paused else None,
+                "subscriptionsPausedForS": round(self.paused_until - mono, 1) if paused and self.paused_until
+                else None}
+
+    def _check_accepted(self, connections: list[Any], mono: float) -> None:
+        # Only a SUBSCRIBE sent after the last refusal proves anything: an older connection's says nothing.
+        if self.refusals and any((sent := c.subs.last_subscribe) is not None and sent > self._refused_at
+                                 and mono - sent > REFUSAL_WINDOW_S for c in connections):
+            log.info("per-symbol subscriptions accepted again after %d refusals", self.refusals)
+            self.refusals, self.refusal, self.paused_until = 0, None, None
 
     def tick(self, connections: Iterable[Any], trading: frozenset[str] | None, mono: float) -> None:
         """``connections``: the daemon's open ones (each has ``subs`` and ``send``); ``trading``: the listed,
         trading symbols, or ``None`` while the reference data is unknown (then nothing is subscribed)."""
         if trading is None:
             return
+        connections = list(connections)
+        self._check_accepted(connections, mono)
+        if self.paused_until is not None and mono < self.paused_until:
+            return  # nothing sent: the all-market stream must not be closed again with it
         if self.wanted is None or mono - self._last_plan >= PLAN_EVERY_S:
             self._last_plan = mono
             wanted = self.coverage.wanted(trading, mono)

@@ -15,7 +15,8 @@ The status part of the document, as the daemon writes it (:func:`.statefile.buil
     "counters": {"frames": 42, "updates": 29400, "unlisted": 0, "future_overridden": 0,
                  "malformed": {"bad_json": 1}, "other_kinds": {"coin_m": 30}},
     "heartbeat_at": 1791382993.2, "heartbeat_interval_s": 5, "started_at": 1791382980.0, "stopped_at": null,
-    "clock": {"skewMs": -12.0, "samples": 60}, "reference": {"lastError": null, "perSymbolStreams": 2}
+    "clock": {"skewMs": -12.0, "samples": 60}, "reference": {"lastError": null, "perSymbolStreams": 2},
+    "streams": {"subscriptionsPaused": null, "subscriptionsPausedForS": null}
 
 and what the shared store adds when it merges daemons (:func:`.redis_store.snapshot_document`)::
 
@@ -74,6 +75,8 @@ class DaemonStatus:
     clock_skew_ms: float | None = None
     reference_error: str | None = None
     per_symbol_streams: int = 0
+    #: Why per-symbol subscriptions are paused (Binance closed connections in answer to them); ``None``: not.
+    subscriptions_paused: str | None = None
     unlisted: int = 0
     future_overridden: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class DaemonStatus:
     def of(cls, document: Mapping[str, Any]) -> "DaemonStatus":
         connection, counters = _object(document.get("connection_status")), _object(document.get("counters"))
         reference, clock = _object(document.get("reference")), _object(document.get("clock"))
+        streams = _object(document.get("streams"))
         raw_daemons = document.get("daemons")
         daemons = None if not isinstance(raw_daemons, list) else tuple(
             (d.get("alive") is True, d.get("connected") is True) for d in raw_daemons if isinstance(d, dict))
@@ -105,6 +109,7 @@ class DaemonStatus:
             clock_skew_ms=_number(clock.get("skewMs")),
             reference_error=_text(reference.get("lastError")),
             per_symbol_streams=_count(reference.get("perSymbolStreams")),
+            subscriptions_paused=_text(streams.get("subscriptionsPaused")),
             unlisted=_count(counters.get("unlisted")),
             future_overridden=_count(counters.get("future_overridden")),
             malformed=_counts(counters.get("malformed")),

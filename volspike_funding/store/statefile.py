@@ -15,7 +15,9 @@ and tools read through :func:`read_state` (the API through its cache, :mod:`.vie
                            "url": "wss://...", "last_error": null, "rotations": 0},
      "counters": {"frames": 42, "updates": 29400, "ignored": 0, "out_of_order": 0, "malformed": {"bad_json": 1}},
      "updated_at": ..., "heartbeat_at": ..., "heartbeat_interval_s": 5, "started_at": ..., "stopped_at": null,
-     "daemon_pid": 1234}
+     "daemon_pid": 1234, "clock": {...}, "reference": {...}, "streams": {...}}
+
+(the status keys are :mod:`.daemon_status`'s: its docstring shows them whole)
 
 ``binance`` keeps Binance's own decimal strings, ``mark|index|settle|funding`` (an empty field was not sent), so a
 Binance-shaped answer can be re-emitted losslessly; one string rather than an object because every reader parses
@@ -107,9 +109,12 @@ def record_problem(key: str, record: Any, now: float) -> str | None:
 
 def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any], counters: dict[str, Any], *,
                    now: float, heartbeat_s: float, started_at: float, stopped: bool = False,
-                   clock: dict[str, Any] | None = None, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+                   clock: dict[str, Any] | None = None, reference: dict[str, Any] | None = None,
+                   streams: dict[str, Any] | None = None) -> dict[str, Any]:
     """``clock``: ``{"skewMs", "samples"}`` (Binance's event time minus our receive time, median of recent
-    frames); ``reference``: the reference fetcher's status ``{"lastError", "lastErrorAt", "symbols"}``."""
+    frames); ``reference``: the reference fetcher's status ``{"lastError", "lastErrorAt", "symbols",
+    "perSymbolStreams"}``; ``streams``: ``{"subscriptionsPaused", "subscriptionsPausedForS"}`` (why per-symbol
+    subscriptions are paused, while they are)."""
     return {
         "schemaVersion": SCHEMA_VERSION,
         "funding_state": symbols,
@@ -123,6 +128,7 @@ def build_document(symbols: dict[str, dict[str, Any]], connection: dict[str, Any
         "daemon_pid": os.getpid(),
         "clock": clock or {"skewMs": None, "samples": 0},
         "reference": reference or {},
+        "streams": streams or {},
     }
 
 
