@@ -143,3 +143,37 @@ def test_the_stream_contradicting_a_listing_that_came_first_wins(
     doc = d.doc()
     assert "not believed" in doc["reference"]["lastError"] and doc["reference"]["symbols"] == 0
     assert not reference.read(d.settings.reference_path).known  # the API does not answer "not listed" either
+
+
+# -- issue 23.3: a partial exchangeInfo -----------------------------------------------------------------------------
+
+def test_a_partial_exchange_info_drops_nothing_until_a_second_answer_agrees(
+        run_daemon: Callable[..., DaemonThread], ref_settings: Callable[..., Settings], market: Market,
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    ws, rest = fakes
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(1)))
+    carried = set(market.listed()) - {SILENT_SYMBOL}
+    wait_until(lambda: set(d.doc()["funding_state"]) == carried)
+    listed = d.doc()["reference"]["symbols"]
+    rest.truncate_exchange_info(int(0.6 * listed))  # one 60 % answer (over the collapse guard's half)
+    wait_until(lambda: DaemonStatus.of(d.doc()).unconfirmed_drops > 0)
+    doc = d.doc()
+    assert set(doc["funding_state"]) == carried and doc["reference"]["symbols"] == listed  # nothing dropped
+    assert len(reference.read(d.settings.reference_path).symbols) == listed  # the API's exchangeInfo neither
+    view = View().read(statefile.parse_document(orjson.dumps(doc)))
+    status = ServiceStatus.of(view, time.time(), HealthLimits(stale_after_s=scaled(2)))
+    assert any(w.startswith("the listing shrank: exchangeInfo no longer lists") for w in status.warnings)
+    wait_until(lambda: DaemonStatus.of(d.doc()).unconfirmed_drops == 0)  # the next, full answer: all is well
+    assert set(d.doc()["funding_state"]) == carried and d.doc()["reference"]["symbols"] == listed
+
+
+def test_two_answers_that_agree_do_drop(run_daemon: Callable[..., DaemonThread],
+                                        ref_settings: Callable[..., Settings], market: Market,
+                                        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    ws, rest = fakes
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(1)))
+    wait_until(lambda: "SOLUSDT" in d.doc()["funding_state"] and d.doc()["reference"]["symbols"])
+    market.delist("SOLUSDT")  # really delisted: every answer from now on lacks it
+    wait_until(lambda: DaemonStatus.of(d.doc()).unconfirmed_examples == ("SOLUSDT",))
+    wait_until(lambda: "SOLUSDT" not in d.doc()["funding_state"])
+    assert DaemonStatus.of(d.doc()).unconfirmed_drops == 0

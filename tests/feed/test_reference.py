@@ -1,5 +1,6 @@
 """Reference data in the daemon: kept across restarts for no weight, isolated from the stream when REST fails,
-and driving listings: a new symbol is subscribed on the open connection, a delisted one is dropped at once."""
+and driving listings: a new symbol is subscribed on the open connection, a delisted one is dropped
+once two exchangeInfo answers agree."""
 
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ class StateCollector:
                                            daemon.per_symbol_streams),
             "funding_reference_refresh_failing": ("1 while the reference data refresh fails",
                                                   int(daemon.reference_error is not None)),
+            "funding_reference_unconfirmed_drops": ("Symbols the last exchangeInfo no longer lists, kept until a "
+                                                    "second answer agrees", daemon.unconfirmed_drops),
             "funding_subscriptions_paused": ("1 while per-symbol subscriptions are paused (Binance closed "
                                              "connections in answer to them)",
                                              int(status.alive and daemon.subscriptions_paused is not None)),

@@ -109,6 +109,10 @@ class ServiceStatus:
                             "daemon's (malformed, forged or expired heartbeat): ignored")
         if daemon.subscriptions_paused and self.alive:
             warnings.append(f"per-symbol streams paused: {daemon.subscriptions_paused}")
+        if daemon.unconfirmed_drops and self.alive:
+            warnings.append(f"the listing shrank: exchangeInfo no longer lists {daemon.unconfirmed_drops} symbols "
+                            f"({', '.join(daemon.unconfirmed_examples)}); they are served until a second answer "
+                            "agrees")
         if daemon.reference_error:
             warnings.append(f"reference data refresh failing: {daemon.reference_error}")
         ref = view.reference

@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
             "a quiet feed.", (DAEMON,)),
     Setting("FUNDING_DROP_AFTER_S", "drop_after_s", "21600", v.number(0, strict=True),
             "Symbols unseen for this long (delisted) are dropped from the state; with reference data, symbols "
-            "exchangeInfo no longer lists are dropped at once.", (DAEMON,)),
+            "exchangeInfo no longer lists are dropped once two answers agree (within a minute).", (DAEMON,)),
     Setting("FUNDING_MAX_EVENT_SKEW_S", "max_event_skew_s", "300", v.number(0, strict=True),
             "An update whose Binance event time is further than this from the local clock is malformed "
             "(counted, logged, not stored); also bounds what a restart restores.", (DAEMON,)),

@@ -313,7 +313,8 @@ class Daemon:
         self._dirty = False
         try:
             self._writer.write(self.store.document(self._clock(), stopped=stopped, clock=self.clock.status(),
-                                                   streams=self.streams.status(self._mono())))
+                                                   streams=self.streams.status(self._mono()),
+                                                   unconfirmed=self.fetcher.unconfirmed if self.fetcher else ()))
             self._last_write_ok = self._mono()
             return True
         except WRITE_FAILURES as exc:

@@ -145,7 +145,7 @@ class FundingStore:
 
     def set_reference(self, reference: ReferenceData) -> list[str]:
         """Use new reference data; stored symbols it does not list (delisted, or never USDⓈ-M) are dropped now
-        rather than after FUNDING_DROP_AFTER_S."""
+        rather than after FUNDING_DROP_AFTER_S (the fetcher keeps what one answer alone dropped: two must agree)."""
         self.reference = reference
         self.unlisted_seen.clear()
         log.info("reference data: %d symbols listed (%d trading), %d with adjusted funding terms, %d interest rates",
@@ -227,12 +227,14 @@ class FundingStore:
             self.reference_error_at = at
 
     def document(self, now: float, *, stopped: bool = False, clock: dict[str, Any] | None = None,
-                 streams: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``streams``: the per-symbol streams' status (:meth:`.streams.StreamManager.status`)."""
+                 streams: dict[str, Any] | None = None, unconfirmed: Collection[str] = ()) -> dict[str, Any]:
+        """``streams``: the per-symbol streams' status (:meth:`.streams.StreamManager.status`); ``unconfirmed``:
+        symbols the last exchangeInfo no longer lists, kept until a second answer agrees."""
         ref, streams = self.reference, dict(streams or {})
         reference = {"lastError": self.reference_error, "lastErrorAt": self.reference_error_at,
                      "symbols": len(ref.symbols) if ref is not None else 0,
-                     "perSymbolStreams": streams.pop("perSymbolStreams", 0)}
+                     "perSymbolStreams": streams.pop("perSymbolStreams", 0),
+                     "unconfirmedDrops": len(unconfirmed), "unconfirmedDropExamples": sorted(unconfirmed)[:10]}
         return statefile.build_document(self.symbols, self.connection, self.counters, now=now,
                                         heartbeat_s=self.heartbeat_s, started_at=self.started_at,
                                         stopped=stopped, clock=clock, reference=reference, streams=streams)

@@ -15,7 +15,8 @@ The status part of the document, as the daemon writes it (:func:`.statefile.buil
     "counters": {"frames": 42, "updates": 29400, "unlisted": 0, "future_overridden": 0,
                  "malformed": {"bad_json": 1}, "other_kinds": {"coin_m": 30}},
     "heartbeat_at": 1791382993.2, "heartbeat_interval_s": 5, "started_at": 1791382980.0, "stopped_at": null,
-    "clock": {"skewMs": -12.0, "samples": 60}, "reference": {"lastError": null, "perSymbolStreams": 2},
+    "clock": {"skewMs": -12.0, "samples": 60}, "reference": {"lastError": null, "perSymbolStreams": 2,
+                                                                  "unconfirmedDrops": 0, "unconfirmedDropExamples": []},
     "streams": {"subscriptionsPaused": null, "subscriptionsPausedForS": null}
 
 and what the shared store adds when it merges daemons (:func:`.redis_store.snapshot_document`)::
@@ -53,6 +54,10 @@ def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(x for x in value if isinstance(x, str))[:10] if isinstance(value, list) else ()
+
+
 def _counts(value: Any) -> dict[str, int]:
     return {str(k): _count(v) for k, v in _object(value).items()}
 
@@ -75,6 +80,9 @@ class DaemonStatus:
     clock_skew_ms: float | None = None
     reference_error: str | None = None
     per_symbol_streams: int = 0
+    #: Symbols the last exchangeInfo no longer lists, kept until a second answer agrees, and a few of them.
+    unconfirmed_drops: int = 0
+    unconfirmed_examples: tuple[str, ...] = ()
     #: Why per-symbol subscriptions are paused (Binance closed connections in answer to them); ``None``: not.
     subscriptions_paused: str | None = None
     unlisted: int = 0
@@ -110,6 +118,8 @@ class DaemonStatus:
             reference_error=_text(reference.get("lastError")),
             per_symbol_streams=_count(reference.get("perSymbolStreams")),
             subscriptions_paused=_text(streams.get("subscriptionsPaused")),
+            unconfirmed_drops=_count(reference.get("unconfirmedDrops")),
+            unconfirmed_examples=_names(reference.get("unconfirmedDropExamples")),
             unlisted=_count(counters.get("unlisted")),
             future_overridden=_count(counters.get("future_overridden")),
             malformed=_counts(counters.get("malformed")),
