@@ -38,7 +38,7 @@ def test_a_refused_subscription_pauses_them_and_keeps_the_all_market_stream(
         fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, _ = fakes
     ws.close_on_subscribe = True  # Binance's answer to a rate breach: the connection is closed
-    d = run_daemon(ref_settings(FUNDING_NO_DATA_TIMEOUT_S=scaled_s(2)))  # a pause of 3 × 2 s
+    d = run_daemon(ref_settings(FUNDING_NO_DATA_TIMEOUT_S=scaled_s(3)))  # a pause of 3 × 3 s; no watchdog trips
     wait_until(lambda: ws.stats["subscribe_closes"] == 1)
     wait_until(lambda: DaemonStatus.of(d.doc()).subscriptions_paused is not None)
     before = updates(d)
@@ -47,7 +47,7 @@ def test_a_refused_subscription_pauses_them_and_keeps_the_all_market_stream(
     assert ws.stats["subscribe_closes"] == 1 and ws.stats["connections"] == 2, ws.stats
     assert doc["connection_status"]["connected"] and "TSLAUSDT" not in doc["funding_state"]
     paused = DaemonStatus.of(doc).subscriptions_paused or ""
-    assert "closed" in paused and "after a SUBSCRIBE" in paused and f"paused for {3 * scaled(2):.0f} s" in paused
+    assert "closed" in paused and "after a SUBSCRIBE" in paused and f"paused for {3 * scaled(3):.0f} s" in paused
     view = View().read(statefile.parse_document(orjson.dumps(doc)))
     status = ServiceStatus.of(view, time.time(), HealthLimits(stale_after_s=scaled(2)))
     assert any(w.startswith("per-symbol streams paused: ") for w in status.warnings), status.warnings
@@ -66,7 +66,9 @@ def test_refusals_back_off_and_never_cost_more_than_one_connection_each(
     wait_until(lambda: ws.stats["subscribe_closes"] >= 3, 30)
     assert f"paused for {4 * 3 * scaled(0.5):.0f} s (refusal 3)" in (DaemonStatus.of(d.doc()).subscriptions_paused
                                                                      or "")
-    wait_until(lambda: ws.stats["connections"] == 4)  # one reconnect per refusal, no more
+    # No SUBSCRIBE during a pause: every refusal the daemon counted is one the exchange made, and no more were
+    # made (a busy machine may add watchdog reconnects, which refuse nothing).
+    time.sleep(scaled(1))
     assert ws.stats["subscribe_closes"] == 3
 
 

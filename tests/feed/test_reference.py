@@ -74,7 +74,7 @@ def test_new_listing_is_stored_after_an_early_refresh(run_daemon: Callable[[Sett
                                                       ref_settings: Callable[..., Settings], market: Market,
                                                       fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, rest = fakes
-    d = run_daemon(ref_settings())
+    d = run_daemon(ref_settings(FUNDING_NO_DATA_TIMEOUT_S=scaled_s(5)))  # as above: no stall is tested here
     wait_until(lambda: d.doc()["reference"].get("symbols"))
     market.list_new("NEWCOINUSDT", 2.5)  # on the stream before our 15-minute copy of exchangeInfo has it
     wait_until(lambda: "NEWCOINUSDT" in d.doc()["funding_state"])
@@ -88,7 +88,8 @@ def test_stream_only_listing_is_subscribed_on_the_open_connection(run_daemon: Ca
                                                                   fakes: tuple[FakeBinanceWS, FakeBinanceRest]
                                                                   ) -> None:
     ws, _ = fakes
-    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(0.5)))
+    # A watchdog that a busy machine cannot trip: this is about the open connection, not about stalls.
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(0.5), FUNDING_NO_DATA_TIMEOUT_S=scaled_s(5)))
     wait_until(lambda: "TSLAUSDT" in d.doc()["funding_state"])
     market.list_new("MSFTUSDT", 480.0, stream_only=True)
     wait_until(lambda: "MSFTUSDT" in d.doc()["funding_state"])

@@ -22,6 +22,7 @@ class Conn:
     subs: Subscriptions = field(default_factory=Subscriptions)
     sent: list[dict] = field(default_factory=list)
     ok: bool = True
+    aborting: bool = False  # True: we closed it ourselves (the watchdog, a rotation)
 
     def send(self, text: str) -> bool:
         self.sent.append(json.loads(text))
@@ -173,8 +174,10 @@ def test_a_subscribe_that_outlives_the_window_ends_the_backoff_and_old_ones_prov
 def test_a_close_long_after_the_subscribe_or_without_one_is_no_refusal() -> None:
     manager = StreamManager()
     now = flowing(manager.coverage, 0.0, 3)
-    conn, never = Conn(), Conn(id=2)
-    manager.tick([conn], TRADING, now)
+    conn, never, ours = Conn(), Conn(id=2), Conn(id=3)
+    manager.tick([conn, ours], TRADING, now)
+    ours.aborting = True
+    manager.closed(ours, now + 0.5, "no mark-price data for 10 s (watchdog)")  # our own abort refused nothing
     manager.closed(conn, now + 60, "the 24 h cut")
     manager.closed(never, now + 60, "watchdog")
     assert manager.refusals == 0 and manager.paused_until is None

@@ -145,9 +145,10 @@ class StreamManager:
         self._last_plan = float("-inf")
 
     def closed(self, conn: Any, mono: float, reason: str) -> None:
-        """A connection ended: if a SUBSCRIBE it sent had not outlived ``REFUSAL_WINDOW_S``, pause them all."""
+        """A connection ended: if the server closed it before a SUBSCRIBE it sent outlived ``REFUSAL_WINDOW_S``,
+        pause them all. One we aborted ourselves (the watchdog, a rotation, a stop) refused nothing."""
         sent = conn.subs.last_subscribe
-        if sent is None or mono - sent > REFUSAL_WINDOW_S:
+        if sent is None or mono - sent > REFUSAL_WINDOW_S or conn.aborting:
             return
         self.refusals += 1
         self._refused_at = mono
