@@ -307,7 +307,9 @@ def test_alerts_reach_both_backends_and_failures_are_retried(world: World) -> No
     world.rest.open_interest["BTCUSDT"] = 120_000.0
     world.dev.fail("/api/open-interest-alerts/ingest", 400)
     p.loop_once()
-    wait_until(lambda: len(world.prod.oi_alerts) == 1 and world.dev.counts["/api/open-interest-alerts/ingest"] == 1)
+    # Drained, not merely received: DEV's refusal counts once its reply is read, and only then is the alert due again.
+    assert p.outboxes["PROD"].drain(scaled(10)) and p.outboxes["DEV"].drain(scaled(10))
+    assert len(world.prod.oi_alerts) == 1 and world.dev.counts["/api/open-interest-alerts/ingest"] == 1
     p.loop_once()  # DEV rejected it: it is due again for DEV only
     drain(p)
     assert len(world.prod.oi_alerts) == 1 and len(world.dev.oi_alerts) == 1
