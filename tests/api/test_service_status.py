@@ -108,3 +108,23 @@ def test_a_scrape_and_a_health_answer_of_one_state_agree(tmp_path: Path, doc: di
     assert metrics["funding_symbols"] == health["symbolCount"]
     assert ("funding_clock_skew_seconds" in metrics) == (health["clockSkewSeconds"] is not None)
     assert ("funding_newest_data_age_seconds" in metrics) == (health["newestDataAgeSeconds"] is not None)
+
+
+def test_streams_held_back_or_left_out_are_warnings_and_gauges(tmp_path: Path) -> None:
+    """Issues 23.4 and 23.5: health said nothing of refused SUBSCRIBEs nor of symbols beyond 1,023 streams."""
+    streams = {"subscriptionsFailing": "no reply to SUBSCRIBE 3 within 10 s (200 streams); asked again in 10 s "
+                                       "(failure 1)", "heldStreams": 200, "leftOutStreams": 77,
+               "leftOutExamples": ["AAPLUSDT", "AMZNUSDT"]}
+    doc = {**document({"BTCUSDT": 1}), "streams": streams}
+    status = status_of(doc)
+    assert status.healthy and status.warnings == [
+        "per-symbol subscriptions failing: no reply to SUBSCRIBE 3 within 10 s (200 streams); asked again in 10 s "
+        "(failure 1); 200 symbols get no data until Binance accepts them",
+        "77 listed symbols are not served: they need a stream of their own and one connection carries 1,023 "
+        "besides the all-market stream (AAPLUSDT, AMZNUSDT)"]
+    path = tmp_path / ".funding_state.json"
+    path.write_bytes(statefile.encode({**doc, "heartbeat_at": time.time()}))
+    cache = StateCache(path)
+    cache.refresh()
+    metrics = scrape(StateCollector(cache, LIMITS))
+    assert metrics["funding_subscriptions_failing"] == 200 and metrics["funding_streams_left_out"] == 77

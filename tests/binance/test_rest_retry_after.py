@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from volspike_funding.binance.rest import DEFAULT_PAUSE_S, MAX_418_PAUSE_S, MAX_429_PAUSE_S, BinanceRest
-from volspike_funding.core.errors import IpBanned, RateLimited
+from volspike_funding.core.errors import IpBanned, RateLimited, Unavailable
 from volspike_funding.fake.rest_server import FakeBinanceRest
 
 from ..conftest import wait_until
@@ -93,3 +93,14 @@ def test_a_small_cap_bounds_any_pause(rest: FakeBinanceRest) -> None:
             return False
     wait_until(works, 5)
     assert rest.counts[PATH] == 2
+
+
+def test_an_answer_past_the_size_bound_is_not_read_nor_retried(rest: FakeBinanceRest) -> None:
+    """Issue 23.9: a 5 MB exchangeInfo was accepted whole (+14 MB the daemon never gave back)."""
+    body = {"symbols": [{"symbol": f"S{i:06d}USDT", "filters": ["x" * 100]} for i in range(40_000)]}  # ~5 MB
+    rest.fail(PATH, 200, count=5, body=body)
+    client = BinanceRest(rest.url, retries=2, sleep=lambda s: None)
+    with pytest.raises(Unavailable, match=r"^/fapi/v1/exchangeInfo answered more than 4 MB; not read$"):
+        client.exchange_info()
+    assert rest.counts[PATH] == 1  # the same answer again would only cost the same again
+    assert client.get("/fapi/v1/fundingInfo", weight=0)  # the client goes on, on a fresh connection

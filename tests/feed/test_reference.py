@@ -82,6 +82,26 @@ def test_new_listing_is_stored_after_an_early_refresh(run_daemon: Callable[[Sett
     assert ws.stats["connections"] == 1
 
 
+def test_a_listing_exchange_info_shows_late_is_served_soon_after_it_does(
+        run_daemon: Callable[[Settings], DaemonThread], ref_settings: Callable[..., Settings], market: Market,
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    """Issue 23.9: the stream shows a listing before exchangeInfo does; the one early refresh it prompted came too
+    soon, and the next waited 10 minutes (served after up to 9.7 min)."""
+    _, rest = fakes
+    # Early refreshes after 1/30 of the interval (2 s here), doubling; the regular one is a minute away.
+    d = run_daemon(ref_settings(FUNDING_REFERENCE_REFRESH_S=scaled_s(60), FUNDING_NO_DATA_TIMEOUT_S=scaled_s(5)))
+    wait_until(lambda: d.doc()["reference"].get("symbols"))
+    rest.hidden.add("NEWCOINUSDT")
+    market.list_new("NEWCOINUSDT", 2.5)
+    wait_until(lambda: rest.counts["/fapi/v1/exchangeInfo"] >= 3, 20)  # at once, and again 2 s later
+    assert "NEWCOINUSDT" not in d.doc()["funding_state"]
+    rest.hidden.clear()  # exchangeInfo lists it now
+    wait_until(lambda: "NEWCOINUSDT" in d.doc()["funding_state"], 30)  # well before the regular refresh
+    asked = rest.counts["/fapi/v1/exchangeInfo"]
+    time.sleep(scaled(3))
+    assert rest.counts["/fapi/v1/exchangeInfo"] == asked <= 6  # the streak ended with the answer that listed it
+
+
 def test_stream_only_listing_is_subscribed_on_the_open_connection(run_daemon: Callable[[Settings], DaemonThread],
                                                                   ref_settings: Callable[..., Settings],
                                                                   market: Market,

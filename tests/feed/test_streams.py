@@ -16,17 +16,26 @@ TRADING = frozenset(CARRIED + ["TSLAUSDT", "NVDAUSDT"])
 
 @dataclass
 class Conn:
-    """What the manager needs of a connection: an id, its subscriptions and a ``send`` (here: a record)."""
+    """What the manager needs of a connection: an id, its subscriptions and a ``send`` (here: a record). With a
+    ``manager``, Binance's reply comes back at once: acknowledged, or ``error`` (``SILENT``: no reply at all)."""
 
     id: int = 1
     subs: Subscriptions = field(default_factory=Subscriptions)
     sent: list[dict] = field(default_factory=list)
     ok: bool = True
     aborting: bool = False  # True: we closed it ourselves (the watchdog, a rotation)
+    manager: StreamManager | None = None
+    error: str | None = None
 
     def send(self, text: str) -> bool:
-        self.sent.append(json.loads(text))
+        message = json.loads(text)
+        self.sent.append(message)
+        if self.manager is not None and self.error != SILENT:
+            self.manager.replied(self, message["id"], self.error, self.subs.last_subscribe or 0.0)
         return self.ok
+
+
+SILENT = "no reply"
 
 
 def flowing(coverage: ExtraStreams, start: float, seconds: int, symbols: list[str] = CARRIED) -> float:
@@ -65,7 +74,8 @@ def test_a_stall_ages_nobody_and_changes_no_plan() -> None:
 
 
 def test_the_manager_keeps_its_plan_through_a_stall() -> None:
-    manager, conn = StreamManager(), Conn()
+    manager = StreamManager()
+    conn = Conn(manager=manager)
     now = flowing(manager.coverage, 0.0, 5)
     manager.tick([conn], TRADING, now)
     assert conn.subs.symbols == {"TSLAUSDT", "NVDAUSDT"}
@@ -84,7 +94,8 @@ def test_more_than_one_connection_carries_is_capped_with_one_warning(caplog) -> 
     assert wanted is not None and len(wanted) == MAX_STREAMS_PER_CONNECTION - 1  # one is the all-market stream
     assert coverage.capped == 1500 - 1023
     coverage.wanted(many, now + 5)
-    assert sum("left out" in r.message for r in caplog.records) == 1  # once per change, not every plan
+    assert sum("are not served" in r.message for r in caplog.records) == 1  # once per change, not every plan
+    assert coverage.left_out == sorted(many)[1023:1033]
 
 
 def test_subscriptions_are_chunked_and_paced_under_binances_limit() -> None:
@@ -158,7 +169,7 @@ def test_a_connection_closed_right_after_a_subscribe_pauses_them_with_a_growing_
 def test_a_subscribe_that_outlives_the_window_ends_the_backoff_and_old_ones_prove_nothing() -> None:
     manager = StreamManager(pause_base_s=30.0)
     now = flowing(manager.coverage, 0.0, 3)
-    old, refused = Conn(id=1), Conn(id=2)
+    old, refused = Conn(id=1, manager=manager), Conn(id=2)
     manager.tick([old], TRADING, now)  # an older connection, subscribed long ago and still open
     manager.tick([old, refused], TRADING, now + 100)
     manager.closed(refused, now + 100.5, "closed")
@@ -181,3 +192,59 @@ def test_a_close_long_after_the_subscribe_or_without_one_is_no_refusal() -> None
     manager.closed(conn, now + 60, "the 24 h cut")
     manager.closed(never, now + 60, "watchdog")
     assert manager.refusals == 0 and manager.paused_until is None
+
+
+# -- replies (issue 23.4) -----------------------------------------------------------------------------------------
+
+def test_only_acknowledged_streams_count_and_a_refused_subscribe_is_asked_again_with_backoff() -> None:
+    """Issue 23.4: a SUBSCRIBE answered with an error left its symbols "No data yet" until the next reconnect, while
+    health counted them as subscribed."""
+    manager = StreamManager(reply_timeout_s=10.0)
+    conn = Conn(manager=manager, error="error 2: 'Invalid request: too many parameters'")
+    now = flowing(manager.coverage, 0.0, 3)
+    manager.tick([conn], TRADING, now)
+    status = manager.status(now)
+    assert status["perSymbolStreams"] == 0 and status["perSymbolStreamsWanted"] == 2 and status["heldStreams"] == 2
+    assert status["subscriptionsFailing"] == ("Binance answered SUBSCRIBE 1 with error 2: 'Invalid request: too many "
+                                              "parameters' (2 streams); asked again in 10 s (failure 1)")
+    t, sent_at = now, []
+    while t < now + 100:
+        t = flowing(manager.coverage, t + 1, 1)
+        before = len(conn.sent)
+        manager.tick([conn], TRADING, t)
+        if len(conn.sent) > before:
+            sent_at.append(t - now)
+    assert sent_at == [10, 30, 70]  # 10 s, then doubling: never a SUBSCRIBE a second
+    conn.error = None  # Binance accepts them again
+    while t < now + 300:
+        t = flowing(manager.coverage, t + 1, 1)
+        manager.tick([conn], TRADING, t)
+    status = manager.status(t)
+    assert status["perSymbolStreams"] == 2 and status["heldStreams"] == 0 and status["subscriptionsFailing"] is None
+    assert len(conn.sent) == 5
+
+
+def test_an_unanswered_subscribe_is_given_up_after_the_timeout_and_a_late_reply_changes_nothing() -> None:
+    manager = StreamManager(reply_timeout_s=10.0)
+    conn = Conn(manager=manager, error=SILENT)
+    now = flowing(manager.coverage, 0.0, 3)
+    manager.tick([conn], TRADING, now)
+    manager.tick([conn], TRADING, flowing(manager.coverage, now + 1, 9))
+    assert manager.status(now + 9)["subscriptionsFailing"] is None  # not yet: Binance may still answer
+    t = flowing(manager.coverage, now + 10, 2)
+    manager.tick([conn], TRADING, t)
+    assert (manager.status(t)["subscriptionsFailing"] or "").startswith("no reply to SUBSCRIBE 1 within 10 s")
+    manager.replied(conn, 1, None, t)  # too late: it was given up on, and asked for again later
+    assert manager.status(t)["perSymbolStreams"] == 0 and manager.status(t)["heldStreams"] == 2
+
+
+def test_replies_are_matched_by_id_and_an_error_naming_none_answers_the_oldest() -> None:
+    subs = Subscriptions()
+    subs.plan({f"T{i:04d}USDT" for i in range(300)})  # two SUBSCRIBEs: ids 1 and 2
+    assert subs.next_message(0.0) and subs.next_message(1.0)
+    assert subs.reply(2, None) is not None and len(subs.confirmed) == 100
+    refused = subs.reply(None, "error 2: 'Invalid request: request ID must be an unsigned integer'")
+    assert refused is not None and refused.id == 1 and len(subs.held) == 200
+    assert subs.reply(7, None) is None  # an id we never sent
+    subs.release()
+    assert subs.plan({f"T{i:04d}USDT" for i in range(300)}) == (200, 0)

@@ -41,8 +41,12 @@ class StateCollector:
                                          int(status.connected)),
             "funding_state_readable": ("0 while the state file cannot be read or parsed", int(view.error is None)),
             "funding_invalid_records": ("Malformed state-file records, not served", snap.invalid if snap else 0),
-            "funding_per_symbol_streams": ("Listed symbols subscribed one by one (not in the all-market stream)",
-                                           daemon.per_symbol_streams),
+            "funding_per_symbol_streams": ("Listed symbols subscribed one by one (not in the all-market stream), "
+                                           "as Binance acknowledged", daemon.per_symbol_streams),
+            "funding_subscriptions_failing": ("Per-symbol streams Binance refused or left unanswered, asked for "
+                                              "again after a backoff", daemon.held_streams if status.alive else 0),
+            "funding_streams_left_out": ("Listed symbols needing a stream beyond what one connection carries "
+                                         "(not served)", daemon.left_out_streams if status.alive else 0),
             "funding_reference_refresh_failing": ("1 while the reference data refresh fails",
                                                   int(daemon.reference_error is not None)),
             "funding_reference_unconfirmed_drops": ("Symbols the last exchangeInfo no longer lists, kept until a "

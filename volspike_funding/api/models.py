@@ -83,7 +83,8 @@ class Health(BaseModel):
                                                        "daemon is not alive")
     referenceDataAgeSeconds: float | None = Field(description="age of the exchangeInfo copy; null before the first")
     referenceSymbols: int = Field(description="symbols exchangeInfo lists")
-    perSymbolStreams: int = Field(description="listed symbols the all-market stream lacks, subscribed one by one")
+    perSymbolStreams: int = Field(description="listed symbols the all-market stream lacks, subscribed one by "
+                                              "one (as Binance acknowledged)")
     daemonsAlive: int | None = Field(description="with the shared store: daemons with a live status; null with the "
                                                  "state file (one daemon)")
     daemonsConnected: int | None = Field(description="with the shared store: live daemons connected to Binance")

@@ -109,6 +109,13 @@ class ServiceStatus:
                             "daemon's (malformed, forged or expired heartbeat): ignored")
         if daemon.subscriptions_paused and self.alive:
             warnings.append(f"per-symbol streams paused: {daemon.subscriptions_paused}")
+        if daemon.subscriptions_failing and self.alive:
+            warnings.append(f"per-symbol subscriptions failing: {daemon.subscriptions_failing}; "
+                            f"{daemon.held_streams} symbols get no data until Binance accepts them")
+        if daemon.left_out_streams and self.alive:
+            warnings.append(f"{daemon.left_out_streams} listed symbols are not served: they need a stream of their "
+                            f"own and one connection carries 1,023 besides the all-market stream "
+                            f"({', '.join(daemon.left_out_examples)})")
         if daemon.unconfirmed_drops and self.alive:
             warnings.append(f"the listing shrank: exchangeInfo no longer lists {daemon.unconfirmed_drops} symbols "
                             f"({', '.join(daemon.unconfirmed_examples)}); they are served until a second answer "

@@ -10,6 +10,7 @@ A pause is never longer than its cap (an unusable ``Retry-After`` such as ``inf`
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,14 +32,19 @@ DEFAULT_PAUSE_S = 60.0
 MAX_429_PAUSE_S = 900.0
 #: A 418 lasts until the ban ends, up to Binance's longest (3 days); sending during a ban lengthens it.
 MAX_418_PAUSE_S = LONGEST_WAIT_S
+#: No answer is read past this: Binance's largest, exchangeInfo, is ~1.2 MB for 924 symbols; a 5 MB one was once
+#: accepted whole and cost the daemon 14 MB it never gave back.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 class BinanceRest:
     def __init__(self, base_url: str, *, timeout: float = 10.0, retries: int = 3, backoff_s: float = 0.5,
                  backoff_max_s: float = 5.0, session: requests.Session | None = None, pool_size: int = 10,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
-                 max_429_pause_s: float = MAX_429_PAUSE_S, max_418_pause_s: float = MAX_418_PAUSE_S) -> None:
+                 max_429_pause_s: float = MAX_429_PAUSE_S, max_418_pause_s: float = MAX_418_PAUSE_S,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
+        self._max_bytes = max_answer_bytes
         self._timeout, self._retries = timeout, retries
         # Half jitter: spreads the OI poller's parallel retries without ever retrying at once.
         self._backoff = Backoff(backoff_s, backoff_max_s, jitter=0.5)
@@ -100,20 +106,22 @@ class BinanceRest:
             try:
                 with self._lock:
                     self.requests_sent += 1
-                response = self._session.get(self.base_url + path, params=params, timeout=self._timeout)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+                response = self._session.get(self.base_url + path, params=params, timeout=self._timeout,
+                                             stream=True)
+                body = self._body(response, path)
+            except requests.RequestException as exc:  # refused, timed out, or cut off mid-answer
                 failure = f"{type(exc).__name__} on {path}"
             else:
                 self._note_weight(response)
                 if response.status_code < 400:
                     try:
-                        return response.json()
+                        return json.loads(body)
                     except ValueError:
                         failure = f"invalid JSON from {path}"
                 elif response.status_code in (429, 418):
                     self._rate_limited(response, path)
                 elif response.status_code < 500:
-                    raise self._rejected(response)
+                    raise self._rejected(response.status_code, body)
                 else:
                     failure = f"HTTP {response.status_code} on {path}"
             if attempt >= self._retries:
@@ -122,6 +130,17 @@ class BinanceRest:
             delay = self._backoff.delay(attempt)
             log.warning("%s; retry %d/%d in %.2f s", failure, attempt, self._retries, delay)
             self._sleep(delay)
+
+    def _body(self, response: requests.Response, path: str) -> bytes:
+        """The answer's body, read up to ``max_answer_bytes``: a larger one is not read on, nor retried."""
+        chunks, size = [], 0
+        with response:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise Unavailable(f"{path} answered more than {self._max_bytes / 2**20:g} MB; not read")
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     def _note_weight(self, response: requests.Response) -> None:
         raw = response.headers.get("X-MBX-USED-WEIGHT-1M")
@@ -152,12 +171,12 @@ class BinanceRest:
         raise RateLimited(f"HTTP 429 on {path}; paused {retry_after:.0f} s", retry_after)
 
     @staticmethod
-    def _rejected(response: requests.Response) -> RequestRejected:
+    def _rejected(status: int, body: bytes) -> RequestRejected:
         try:
-            body = response.json()
-            return RequestRejected(response.status_code, body.get("code"), str(body.get("msg", ""))[:200])
+            answer = json.loads(body)
+            return RequestRejected(status, answer.get("code"), str(answer.get("msg", ""))[:200])
         except (ValueError, AttributeError):
-            return RequestRejected(response.status_code, None, response.text[:200])
+            return RequestRejected(status, None, body[:200].decode("utf-8", "replace"))
 
     # -- endpoints used by the consumers -------------------------------------------------------------------
     def premium_index_all(self) -> list[dict[str, Any]]:

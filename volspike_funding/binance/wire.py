@@ -73,6 +73,9 @@ class ParsedFrame(NamedTuple):
     all_market: bool
     #: The event time ``E`` of the frame's last mark-price item, even one rejected (the clock-skew sample).
     event_ms: int | None = None
+    #: A reply to one of our requests: ``(id, None)`` acknowledged, ``(id, "error 2: ...")`` refused (``id`` is
+    #: ``None`` when Binance's error names none). See :func:`request_reply`.
+    reply: tuple[int | None, str | None] | None = None
 
 
 def symbol_problem(symbol: Any) -> str | None:
@@ -173,7 +176,7 @@ def parse_frame(raw: str | bytes, now_ms: int | None = None, max_skew_ms: int = 
     all_market = isinstance(data, list) and (stream is None or str(stream).startswith(ALL_MARKET_PREFIX))
     if isinstance(data, dict):
         if "e" not in data and "s" not in data:
-            return ParsedFrame([], [], 1, {}, False)
+            return ParsedFrame([], [], 1, {}, False, None, request_reply(message) if stream is None else None)
         data = [data]
     elif not isinstance(data, list):
         raise FrameError("bad_shape", f"payload is {type(data).__name__}, not an object or array")
@@ -202,6 +205,28 @@ def parse_frame(raw: str | bytes, now_ms: int | None = None, max_skew_ms: int = 
         except FrameError as exc:
             defects.append((exc.kind, str(exc)))
     return ParsedFrame(updates, defects, ignored, other, all_market, event_ms)
+
+
+def request_reply(message: dict[str, Any]) -> tuple[int | None, str | None] | None:
+    """A reply to a ``SUBSCRIBE``/``UNSUBSCRIBE``, as ``(id, error text or None)``; ``None``: not a reply.
+
+    Acknowledged: ``{"result": null, "id": 1}``. Refused, as servers send it: ``{"error": {"code": 2, "msg":
+    "Invalid request: too many parameters"}, "id": 1}``; and as Binance's docs print it (Error Messages, also in
+    ``tests/data/binance_docs.jsonl``): ``{"code": 2, "msg": "Invalid request: ..."}``, an ``id`` only sometimes.
+    """
+    request_id = message.get("id")
+    if type(request_id) is not int:
+        request_id = None
+    error = message.get("error")
+    if isinstance(error, dict):
+        pass
+    elif "code" in message and "msg" in message:
+        error = message
+    elif "result" in message and request_id is not None:
+        return request_id, None
+    else:
+        return None
+    return request_id, f"error {str(error.get('code'))[:20]}: {str(error.get('msg'))[:200]!r}"
 
 
 def symbol_stream(symbol: str) -> str:

@@ -8,7 +8,7 @@ Paths served like Binance's since 2026-04-23:
 - ``/stream?...`` and ``/ws/...`` — the legacy paths: the handshake succeeds and nothing is ever sent.
 
 ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` on an open connection changes its streams and
-is answered ``{"result": null, "id": n}``. Binance's documented limits are enforced: more than 10 incoming
+is answered ``{"result": null, "id": n}`` (or refused: :attr:`FakeBinanceWS.subscribe_answer`). Binance's documented limits are enforced: more than 10 incoming
 messages in a second, or more than 1024 streams, closes the connection (1008).
 
 Faults are methods on :class:`FakeBinanceWS`, safe to call from any thread.
@@ -57,6 +57,9 @@ class FakeBinanceWS:
         self.ping_interval_s: float | None = None
         #: While true, a SUBSCRIBE is answered by closing the connection (Binance's answer to a rate breach).
         self.close_on_subscribe = False
+        #: How a SUBSCRIBE is answered: ``"result"`` (``{"result": null, "id": n}``, streams added), ``"error"``
+        #: (``{"error": {"code": 2, "msg": ...}, "id": n}``, nothing added) or ``"none"`` (no reply, nothing added).
+        self.subscribe_answer = "result"
         self._garbage: list[str | bytes] = []
         # What happened, for assertions.
         self.stats: dict[str, int] = {"connections": 0, "refused": 0, "frames_sent": 0, "pings": 0,
@@ -254,6 +257,11 @@ class FakeBinanceWS:
                     self.stats["subscribe_closes"] += 1
                     await conn.close(1008, "Too many requests")
                     return
+                if method == "SUBSCRIBE" and self.subscribe_answer != "result":
+                    if self.subscribe_answer == "error":
+                        await conn.send(json.dumps({"error": {"code": 2, "msg": "Invalid request: too many "
+                                                              "parameters"}, "id": request_id}))
+                    continue
                 if method == "SUBSCRIBE":
                     streams |= names
                 elif method == "UNSUBSCRIBE":

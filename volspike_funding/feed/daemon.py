@@ -66,7 +66,9 @@ class Daemon:
         self._ratelog = RateLimitedLog(log)
         self.store = FundingStore(settings.ws_url, started_at=clock(), heartbeat_s=settings.heartbeat_s)
         self.clock = ClockSkew()
-        self.streams = StreamManager(pause_base_s=3 * settings.no_data_timeout_s)
+        # Binance answers a SUBSCRIBE within milliseconds: one unanswered for as long as the watchdog waits is lost.
+        self.streams = StreamManager(pause_base_s=3 * settings.no_data_timeout_s,
+                                     reply_timeout_s=max(settings.no_data_timeout_s, 2.0))
         self.fetcher: ReferenceFetcher | None = None
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
@@ -205,6 +207,8 @@ class Daemon:
             self._ratelog.warning(exc.kind, f"malformed frame skipped: {exc} ({event.data[:80]!r})")
             return
         self.store.note_parsed(parsed)
+        if parsed.reply is not None:
+            self.streams.replied(conn, *parsed.reply, self._mono())
         if parsed.all_market and parsed.event_ms is not None:
             self.clock.add(parsed.event_ms, received_ms)
         for kind, detail in parsed.defects:
@@ -228,7 +232,7 @@ class Daemon:
         self.store.apply(parsed.updates, event.at, received_ms + self.clock.skew_ms + FUTURE_SLACK_MS)
         if self.store.unlisted_seen and self.fetcher is not None:
             self.fetcher.request_refresh(f"the stream sends symbols exchangeInfo does not list: "
-                                         f"{', '.join(sorted(self.store.unlisted_seen)[:5])}")
+                                         f"{', '.join(sorted(self.store.unlisted_seen)[:5])}", self.store.unlisted_seen)
         if parsed.all_market or not self._all_market_url:
             self._write()
         else:

@@ -4,7 +4,10 @@ Every ``FUNDING_REFERENCE_REFRESH_S`` (15 min): ``GET /fapi/v1/exchangeInfo`` (w
 ``GET /fapi/v1/fundingInfo`` (weight 0); every ``FUNDING_INTEREST_REFRESH_S`` (1 h): one bulk
 ``GET /fapi/v1/premiumIndex`` (weight 10) for ``interestRate``, which the stream lacks. That is 14 weight an hour;
 an early exchangeInfo refresh (a symbol the stream sends that exchangeInfo does not list yet: a new listing) is
-allowed once per ``EARLY_REFRESH_MIN_S`` (10 min), so at most 20 an hour in all (``bench/bench_reference.py``).
+asked for at once. Binance's stream shows a new listing before exchangeInfo does, so while the stream keeps
+sending symbols exchangeInfo lacks, early refreshes follow at 1/30 of the interval (30 s), doubling up to 2/3 of
+it (10 min): a listing is served within about twice exchangeInfo's lag (once, a fixed 10-minute wait made that up
+to 9.7 min), and a symbol exchangeInfo never lists costs about 6 more weight an hour (``bench/bench_reference.py``).
 
 At start only what is older than its interval is fetched, so a daemon restarting in a loop costs no weight.
 A failure keeps the last good data and retries with backoff (1 min, doubling, up to the interval); every result
@@ -18,7 +21,7 @@ import gc
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import orjson
 
@@ -32,7 +35,10 @@ from volspike_funding.core.settings import Settings
 
 log = logging.getLogger("funding.reference")
 
-EARLY_REFRESH_MIN_S = 600.0
+#: Early refreshes while the stream sends unlisted symbols: the first at once, then this share of the interval,
+#: doubling up to ``EARLY_CAP_SHARE`` of it; a streak ends once an answer lists every symbol asked about.
+EARLY_BASE_SHARE = 1 / 30
+EARLY_CAP_SHARE = 2 / 3
 RETRY_INITIAL_S = 60.0
 #: An exchangeInfo with fewer than this share of the previous copy's symbols is not believed (kept, logged).
 COLLAPSE_SHARE = 0.5
@@ -44,10 +50,13 @@ RECHECK_S = 60.0
 class ReferenceFetcher:
     def __init__(self, rest: BinanceRest, current: ReferenceData, on_result: Callable[[ReferenceData, str | None], None],
                  *, refresh_s: float, interest_refresh_s: float, clock: Callable[[], float] = time.time,
-                 retry_initial_s: float = RETRY_INITIAL_S, early_min_s: float = EARLY_REFRESH_MIN_S) -> None:
+                 retry_initial_s: float = RETRY_INITIAL_S) -> None:
         self._rest, self.data, self._on_result = rest, current.with_(refresh_interval_s=refresh_s), on_result
         self._refresh_s, self._interest_s = refresh_s, interest_refresh_s
-        self._clock, self._early_min = clock, early_min_s
+        self._clock = clock
+        self._early_wait = Backoff(refresh_s * EARLY_BASE_SHARE, refresh_s * EARLY_CAP_SHARE)
+        #: Symbols the stream sent that exchangeInfo did not list, asked about in the current streak.
+        self._asked: frozenset[str] = frozenset()
         # No jitter: one fetcher per host, and its waits (1 min, doubling, up to the interval) are documented.
         self._backoff = Backoff(min(retry_initial_s, refresh_s), refresh_s)
         self._wake = threading.Event()
@@ -80,12 +89,17 @@ class ReferenceFetcher:
         self._wake.set()
         self._thread.join(5)
 
-    def request_refresh(self, why: str) -> bool:
-        """Ask for an early exchangeInfo fetch (safe from any thread); at most one per ``early_min_s``."""
+    def request_refresh(self, why: str, symbols: Collection[str] = ()) -> bool:
+        """Ask for an early exchangeInfo fetch (safe from any thread), at once or after the streak's backoff;
+        ``symbols``: the unlisted symbols that prompted it (an answer listing them all ends the streak)."""
         now = self._clock()
-        if now - self._last_early < self._early_min:
+        if now - self._last_early > 2 * self._early_wait.cap:  # a streak long over: the next one starts afresh
+            self._asked, self._early_wait.failures = frozenset(), 0
+        if now - self._last_early < self._early_wait.ceiling():
             return False
         self._last_early = now
+        self._early_wait.failures += 1
+        self._asked = self._asked | frozenset(symbols)
         self._early = True
         log.info("reference data: early refresh (%s)", why)
         self._wake.set()
@@ -119,6 +133,8 @@ class ReferenceFetcher:
                 self._early, self._recheck_at = False, None
                 info = self._rest.exchange_info()
                 changed.update(exchange_info=self._checked(info), exchange_info_at=self._clock())
+                if self._asked and self._asked <= set(reference.symbol_index(info)):
+                    self._asked, self._early_wait.failures = frozenset(), 0
             if self._due(d.funding_info_at, self._refresh_s, now):
                 funding = self._rest.get("/fapi/v1/fundingInfo", weight=0)
                 if not isinstance(funding, list):

@@ -13,12 +13,19 @@ healthy feed into 10 reconnects in 120 s and every symbol stale. A connection th
 ``REFUSAL_WINDOW_S`` of a ``SUBSCRIBE`` it sent counts as a refusal: no (UN)SUBSCRIBE is sent for a backoff
 (``pause_base_s``, doubling to ``PAUSE_CAP_S``), so the next connections carry the all-market stream alone; a
 ``SUBSCRIBE`` that outlives the window ends the backoff. Health says so while it lasts.
+
+A ``SUBSCRIBE`` counts only once Binance acknowledged it: replies are matched by ``id`` (``{"result": null, "id":
+7}``). One answered with an error (``{"error": {"code": 2, "msg": "Invalid request: ..."}, "id": 7}``, or the flat
+``{"code": 2, "msg": ...}`` Binance's docs print), or not answered within ``reply_timeout_s``, leaves its symbols
+out; they are asked for again after a backoff (``reply_timeout_s``, doubling to ``RETRY_CAP_S``), and health and
+``/metrics`` say so meanwhile. The connection stays: an error reply is Binance's answer to one message, not a
+reason to drop the all-market stream.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from volspike_funding.binance.wire import subscription_message, symbol_stream
 from volspike_funding.core.retry import Backoff
@@ -40,6 +47,10 @@ GAP_S = 3.0
 #: A connection ending this soon after sending a SUBSCRIBE was closed because of it.
 REFUSAL_WINDOW_S = 5.0
 PAUSE_CAP_S = 1800.0
+#: The longest wait before asking again for streams Binance refused or never acknowledged.
+RETRY_CAP_S = 300.0
+#: Symbols named in health and the state document (the counts are whole).
+EXAMPLES = 10
 
 
 class ExtraStreams:
@@ -56,7 +67,9 @@ class ExtraStreams:
         self._flowed = 0.0
         self._last_frame: float | None = None
         self.frames = 0
+        #: Symbols needing a stream beyond what one connection carries (not served), and the first few of them.
         self.capped = 0
+        self.left_out: list[str] = []
 
     def note_all_market(self, symbols: Iterable[str], mono: float) -> None:
         if self._last_frame is not None:
@@ -80,18 +93,31 @@ class ExtraStreams:
         wanted = sorted(s for s in trading if seen.get(s, float("-inf")) < cutoff)
         limit = MAX_STREAMS_PER_CONNECTION - 1
         capped, self.capped = self.capped, max(0, len(wanted) - limit)
+        self.left_out = wanted[limit:limit + EXAMPLES]
         if self.capped and self.capped != capped:  # once per change, not every plan (every 5 s)
-            log.warning("%d symbols need their own stream, more than one connection carries; %d left out",
-                        len(wanted), self.capped)
+            log.warning("%d symbols need their own stream, more than one connection carries; %d are not served: "
+                        "%s", len(wanted), self.capped, ", ".join(self.left_out))
         return set(wanted[:limit])
 
 
+class Request(NamedTuple):
+    id: int
+    method: str
+    symbols: tuple[str, ...]
+    message: str
+
+
 class Subscriptions:
-    """One connection's per-symbol streams: what it has (as acknowledged to be sent) and what is queued."""
+    """One connection's per-symbol streams: planned (sent or queued), acknowledged by Binance, and refused."""
 
     def __init__(self) -> None:
+        #: Symbols planned for this connection: queued, sent, acknowledged, or refused and waiting to be asked again.
         self.symbols: set[str] = set()
-        self._queue: list[tuple[str, str]] = []
+        self.confirmed: set[str] = set()
+        #: Refused or never acknowledged: left out until the manager releases them for another SUBSCRIBE.
+        self.held: set[str] = set()
+        self._queue: list[Request] = []
+        self._sent: dict[int, tuple[Request, float]] = {}
         self._next_id = 1
         self._last_send = float("-inf")
         #: Monotonic time the last SUBSCRIBE was handed out for sending (``None``: none yet).
@@ -102,10 +128,13 @@ class Subscriptions:
         add, remove = sorted(wanted - self.symbols), sorted(self.symbols - wanted)
         for method, names in (("UNSUBSCRIBE", remove), ("SUBSCRIBE", add)):
             for i in range(0, len(names), PARAMS_PER_MESSAGE):
-                chunk = [symbol_stream(s) for s in names[i:i + PARAMS_PER_MESSAGE]]
-                self._queue.append((method, subscription_message(method, chunk, self._next_id)))
+                chunk = tuple(names[i:i + PARAMS_PER_MESSAGE])
+                message = subscription_message(method, [symbol_stream(s) for s in chunk], self._next_id)
+                self._queue.append(Request(self._next_id, method, chunk, message))
                 self._next_id += 1
         self.symbols = set(wanted)
+        self.confirmed &= self.symbols  # an unsubscribed stream is not counted while its reply is on the way
+        self.held &= self.symbols
         return len(add), len(remove)
 
     def next_message(self, mono: float) -> str | None:
@@ -113,10 +142,41 @@ class Subscriptions:
         if not self._queue or mono - self._last_send < 1.0 / MESSAGES_PER_S:
             return None
         self._last_send = mono
-        method, message = self._queue.pop(0)
-        if method == "SUBSCRIBE":
+        request = self._queue.pop(0)
+        self._sent[request.id] = (request, mono)
+        if request.method == "SUBSCRIBE":
             self.last_subscribe = mono
-        return message
+        return request.message
+
+    def reply(self, request_id: int | None, error: str | None) -> Request | None:
+        """Binance's answer to a request (``error``: its error text; ``request_id`` ``None``: an error naming no id,
+        taken to answer the oldest request still unanswered). Returns the SUBSCRIBE it answered, if it was one: when
+        refused, its symbols are now held back. An UNSUBSCRIBE refused leaves a stream we no longer want: harmless."""
+        if request_id is None and error is not None:
+            request_id = min(self._sent, default=None)
+        request = self._sent.pop(request_id)[0] if request_id in self._sent else None
+        if request is None or request.method != "SUBSCRIBE":
+            return None
+        names = set(request.symbols) & self.symbols
+        if error is None:
+            self.confirmed |= names
+        else:
+            self.held |= names
+        return request
+
+    def overdue(self, mono: float, timeout_s: float) -> list[Request]:
+        """SUBSCRIBEs unanswered for ``timeout_s``: given up on, their symbols held back."""
+        late = [r for r, sent in self._sent.values() if mono - sent > timeout_s]
+        for request in late:
+            del self._sent[request.id]
+            if request.method == "SUBSCRIBE":
+                self.held |= set(request.symbols) & self.symbols
+        return [r for r in late if r.method == "SUBSCRIBE"]
+
+    def release(self) -> None:
+        """Let the held symbols be planned (and so subscribed) again."""
+        self.symbols -= self.held
+        self.held.clear()
 
     @property
     def pending(self) -> int:
@@ -130,7 +190,7 @@ PLAN_EVERY_S = 5.0
 class StreamManager:
     """Keeps every open connection subscribed to the symbols that need their own stream."""
 
-    def __init__(self, pause_base_s: float = 30.0) -> None:
+    def __init__(self, pause_base_s: float = 30.0, reply_timeout_s: float = 10.0) -> None:
         self.coverage = ExtraStreams()
         self.wanted: set[str] | None = None
         self._last_plan = float("-inf")
@@ -140,6 +200,31 @@ class StreamManager:
         self.paused_until: float | None = None
         self.refusal: str | None = None
         self._refused_at = float("-inf")
+        self._reply_timeout_s = reply_timeout_s
+        self._retry = Backoff(min(reply_timeout_s, RETRY_CAP_S), RETRY_CAP_S)
+        #: Why streams Binance refused (or left unanswered) are held back, until one SUBSCRIBE is acknowledged.
+        self.failing: str | None = None
+        self._retry_at: float | None = None
+        self._primary: Subscriptions | None = None
+
+    def replied(self, conn: Any, request_id: int | None, error: str | None, mono: float) -> None:
+        """Binance answered a request on ``conn`` (``error``: it refused it)."""
+        subs: Subscriptions = conn.subs
+        answered = subs.reply(request_id, error)
+        if answered is None:
+            return
+        if error is not None:
+            self._failed(f"Binance answered SUBSCRIBE {answered.id} with {error}", len(answered.symbols), mono)
+        elif self.failing is not None and not subs.held:
+            log.info("per-symbol subscriptions acknowledged again after %d failures", self._retry.failures)
+            self.failing, self._retry_at = None, None
+            self._retry.reset()
+
+    def _failed(self, why: str, streams: int, mono: float) -> None:
+        delay = self._retry.next()
+        self._retry_at = mono + delay
+        self.failing = f"{why} ({streams} streams); asked again in {delay:.0f} s (failure {self._retry.failures})"
+        log.warning("per-symbol subscriptions failing: %s", self.failing)
 
     def replan(self) -> None:
         self._last_plan = float("-inf")
@@ -161,9 +246,15 @@ class StreamManager:
     def status(self, mono: float) -> dict[str, Any]:
         """For the state document: streams wanted, and why they are paused (while they are)."""
         paused = self.paused_until is not None and mono < self.paused_until
-        return {"perSymbolStreams": len(self.wanted or ()), "subscriptionsPaused": self.refusal if paused else None,
+        primary, coverage = self._primary, self.coverage
+        return {"perSymbolStreams": len(primary.confirmed) if primary is not None else 0,
+                "perSymbolStreamsWanted": len(self.wanted or ()),
+                "subscriptionsPaused": self.refusal if paused else None,
                 "subscriptionsPausedForS": round(self.paused_until - mono, 1) if paused and self.paused_until
-                else None}
+                else None,
+                "subscriptionsFailing": self.failing,
+                "heldStreams": len(primary.held) if primary is not None else 0,
+                "leftOutStreams": coverage.capped, "leftOutExamples": coverage.left_out if coverage.capped else []}
 
     def _check_accepted(self, connections: list[Any], mono: float) -> None:
         # Only a SUBSCRIBE sent after the last refusal proves anything: an older connection's says nothing.
@@ -175,10 +266,19 @@ class StreamManager:
     def tick(self, connections: Iterable[Any], trading: frozenset[str] | None, mono: float) -> None:
         """``connections``: the daemon's open ones (each has ``subs`` and ``send``); ``trading``: the listed,
         trading symbols, or ``None`` while the reference data is unknown (then nothing is subscribed)."""
+        connections = list(connections)
+        self._primary = connections[0].subs if connections else None
         if trading is None:
             return
-        connections = list(connections)
         self._check_accepted(connections, mono)
+        for conn in connections:
+            for late in conn.subs.overdue(mono, self._reply_timeout_s):
+                self._failed(f"no reply to SUBSCRIBE {late.id} within {self._reply_timeout_s:g} s",
+                             len(late.symbols), mono)
+        if self._retry_at is not None and mono >= self._retry_at:
+            self._retry_at = None
+            for conn in connections:
+                conn.subs.release()
         if self.paused_until is not None and mono < self.paused_until:
             return  # nothing sent: the all-market stream must not be closed again with it
         if self.wanted is None or mono - self._last_plan >= PLAN_EVERY_S:

@@ -17,7 +17,11 @@ The status part of the document, as the daemon writes it (:func:`.statefile.buil
     "heartbeat_at": 1791382993.2, "heartbeat_interval_s": 5, "started_at": 1791382980.0, "stopped_at": null,
     "clock": {"skewMs": -12.0, "samples": 60}, "reference": {"lastError": null, "perSymbolStreams": 2,
                                                                   "unconfirmedDrops": 0, "unconfirmedDropExamples": []},
-    "streams": {"subscriptionsPaused": null, "subscriptionsPausedForS": null}
+    "streams": {"perSymbolStreamsWanted": 2, "subscriptionsPaused": null, "subscriptionsPausedForS": null,
+                "subscriptionsFailing": null, "heldStreams": 0, "leftOutStreams": 0, "leftOutExamples": []}
+
+(``reference.perSymbolStreams`` counts the streams Binance acknowledged; ``heldStreams`` those it refused or left
+unanswered, asked for again after a backoff; ``leftOutStreams`` the symbols beyond what one connection carries.)
 
 and what the shared store adds when it merges daemons (:func:`.redis_store.snapshot_document`)::
 
@@ -85,6 +89,12 @@ class DaemonStatus:
     unconfirmed_examples: tuple[str, ...] = ()
     #: Why per-symbol subscriptions are paused (Binance closed connections in answer to them); ``None``: not.
     subscriptions_paused: str | None = None
+    #: Why some SUBSCRIBEs were refused or never answered, and how many streams wait to be asked for again.
+    subscriptions_failing: str | None = None
+    held_streams: int = 0
+    #: Listed symbols needing a stream beyond one connection's 1,024 (not served), and the first few.
+    left_out_streams: int = 0
+    left_out_examples: tuple[str, ...] = ()
     unlisted: int = 0
     future_overridden: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
@@ -118,6 +128,10 @@ class DaemonStatus:
             reference_error=_text(reference.get("lastError")),
             per_symbol_streams=_count(reference.get("perSymbolStreams")),
             subscriptions_paused=_text(streams.get("subscriptionsPaused")),
+            subscriptions_failing=_text(streams.get("subscriptionsFailing")),
+            held_streams=_count(streams.get("heldStreams")),
+            left_out_streams=_count(streams.get("leftOutStreams")),
+            left_out_examples=_names(streams.get("leftOutExamples")),
             unconfirmed_drops=_count(reference.get("unconfirmedDrops")),
             unconfirmed_examples=_names(reference.get("unconfirmedDropExamples")),
             unlisted=_count(counters.get("unlisted")),
