@@ -42,7 +42,7 @@ def restamped(raw: str, now_ms: int) -> str:
 def test_every_fixture_line_names_its_source_and_kind() -> None:
     kinds = {"subscribe_reply", "unsubscribe_reply", "list_subscriptions_reply", "set_property_reply",
              "get_property_reply", "ws_error", "mark_price_legacy", "mark_price_legacy_delivery",
-             "mark_price_all_market_as_published", "rest_error"}
+             "mark_price_all_market_as_published", "rest_error", "kline_doc_example", "ticker_doc_example"}
     assert DOCS and all(d["kind"] in kinds and d["source"] and d["raw"] for d in DOCS)
     provenance = (DATA / "PROVENANCE.md").read_text("utf-8")
     assert "binance_docs.jsonl" in provenance and all(d["source"].split()[0] in provenance for d in DOCS)

@@ -17,6 +17,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from volspike_funding.api.market_routes import market_router
+from volspike_funding.store.marketfile import MarketCache
 from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router, not_served
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
 from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN,
@@ -39,7 +41,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimits | None = None) -> FastAPI:
+def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimits | None = None,
+               market: MarketCache | None = None) -> FastAPI:
+    """``market``: the market file's reader (klines, tickers); ``None``: those routes answer that they are off."""
     limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
@@ -137,6 +141,7 @@ def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimit
             raise api_error(404 if body["error"] in ("Symbol not found", "Not trading") else 503, **body)
         return json_response(body)
 
+    app.include_router(market_router(market, stale_after_s))  # before the catch-all of binance_router
     app.include_router(binance_router(cache, stale_after_s))
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -27,7 +27,7 @@ from volspike_funding.store.statefile import age_of, binance_strings
 from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH, symbol_problem
 
 ROUTES = ["/fapi/v1/premiumIndex", "/fapi/v1/exchangeInfo", "/fapi/v1/fundingInfo", "/fapi/v1/time",
-          "/fapi/v1/ping"]
+          "/fapi/v1/ping", "/fapi/v1/klines", "/fapi/v1/ticker/24hr"]
 
 
 class PremiumIndex(BaseModel):

@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from volspike_funding.api.app import create_app
+from volspike_funding.store.marketfile import MarketCache, market_path
 from volspike_funding.api.service_status import HealthLimits
 from volspike_funding.store.backend import open_cache
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("serving %s on http://%s:%d (stale after %g s)", cache.location, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         try:
-            app = create_app(cache, settings.stale_after_s, limits(settings))
+            app = create_app(cache, settings.stale_after_s, limits(settings), market_cache(settings))
             server = Server(server_config(app, settings, settings.log_level.lower()))
             server.run(sockets=[sock])
             return 0 if server.started else 1
@@ -125,14 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run("funding_api_server", body)
 
 
+def market_cache(settings: Settings) -> MarketCache | None:
+    return MarketCache(market_path(settings.state_file, settings.market_file)) if settings.market_enabled else None
+
+
 class ServerThread:
     """The real app under real uvicorn on an ephemeral loopback port, in a thread: for tests and benchmarks."""
 
     def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
         self.cache = open_cache(settings, poll_s)
         self.sock = bind("127.0.0.1", 0)
-        self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings)),
-                                           settings, "warning"))
+        self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings),
+                                                      market_cache(settings)), settings, "warning"))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="api-server",
                                         daemon=True)
 

@@ -24,6 +24,7 @@ from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.core.cli import EXIT_FAILURE, build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.errors import RestError
+from volspike_funding.consumers.market_source import LocalMarketClient
 from volspike_funding.consumers.funding_source import FundingSource
 from volspike_funding.consumers.oi_alerts import OiAlert, OiAlertEngine, Sample
 from volspike_funding.consumers.oi_universe import Universe
@@ -64,8 +65,9 @@ class OiPoller:
                                         sleep=interruptible_sleep(self.stop))
         self.source = FundingSource(settings, self.rest, "oi_poller")
         self.backends = backends_from(settings) if backends is None else backends
+        local = None if self.source.mode == "rest" else LocalMarketClient.for_settings(settings).quote_volumes
         self.universe = Universe(settings, self.rest, self.backends[0] if self.backends else None,
-                                 exchange_info=self.source.exchange_info)
+                                 exchange_info=self.source.exchange_info, local_volumes=local)
         self.engine = OiAlertEngine(settings, [b.name for b in self.backends], persist=not dry_run)
         self.outboxes = {b.name: Outbox(b.name, settings.oi_post_queue_max) for b in self.backends}
         self.dry_run = dry_run

@@ -29,8 +29,11 @@ COLLAPSE_RATIO = 0.5
 class Universe:
     def __init__(self, settings: Settings, rest: BinanceRest, backend: Backend | None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 exchange_info: Callable[[], dict[str, Any]] | None = None) -> None:
+                 exchange_info: Callable[[], dict[str, Any]] | None = None,
+                 local_volumes: Callable[[], dict[str, float] | None] | None = None) -> None:
         self.settings, self.rest, self.backend, self._clock = settings, rest, backend, clock
+        #: 24 h quote volumes from the local tickers (0 weight), when the funding mode allows; else REST (40).
+        self.local_volumes = local_volumes
         #: Where exchangeInfo comes from: the funding source's (local copy first), or REST.
         self._exchange_info = exchange_info or rest.exchange_info
         self.symbols: list[str] = []
@@ -106,7 +109,8 @@ class Universe:
         s = self.settings
         try:
             perpetuals = set(usdt_perpetuals(self._exchange_info()))
-            volumes = {t["symbol"]: float(t.get("quoteVolume") or 0) for t in self.rest.ticker_24hr_all()}
+            volumes = (self.local_volumes() if self.local_volumes is not None else None) or {
+                t["symbol"]: float(t.get("quoteVolume") or 0) for t in self.rest.ticker_24hr_all()}
         except (RestError, KeyError, TypeError, ValueError) as exc:
             log.warning("cannot compute the universe locally: %s", exc)
             return None

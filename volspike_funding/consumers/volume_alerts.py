@@ -22,6 +22,7 @@ from volspike_funding.core.cli import EXIT_FAILURE, build_parser, env_file_line,
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
+from volspike_funding.consumers.market_source import LocalMarketClient
 from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
 from volspike_funding.core.value_parsers import iso_time
@@ -60,6 +61,7 @@ class VolumeAlerts:
                                         pool_size=settings.klines_concurrency + 2,  # one per klines thread
                                         sleep=lambda s: interruptible_sleep(self.stop)(s))
         self.source = source or FundingSource(settings, self.rest, "volume_alerts")
+        self.market = LocalMarketClient.for_settings(settings)
         self.backends = backends_from(settings) if backends is None else backends
         self.telegram = telegram or Telegram(settings.telegram_api_url, settings.telegram_token,
                                              settings.telegram_chat_id, timeout=settings.telegram_timeout_s)
@@ -108,8 +110,15 @@ class VolumeAlerts:
         started = self._clock()
         symbols = self.universe()
         failures: dict[str, str] = {}
-        candles = dict(zip(symbols, map_daemon(lambda s: self._candles(s, slot, failures), symbols,
+        # ws mode: one local call for every symbol's candles; REST only for what the local feed cannot answer.
+        local = self.market.klines(klines_limit(slot)) if self.source.mode == "ws" else {}
+        candles = {s: pick_candles(local[s], slot) for s in symbols if s in local}
+        lacking = [s for s in symbols if candles.get(s) is None]
+        candles.update(zip(lacking, map_daemon(lambda s: self._candles(s, slot, failures), lacking,
                                                self.settings.klines_concurrency, self.stop)))
+        if self.source.mode == "ws":
+            log.info("scan %s: candles of %d symbols from the local feed, %d from REST", iso_z(slot),
+                     len(symbols) - len(lacking), len(lacking))
         if self.stop.is_set():
             log.info("scan %s abandoned at the stop: nothing of it is sent", iso_z(slot))
             return []

@@ -53,6 +53,10 @@ class Settings:
     reference_file: Path | None
     reference_refresh_s: float
     interest_refresh_s: float
+    market_enabled: bool
+    market_ws_url: str
+    market_file: Path | None
+    kline_backfill_weight_per_min: float
     api_host: str
     api_port: int
     api_allow_remote: bool

@@ -87,6 +87,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_INTEREST_REFRESH_S", "interest_refresh_s", "3600", v.number(0, strict=True),
             "How often one bulk premiumIndex (weight 10) is fetched for interestRate, which the stream lacks.",
             (DAEMON,)),
+    Setting("FUNDING_MARKET_ENABLED", "market_enabled", "false", v.boolean,
+            "Keep 1 h klines of every trading USDT perpetual and the 24 h tickers on a second connection, in "
+            "FUNDING_MARKET_FILE, served at /fapi/v1/klines and /fapi/v1/ticker/24hr. Off by default while the "
+            "consumers do not read it yet (issue 21); the API answers those routes only when it is on.", (DAEMON, API)),
+    Setting("FUNDING_MARKET_WS_URL", "market_ws_url", "wss://fstream.binance.com/market/stream?streams=!ticker@arr",
+            v.url("ws", "wss"), "The market feed's combined-stream URL; !ticker@arr (every second) is its no-data "
+            "watchdog's signal, the kline streams are added by SUBSCRIBE.", (DAEMON,)),
+    Setting("FUNDING_MARKET_FILE", "market_file", "", v.optional_path,
+            "Klines and tickers file; empty: .funding_market.json beside FUNDING_STATE_FILE.", (DAEMON, API)),
+    Setting("FUNDING_KLINE_BACKFILL_WEIGHT_PER_MIN", "kline_backfill_weight_per_min", "200", v.number(1),
+            "REST weight per minute the market feed may spend on candles the stream lacks (history at start, "
+            "gaps, hours without a final message): 600 symbols take three minutes.", (DAEMON,)),
     Setting("FUNDING_API_HOST", "api_host", "127.0.0.1", v.host,
             "Address the HTTP API binds; anything but loopback also needs FUNDING_API_ALLOW_REMOTE.", (API,)),
     Setting("FUNDING_API_PORT", "api_port", "8888", v.port, "Port of the HTTP API.", (API,)),

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -85,6 +87,8 @@ class Market:
         self.silent: dict[str, Contract] = {} if wire == "legacy" else {
             SILENT_SYMBOL: self._perpetual(SILENT_SYMBOL, 230.0, TRADFI, "EQUITY")}
         self._pinned: set[str] = set()
+        #: Hourly candles and 24 h tickers of the same contracts (the kline and ticker streams, REST klines).
+        self.candles = Candles(self)
 
     def _perpetual(self, name: str, price: float | None, contract_type: str = "PERPETUAL",
                    underlying: str = "COIN") -> Contract:
@@ -206,3 +210,81 @@ class Market:
                 "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
                                "TRAILING_STOP_MARKET"],
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"]}
+
+
+HOUR_MS = 3_600_000
+
+
+class Candles:
+    """Hourly candles consistent between the fake's kline streams and its REST ``klines``: a closed hour is a pure
+    function of (symbol, hour), the open one grows with the time into the hour; ``offset_ms`` moves the fake's
+    clock (a test crosses an hour without waiting for one). ``quiet``: symbols without trades (Binance pushes
+    nothing for them; REST answers zero-volume candles at the last close); ``hour_volume``: a quote volume set
+    for one (symbol, open time), for spikes."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.offset_ms = 0
+        self.quiet: set[str] = set()
+        self.hour_volume: dict[tuple[str, int], float] = {}
+        self._base: dict[str, float] = {}
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+    @staticmethod
+    def _draw(symbol: str, hour: int, tag: str) -> float:
+        """A number in [0, 1) fixed by its arguments (the same in every process, unlike ``hash``)."""
+        return zlib.crc32(f"{symbol}|{hour}|{tag}".encode()) % 1000 / 1000
+
+    def _level(self, symbol: str, hour: int) -> float:
+        base = self._base.get(symbol)
+        if base is None:  # the price level when first asked: closed hours must not follow the random walk
+            contract = self.market.find(symbol)
+            base = self._base[symbol] = contract.mark if contract is not None else 1.0
+        return base * (1 + 0.002 * (self._draw(symbol, hour, "p") - 0.5))
+
+    def row(self, symbol: str, open_ms: int, now_ms: int) -> list[Any]:
+        """Binance's twelve-field row for the hour opening at ``open_ms``, as of ``now_ms``."""
+        contract = self.market.find(symbol)
+        hour = open_ms // HOUR_MS
+        full = self.hour_volume.get((symbol, open_ms))
+        if full is None:
+            daily = contract.quote_volume if contract is not None else 1e6
+            full = daily / 24 * (0.5 + self._draw(symbol, hour, "v"))
+        share = min(max((now_ms - open_ms) / HOUR_MS, 0.0), 1.0)
+        o = self._level(symbol, hour)
+        c = self._level(symbol, hour + 1) if share >= 1.0 else o * (1 + 0.001 * share)
+        quote = 0.0 if symbol in self.quiet else full * share
+        if symbol in self.quiet:
+            c = o
+        trades = int(quote / 1000)
+        base = quote / ((o + c) / 2)
+        hi, lo = (max(o, c) * 1.0005, min(o, c) * 0.9995) if trades else (o, o)
+        return [open_ms, fmt(o), fmt(hi), fmt(lo), fmt(c), f"{base:.3f}", open_ms + HOUR_MS - 1, f"{quote:.4f}",
+                trades, f"{base / 2:.3f}", f"{quote / 2:.4f}", "0"]
+
+    def message(self, symbol: str, open_ms: int, now_ms: int, closed: bool) -> str:
+        """The ``<symbol>@kline_1h`` message for that hour (``"x"``: ``closed``), combined-stream wrapped."""
+        r = self.row(symbol, open_ms, now_ms)
+        k = {"t": r[0], "T": r[6], "s": symbol, "i": "1h", "f": 1, "L": 1 + r[8], "o": r[1], "c": r[4], "h": r[2],
+             "l": r[3], "v": r[5], "n": r[8], "x": closed, "q": r[7], "V": r[9], "Q": r[10], "B": "0"}
+        data = {"e": "kline", "E": now_ms, "s": symbol, "k": k}
+        return json.dumps({"stream": f"{symbol.lower()}@kline_1h", "data": data}, ensure_ascii=False,
+                          separators=(",", ":"))
+
+    def ticker(self, c: Contract, now_ms: int) -> dict[str, Any]:
+        """One ``24hrTicker`` event (Binance's field order); COIN-M rows carry ``"st":2``."""
+        row = {"e": "24hrTicker", "E": now_ms, "s": c.symbol, "p": fmt(c.mark * 0.01), "P": "1.010",
+               "w": fmt(c.mark * 0.995), "c": fmt(c.mark), "Q": "1.000", "o": fmt(c.mark * 0.99),
+               "h": fmt(c.mark * 1.02), "l": fmt(c.mark * 0.98), "v": f"{c.quote_volume / c.mark:.3f}",
+               "q": f"{c.quote_volume:.2f}", "O": now_ms - 86_400_000, "C": now_ms, "F": 1, "L": 1001, "n": 1000}
+        if c.symbol_type != 1:
+            row["st"] = c.symbol_type
+        return row
+
+    def tickers_frame(self, now_ms: int) -> str:
+        with self.market._lock:
+            rows = [self.ticker(c, now_ms) for c in (*self.market.contracts.values(),
+                                                     *self.market.coin_m.values())]
+        return json.dumps({"stream": "!ticker@arr", "data": rows}, ensure_ascii=False, separators=(",", ":"))

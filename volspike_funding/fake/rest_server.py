@@ -32,6 +32,9 @@ class FakeBinanceRest(HttpFake):
         self.now_ms: int | None = None
         #: Per symbol: ``(prev_quote_volume, curr_quote_volume, open, close)`` of the last two hourly candles.
         self.volumes: dict[str, tuple[float, float, float, float]] = {}
+        #: ``klines`` answers from the market's candles (the kline streams' own), except for symbols in
+        #: :attr:`volumes` (the older fixture: two set candles at a fixed ``now_ms``). Off (the default): that fixture for all.
+        self.market_candles = False
         self.open_interest: dict[str, float] = {}
         self.quote_volume_24h: dict[str, float] = {}
         self.used_weight = 0
@@ -110,6 +113,8 @@ class FakeBinanceRest(HttpFake):
         if self.market.find(symbol) is None:
             return self._invalid_symbol()
         limit = int(request.query.get("limit", "500"))
+        if symbol not in self.volumes and self.market_candles:
+            return self._candle_rows(symbol, limit)
         now = self.now()
         open_hour = now // HOUR_MS * HOUR_MS
         prev_v, curr_v, o, c = self.volumes.get(symbol, (1_000_000.0, 1_000_000.0, 100.0, 100.0))
@@ -124,6 +129,14 @@ class FakeBinanceRest(HttpFake):
                             f"{last:.4f}", "1000.000", start + HOUR_MS - 1, f"{volume:.4f}", 1234, "500.000",
                             f"{volume / 2:.4f}", "0"])
         return self._reply(candles)
+
+    def _candle_rows(self, symbol: str, limit: int) -> Reply:
+        """The last ``limit`` hours as the kline streams send them (:class:`.market.Candles`); a quiet symbol's are
+        zero-volume candles at its price, as Binance answers for hours without trades."""
+        candles = self.market.candles
+        now = candles.now_ms()
+        open_hour = now // HOUR_MS * HOUR_MS
+        return self._reply([candles.row(symbol, open_hour - k * HOUR_MS, now) for k in range(limit - 1, -1, -1)])
 
     def _premium_index(self, request: Request) -> Reply:
         now = self.now()

@@ -5,6 +5,9 @@ Paths served like Binance's since 2026-04-23:
 - ``/market/stream?streams=!markPrice@arr@1s`` — combined stream, frames wrapped in ``{"stream", "data"}``;
 - ``/market/ws/!markPrice@arr@1s`` — raw stream, bare arrays;
 - ``/market/stream?streams=<symbol>@markPrice@1s/...`` — per-symbol streams, one wrapped object per symbol;
+- ``/market/stream?streams=!ticker@arr`` — the 24 h tickers every tick, and ``<symbol>@kline_1h`` streams (added by
+  ``SUBSCRIBE``): the open candle every tick, the final ``"x":true`` one :attr:`FakeBinanceWS.final_delay_s` after
+  the close (candles: :class:`.market.Candles`, the same the REST fake answers);
 - ``/stream?...`` and ``/ws/...`` — the legacy paths: the handshake succeeds and nothing is ever sent.
 
 ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...], "id": n}`` on an open connection changes its streams and
@@ -32,6 +35,8 @@ from websockets.protocol import State
 from .market import Market
 
 STREAM = "!markPrice@arr@1s"
+TICKERS = "!ticker@arr"
+HOUR_MS = 3_600_000
 MAX_STREAMS = 1024
 MAX_INCOMING_PER_S = 10
 
@@ -61,10 +66,18 @@ class FakeBinanceWS:
         #: (``{"error": {"code": 2, "msg": ...}, "id": n}``, nothing added) or ``"none"`` (no reply, nothing added).
         self.subscribe_answer = "result"
         self._garbage: list[str | bytes] = []
+        #: Seconds after an hour's close its final kline message (``"x":true``) is sent (Binance: ~2 s), and the
+        #: symbols that never get one.
+        self.final_delay_s = 2.0
+        self.drop_finals: set[str] = set()
+        #: The 24 h tickers go out every this many ticks (a benchmark pushes klines 4 times a second and tickers
+        #: once, as Binance does).
+        self.ticker_every = 1
         # What happened, for assertions.
         self.stats: dict[str, int] = {"connections": 0, "refused": 0, "frames_sent": 0, "pings": 0,
                                       "pongs": 0, "cuts": 0, "legacy_connections": 0, "subscribe_messages": 0,
-                                      "limit_closes": 0, "subscribe_closes": 0}
+                                      "limit_closes": 0, "subscribe_closes": 0,
+                                      "kline_messages": 0}
         #: Streams of each open connection (lower-case names, as Binance wants them).
         self.streams: dict[ServerConnection, set[str]] = {}
         self.paths: list[str] = []
@@ -112,6 +125,11 @@ class FakeBinanceWS:
     @property
     def url(self) -> str:
         return f"{self.base}/market/stream?streams={STREAM}"
+
+    @property
+    def market_url(self) -> str:
+        """The market feed's URL (klines are added by SUBSCRIBE)."""
+        return f"{self.base}/market/stream?streams={TICKERS}"
 
     @property
     def raw_url(self) -> str:
@@ -187,7 +205,7 @@ class FakeBinanceWS:
         else:
             names = [parts.path.removeprefix("/market/ws/")]
         streams = {n if n.startswith("!") else n.lower() for n in names if n}
-        if not any("markprice" in n.lower() for n in streams):
+        if not any("markprice" in n.lower() or n == TICKERS or "@kline_" in n for n in streams):
             await conn.wait_closed()
             return
         self.connections.add(conn)
@@ -195,6 +213,7 @@ class FakeBinanceWS:
         self.stats["connections"] += 1
         reader = asyncio.get_running_loop().create_task(self._read(conn, streams))
         opened = last_ping = time.monotonic()
+        finals_for = self.market.candles.now_ms() // HOUR_MS * HOUR_MS  # hours closing from now get a final
         try:
             while True:
                 assert self._frame_ready is not None
@@ -217,16 +236,36 @@ class FakeBinanceWS:
                     await conn.send(self._frames[0] if wrapped else self._frames[1])
                     self.stats["frames_sent"] += 1
                 now_ms = int(time.time() * 1000)
-                for name in sorted(streams - {STREAM}):
+                for name in sorted(n for n in streams - {STREAM} if "@markprice" in n):
                     frame = self.market.symbol_frame(self._symbol_of(name), now_ms, wrapped)
                     if frame is not None:
                         await conn.send(frame)
+                finals_for = await self._market_streams(conn, streams, finals_for)
         except ConnectionClosed:
             pass
         finally:
             reader.cancel()
             self.connections.discard(conn)
             self.streams.pop(conn, None)
+
+    async def _market_streams(self, conn: ServerConnection, streams: set[str], finals_for: int) -> int:
+        """The 24 h tickers, and each kline stream's open candle (none for a quiet symbol); the final ``x:true``
+        of an hour :attr:`final_delay_s` after its close, unless the symbol is in :attr:`drop_finals`. Returns
+        the open time of the next hour owed a final."""
+        candles = self.market.candles
+        now_ms = candles.now_ms()
+        if TICKERS in streams and self._tick % self.ticker_every == 0:
+            await conn.send(candles.tickers_frame(now_ms))
+        klines = sorted(self._symbol_of(n) for n in streams if n.endswith("@kline_1h"))
+        due = now_ms >= finals_for + HOUR_MS + self.final_delay_s * 1000
+        for symbol in klines:
+            if symbol in candles.quiet or self.market.find(symbol) is None:
+                continue
+            if due and symbol not in self.drop_finals:
+                await conn.send(candles.message(symbol, finals_for, now_ms, True))
+            await conn.send(candles.message(symbol, now_ms // HOUR_MS * HOUR_MS, now_ms, False))
+            self.stats["kline_messages"] += 1
+        return finals_for + HOUR_MS if due else finals_for
 
     def _symbol_of(self, stream: str) -> str:
         lower = stream.split("@")[0]

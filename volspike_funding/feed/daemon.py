@@ -23,6 +23,7 @@ from volspike_funding.core.errors import FrameError
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.core.retry import Backoff
 from volspike_funding.core.settings import DAEMON, Settings, secret_values
+from volspike_funding.feed.market_feed import MarketFeed
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
 from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
 from volspike_funding.feed.sdnotify import Notifier, status_line
@@ -70,20 +71,17 @@ class Daemon:
         self.streams = StreamManager(pause_base_s=3 * settings.no_data_timeout_s,
                                      reply_timeout_s=max(settings.no_data_timeout_s, 2.0))
         self.fetcher: ReferenceFetcher | None = None
+        self.market: MarketFeed | None = None
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
         # arriving must not hide an all-market stream gone silent.
         self._all_market_url = ALL_MARKET_PREFIX.lower() in settings.ws_url.lower()
         self.active: Connection | None = None
         self.candidate: Connection | None = None
-        self.failures = 0
+        self.failures, self._rotate_retry_at = 0, 0.0
         self._reconnect_at: float | None = 0.0
-        self._rotate_retry_at = 0.0
-        self._ready = False
-        self._last_write = 0.0
-        self._last_write_ok = monotonic()
-        self._dirty = False
-        self._last_prune = monotonic()
+        self._ready, self._dirty, self._last_write = False, False, 0.0
+        self._last_write_ok = self._last_prune = monotonic()
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -116,6 +114,7 @@ class Daemon:
             if s.reference_enabled:
                 self.fetcher = ReferenceFetcher.for_settings(s, self.store.reference or ReferenceData(),
                                                              self._reference_result).start()
+            self.market = MarketFeed.for_settings(s, self.store.reference, clock=self._clock, monotonic=self._mono)
             log.info("starting: %s -> %s", self.settings.ws_url, writer.location)
             if self.env_note:
                 log.info("%s", self.env_note)
@@ -126,8 +125,9 @@ class Daemon:
             raise
 
     def close(self) -> None:
-        if self.fetcher is not None:
-            self.fetcher.stop()
+        for part in (self.fetcher, self.market):
+            if part is not None:
+                part.stop()
         self._writer.close()
         self._notifier.close()
 
@@ -138,7 +138,6 @@ class Daemon:
         if self._dirty and self._mono() - self._last_write >= COALESCE_S:
             self._write()
         self._housekeeping()
-
 
     def _reference_result(self, data: ReferenceData, error: str | None) -> None:
         """Called on the fetcher's thread: hand over to the loop."""
@@ -193,6 +192,8 @@ class Daemon:
                 self._ratelog.warning("write_error", f"cannot write {self.settings.reference_path}: {exc}")
             self._writer.write_reference(orjson.dumps(data.document()), data.symbols if data.known else None)
             self.store.set_reference(data)
+            if self.market is not None:
+                self.market.follow(data)
             self.streams.replan()
             release_memory()
         self._write()

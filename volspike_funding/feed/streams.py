@@ -25,7 +25,7 @@ reason to drop the all-market stream.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from volspike_funding.binance.wire import subscription_message, symbol_stream
 from volspike_funding.core.retry import Backoff
@@ -110,7 +110,9 @@ class Request(NamedTuple):
 class Subscriptions:
     """One connection's per-symbol streams: planned (sent or queued), acknowledged by Binance, and refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream_of: Callable[[str], str] = symbol_stream) -> None:
+        #: A symbol's stream name (``<symbol>@markPrice@1s`` here, ``<symbol>@kline_1h`` on the market feed).
+        self.stream_of = stream_of
         #: Symbols planned for this connection: queued, sent, acknowledged, or refused and waiting to be asked again.
         self.symbols: set[str] = set()
         self.confirmed: set[str] = set()
@@ -129,7 +131,7 @@ class Subscriptions:
         for method, names in (("UNSUBSCRIBE", remove), ("SUBSCRIBE", add)):
             for i in range(0, len(names), PARAMS_PER_MESSAGE):
                 chunk = tuple(names[i:i + PARAMS_PER_MESSAGE])
-                message = subscription_message(method, [symbol_stream(s) for s in chunk], self._next_id)
+                message = subscription_message(method, [self.stream_of(s) for s in chunk], self._next_id)
                 self._queue.append(Request(self._next_id, method, chunk, message))
                 self._next_id += 1
         self.symbols = set(wanted)

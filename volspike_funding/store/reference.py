@@ -36,7 +36,7 @@ from volspike_funding.binance.wire import symbol_problem
 SCHEMA_VERSION = 1
 DEFAULT_FUNDING_INTERVAL_HOURS = 8
 PERPETUAL_TYPES = frozenset({"PERPETUAL", "TRADIFI_PERPETUAL"})
-INDEX_FIELDS = ("symbol", "status", "contractType")
+INDEX_FIELDS = ("symbol", "status", "contractType", "quoteAsset")
 
 
 def symbol_index(info: Any) -> dict[str, dict[str, Any]]:
@@ -88,6 +88,12 @@ class ReferenceData:
     def trading(self) -> frozenset[str]:
         """Listed symbols whose ``status`` is ``TRADING``: each must have data, from one stream or another."""
         return frozenset(s for s, e in self.symbols.items() if e.get("status") == "TRADING")
+
+    @cached_property
+    def usdt_perpetuals(self) -> frozenset[str]:
+        """Trading USDT perpetuals: the volume script's universe, whose klines the market feed keeps."""
+        return frozenset(s for s, e in self.symbols.items() if e.get("status") == "TRADING"
+                         and e.get("contractType") == "PERPETUAL" and e.get("quoteAsset") == "USDT")
 
     @cached_property
     def _funding_by_symbol(self) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""The market feed's costs and gains, side by side in one run.
+
+1. Daemon CPU % of one core and mark-price freshness (the state file's write minus the newest Binance event time,
+   p50) with the market feed off, then on with ``--symbols`` kline streams pushed 4 times a second and tickers
+   once (goals: CPU <= 15 %, freshness p50 within 10 % of off).
+2. REST weight of the volume script's klines per hour (12 scans) in ``rest`` and warm ``ws`` mode (today 7,248 at
+   604 symbols; goal <= 100), of the OI universe job's 24 h volumes (480 an hour; goal <= 20), and the heaviest
+   REST minute at :00 from both consumers, next to the OI poller's steady ~2,000.
+
+Run: ``python -m bench.bench_market [--symbols 600] [--seconds 30]``. The fakes run in this process, the daemon in
+its own (its CPU is read from /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
+from volspike_funding.fake.market import Market  # noqa: E402
+from volspike_funding.fake.rest_server import FakeBinanceRest  # noqa: E402
+from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
+from volspike_funding.store import marketfile  # noqa: E402
+
+OI_STEADY_PER_MIN = 2000  # the OI poller's measured steady weight (issue 21)
+SCANS_PER_HOUR = 12
+
+
+def warm(market_file: Path) -> bool:
+    doc = marketfile.read(market_file).document
+    klines = doc.get("klines") or {}
+    return bool(klines) and doc["backfill"]["pending"] == 0 and all(e["since"] is not None for e in klines.values())
+
+
+def run_daemon(tmp: Path, ws: FakeBinanceWS, market_ws: FakeBinanceWS, rest: FakeBinanceRest, market_on: bool,
+               seconds: float) -> tuple[float, float, Path, subprocess.Popen[bytes]]:
+    state = tmp / ("on" if market_on else "off") / "state.json"
+    state.parent.mkdir(parents=True)
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": ws.url, "BINANCE_REST_URL": rest.url,
+           "FUNDING_STATE_FILE": str(state), "FUNDING_LOG_LEVEL": "WARNING",
+           "FUNDING_MARKET_ENABLED": "true" if market_on else "false", "FUNDING_MARKET_WS_URL": market_ws.market_url,
+           "FUNDING_KLINE_BACKFILL_WEIGHT_PER_MIN": "100000"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)
+    market_file = marketfile.market_path(state, None)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (state.exists() and (not market_on or warm(market_file))):
+        time.sleep(0.5)
+    time.sleep(3)
+    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    lags: list[float] = []
+    last = 0
+    while time.monotonic() - t0 < seconds:
+        try:
+            st = state.stat()
+            if st.st_mtime_ns != last:
+                last = st.st_mtime_ns
+                doc = orjson.loads(state.read_bytes())
+                newest = max(r["eventTime"] for r in doc["funding_state"].values())
+                lags.append(st.st_mtime_ns / 1e6 - newest)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+    return cpu, statistics.median(lags) if lags else float("nan"), state, proc
+
+
+def scan_weight(state: Path, api_port_env: dict[str, str], rest: FakeBinanceRest, mode: str) -> int:
+    """One volume scan's REST kline calls (each weight 1 at limit 2-3) in ``mode``, against the real API."""
+    from volspike_funding.binance.rest import BinanceRest
+    from volspike_funding.consumers.volume_alerts import VolumeAlerts
+    from volspike_funding.consumers.volume_rules import slot_of
+    from volspike_funding.core.settings import load_settings
+    book = state.parent / f"book-{mode}"
+    book.mkdir()
+    settings = load_settings({**api_port_env, "FUNDING_SOURCE_MODE": mode, "BINANCE_REST_URL": rest.url,
+                              "VOLUME_ALERT_STATE_FILE": str(book / "alerts.json")})
+    before = rest.counts["/fapi/v1/klines"]
+    VolumeAlerts(settings, rest=BinanceRest(rest.url, retries=1), dry_run=True).scan(
+        slot_of(datetime.now(timezone.utc)))
+    return rest.counts["/fapi/v1/klines"] - before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=600)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
+    market = Market(args.symbols + 20)
+    with FakeBinanceWS(market, cadence_s=1.0) as ws, FakeBinanceWS(market, cadence_s=0.25) as market_ws, \
+            FakeBinanceRest(market) as rest:
+        market_ws.ticker_every = 4
+        rest.market_candles = True
+        cpu_off, lag_off, _, proc = run_daemon(tmp, ws, market_ws, rest, False, args.seconds)
+        proc.terminate()
+        proc.wait(10)
+        cpu_on, lag_on, state, proc = run_daemon(tmp, ws, market_ws, rest, True, args.seconds)
+        rate = market_ws.stats["kline_messages"]
+        from volspike_funding.api.server import ServerThread
+        from volspike_funding.core.settings import load_settings
+        env = {"VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_STATE_FILE": str(state), "FUNDING_MARKET_ENABLED": "true"}
+        try:
+            with ServerThread(load_settings(env)) as api:
+                env["WS_FUNDING_API_URL"] = api.url + "/funding"
+                rest_scan = scan_weight(state, env, rest, "rest")
+                ws_scan = scan_weight(state, env, rest, "ws")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    klines = len(orjson.loads(marketfile.market_path(state, None).read_bytes())["klines"])
+    print(f"{klines} kline streams at 4 updates/s ({rate} kline messages sent in all), tickers 1/s, "
+          f"mark price 1 frame/s of {len(market.contracts)} symbols; {args.seconds:g} s each")
+    print(f"daemon CPU, market feed off / on:        {cpu_off:6.2f} % / {cpu_on:6.2f} % of one core   "
+          f"(goal on <= 15 %)")
+    print(f"mark-price freshness p50, off / on:      {lag_off:6.1f} ms / {lag_on:6.1f} ms   ({lag_on / lag_off:.2f}x; "
+          f"goal within 1.10x)")
+    print(f"volume script klines weight per hour, rest / ws: {rest_scan * SCANS_PER_HOUR:6d} / "
+          f"{ws_scan * SCANS_PER_HOUR:d}   (604 symbols today: 7,248; goal ws <= 100)")
+    print("OI universe job 24 h volumes per hour, rest / ws:    480 / 0   (one ticker/24hr, weight 40, per 5 min; "
+          "local tickers cost nothing)")
+    print(f"heaviest REST minute at :00 (volume scan + OI universe + OI poller), rest / ws: "
+          f"{rest_scan + 40 + OI_STEADY_PER_MIN} / {ws_scan + OI_STEADY_PER_MIN}   (Binance's limit 2,400)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The market file (``.funding_market.json``): the daemon's 1 h candles and 24 h tickers, and their reader.
+
+One owner for the format, writer and reader. It is a file of its own so that the mark-price state file, written
+every second and read on every request, stays the size it is. Shape (``schemaVersion`` 1)::
+
+    {"schemaVersion": 1, "writtenAt": 1790000000.5, "connected": true, "lastFrameAt": 1790000000.1,
+     "reason": null, "interval": "1h",
+     "klines": {"BTCUSDT": {"since": 1789990000.0, "rows": [[<Binance's twelve fields>], ...],
+                            "final": [true, ..., false], "receivedAt": 1790000000.0}},
+     "tickers": {"BTCUSDT": {<Binance's ticker/24hr fields>, "E": 1790000000000}},
+     "backfill": {"pending": 0, "weightLastMinute": 0, "lastError": null}, "counters": {...}}
+
+``lastFrameAt`` is when the last ``!ticker@arr`` frame arrived (Binance sends it every second: the connection's
+heartbeat). ``since`` is when the symbol's kline stream was acknowledged (``null``: not subscribed), ``rows`` are
+oldest first, and ``final`` says of each row whether it can no longer change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from volspike_funding.core.persist import atomic_replace
+
+SCHEMA_VERSION = 1
+
+
+def market_path(state_file: Path, explicit: Path | None) -> Path:
+    return explicit or state_file.with_name(".funding_market.json")
+
+
+def write(path: Path, document: dict[str, Any]) -> int:
+    """Atomically replace the market file; returns its size."""
+    data = orjson.dumps({"schemaVersion": SCHEMA_VERSION, **document})
+    atomic_replace(path, data)
+    return len(data)
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """What a reader holds of the market file; ``error`` says why it is empty."""
+
+    document: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def klines(self) -> dict[str, Any]:
+        value = self.document.get("klines")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def tickers(self) -> dict[str, Any]:
+        value = self.document.get("tickers")
+        return value if isinstance(value, dict) else {}
+
+    def number(self, key: str) -> float | None:
+        value = self.document.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def feed_age(self, now: float) -> float | None:
+        """Seconds since the last ``!ticker@arr`` frame (``None``: never one): how stale the whole feed is."""
+        at = self.number("lastFrameAt")
+        return None if at is None else max(0.0, now - at)
+
+    @property
+    def connected(self) -> bool:
+        return self.document.get("connected") is True
+
+
+def read(path: Path) -> MarketSnapshot:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return MarketSnapshot(error=f"{path} does not exist (FUNDING_MARKET_ENABLED off, or the daemon has not "
+                                    f"written it yet)")
+    except OSError as exc:
+        return MarketSnapshot(error=f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return MarketSnapshot(error=f"{path} is not JSON")
+    if not isinstance(document, dict) or document.get("schemaVersion") != SCHEMA_VERSION:
+        return MarketSnapshot(error=f"{path} is not a market file of schema version {SCHEMA_VERSION}")
+    return MarketSnapshot(document)
+
+
+class MarketCache:
+    """The reader's copy, re-read when the file was replaced (one ``stat`` per call: the file changes every
+    second at most, requests may come far more often)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._identity: tuple[int, int, int] | None = None
+        self._snapshot = MarketSnapshot(error="not read yet")
+
+    def get(self) -> MarketSnapshot:
+        try:
+            st = os.stat(self.path)
+            identity: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            identity = None
+        if identity is None or identity != self._identity:
+            self._snapshot = read(self.path)
+            self._identity = identity if self._snapshot.error is None else None
+        return self._snapshot
