@@ -70,6 +70,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def within_one_hour(budget_s: float, grace_s: float = 10.0) -> None:
+    """Wait, if need be, until the next ``budget_s`` (scaled) seconds fall inside one wall-clock hour, past its
+    first ``grace_s`` (scaled: the last hour's final kline messages come ~2 s after it closed). Tests of 1 h candles
+    run on the real clock, which the daemon and the API read; an hour closing mid-test changes what is true."""
+    into = time.time() % 3600
+    if into < scaled(grace_s):
+        time.sleep(scaled(grace_s) - into)
+    elif 3600 - into < scaled(budget_s):
+        time.sleep(3600 - into + scaled(grace_s))
+
+
 def read_doc(path: Path) -> dict[str, Any]:
     return json.loads(path.read_bytes())
 

@@ -25,7 +25,7 @@ from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.feed.daemon import Daemon
 from volspike_funding.store import marketfile
 
-from ..conftest import FAST, scaled, wait_until
+from ..conftest import FAST, scaled, wait_until, within_one_hour
 
 
 class Warm:
@@ -52,6 +52,7 @@ class Warm:
             klines = doc.get("klines") or {}
             return bool(klines) and doc["backfill"]["pending"] == 0 and all(
                 e["since"] is not None and len(e["rows"]) >= 26 and all(e["final"][:-1]) for e in klines.values())
+        within_one_hour(30)
         wait_until(warm, 30)
 
     def settings(self, **env: str) -> Settings:
@@ -85,6 +86,7 @@ def scan(w: Warm, mode: str) -> tuple[list[tuple[str, str]], int]:
 
 
 def test_ws_mode_decides_like_rest_mode_without_rest_klines(warm: Warm) -> None:
+    within_one_hour(40)
     open_hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
     candles = warm.market.candles
     # A spike in the open hour (ETH), one under the volume floor (SOL's previous hour is huge), the rest quiet.
@@ -99,6 +101,7 @@ def test_ws_mode_decides_like_rest_mode_without_rest_klines(warm: Warm) -> None:
 
 
 def test_the_batch_answers_each_symbol_whole_or_not_at_all(warm: Warm) -> None:
+    within_one_hour(10)
     client = LocalMarketClient(warm.api.url + "/funding", timeout=2, breaker_s=1)
     answered = client.klines(2)
     assert "BTCUSDT" in answered and len(answered) >= 20

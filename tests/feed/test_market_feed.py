@@ -17,7 +17,7 @@ from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.store import marketfile
 
-from ..conftest import DaemonThread, scaled, wait_until
+from ..conftest import DaemonThread, scaled, wait_until, within_one_hour
 
 
 @pytest.fixture
@@ -67,6 +67,7 @@ def test_klines_and_tickers_are_served_like_binance(run_daemon: Callable[[Settin
                                                      market_settings: Callable[..., Settings],
                                                      fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, rest = fakes
+    within_one_hour(45)
     settings = market_settings()
     d = run_daemon(settings)
     wait_until(lambda: served(settings), 30)

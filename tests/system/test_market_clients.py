@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from ..conftest import within_one_hour
 from ..consumers.test_volume_klines import Warm
 
 
@@ -24,6 +25,7 @@ def truth(w: Warm, limit: int) -> list[list[Any]]:
 
 
 def test_ccxt_fetch_ohlcv_and_tickers(live: Warm) -> None:
+    within_one_hour(15)
     import ccxt
 
     exchange = ccxt.binanceusdm({"timeout": 5000})
@@ -42,6 +44,7 @@ def test_ccxt_fetch_ohlcv_and_tickers(live: Warm) -> None:
 
 
 def test_python_binance_klines_and_ticker(live: Warm) -> None:
+    within_one_hour(15)
     from binance.client import Client
 
     client = Client(ping=False)
@@ -52,6 +55,7 @@ def test_python_binance_klines_and_ticker(live: Warm) -> None:
 
 
 def test_binance_sdk_and_connector_klines_and_ticker(live: Warm) -> None:
+    within_one_hour(15)
     from binance.um_futures import UMFutures
     from binance_sdk_derivatives_trading_usds_futures.derivatives_trading_usds_futures import (
         ConfigurationRestAPI, DerivativesTradingUsdsFutures)

@@ -4,7 +4,9 @@ Only what the feed holds is answered, and only whole: 1 h candles of trading USD
 ``KEEP_CLOSED`` before it. Another interval, or a range reaching past what is kept, is a final 400 ``-1020``
 (UNSUPPORTED_OPERATION, which clients do not retry) naming what is kept; never a shorter list passed off as the
 answer. A feed that stopped (no ``!ticker@arr`` frame for ``FUNDING_STALE_AFTER_S``) or a symbol whose kline stream
-is not acknowledged yet is 503 ``-1001`` (try again). Binance sends nothing for an hour without trades: while the
+is not acknowledged yet is 503 ``-1001`` (try again), and so is a closed hour whose final message has not come yet
+(the first ~2 s of an hour; REST's copy is asked after ``FINAL_GRACE_MS``), with ``Retry-After: 1``: a candle missing
+its last seconds is never passed off as Binance's. Binance sends nothing for an hour without trades: while the
 symbol's stream was acknowledged before the hour opened and the feed is alive, its open candle is the zero-volume
 candle at the last close, as Binance's REST answers it. Every answer carries ``X-Data-Age-Seconds`` (the feed's).
 """
@@ -144,6 +146,11 @@ def market_router(market: MarketCache | None, stale_after_s: float) -> APIRouter
             if isinstance(rows, str):
                 return binance_error(503, -1001, f"Klines of {symbol}: {chosen}; please try again.")
             return _unsupported(f"klines of {symbol}: {chosen}")
+        pending = unfinal(entry, chosen, now_ms)
+        if pending is not None:  # a closed hour missing its last seconds is not Binance's candle: ask again
+            answer = binance_error(503, -1001, f"Klines of {symbol}: {pending}; please try again.")
+            answer.headers["Retry-After"] = "1"
+            return answer
         return _json(chosen, {"X-Data-Age-Seconds": f"{age:.3f}"})
 
     @router.get("/market/klines/batch", responses=models.ERRORS, tags=["VolSpike"],

@@ -1,0 +1,59 @@
+"""The market routes over a market file written by hand: a closed hour is answered only with its final candle."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+from volspike_funding.api.server import ServerThread
+from volspike_funding.core.settings import Settings
+from volspike_funding.store import marketfile
+
+from ..conftest import scaled, within_one_hour
+
+HOUR_MS = 3_600_000
+
+
+def row(open_ms: int, close: str) -> list[Any]:
+    return [open_ms, "100.0", "101.0", "99.0", close, "10.000", open_ms + HOUR_MS - 1, "1000.0000", 10, "5.000",
+            "500.0000", "0"]
+
+
+def document(final: list[bool]) -> dict[str, Any]:
+    now = time.time()
+    open_ms = int(now * 1000) // HOUR_MS * HOUR_MS
+    rows = [row(open_ms - 2 * HOUR_MS, "100.5"), row(open_ms - HOUR_MS, "100.7"), row(open_ms, "100.9")]
+    return {"writtenAt": now, "connected": True, "lastFrameAt": now, "reason": None, "interval": "1h",
+            "klines": {"BTCUSDT": {"since": now - 3 * 3600, "rows": rows, "final": final, "receivedAt": now}},
+            "tickers": {}, "backfill": {"pending": 0}, "counters": {}}
+
+
+def get(url: str) -> tuple[int, Any, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=scaled(5)) as answer:
+            return answer.status, answer.headers, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+def test_a_closed_hour_without_its_final_message_is_try_again_not_a_candle(
+        make_settings: Callable[..., Settings]) -> None:
+    within_one_hour(10)
+    settings = make_settings(FUNDING_MARKET_ENABLED="true")
+    path = marketfile.market_path(settings.state_file, settings.market_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marketfile.write(path, document([True, False, False]))  # the hour just closed, its "x":true not here yet
+    with ServerThread(settings) as api:
+        klines = api.url + "/fapi/v1/klines?symbol=BTCUSDT&interval=1h"
+        status, headers, body = get(klines + "&limit=2")
+        assert status == 503 and body["code"] == -1001 and "not final yet" in body["msg"]
+        assert headers["Retry-After"] == "1"
+        status, _, body = get(klines + "&limit=1")  # the open hour alone is what it is
+        assert status == 200 and body[0][4] == "100.9"
+        time.sleep(0.01)  # a new mtime for the reader's stat
+        marketfile.write(path, document([True, True, False]))
+        status, _, body = get(klines + "&limit=3")
+        assert status == 200 and [r[4] for r in body] == ["100.5", "100.7", "100.9"]
