@@ -7,13 +7,15 @@
    604 symbols; goal <= 100), of the OI universe job's 24 h volumes (480 an hour; goal <= 20), and the heaviest
    REST minute at :00 from both consumers, next to the OI poller's steady ~2,000.
 
-Run: ``python -m bench.bench_market [--symbols 600] [--seconds 30]``. The fakes run in this process, the daemon in
-its own (its CPU is read from /proc).
+Run: ``python -m bench.bench_market [--symbols 600] [--seconds 30]``. The fakes run in this process (the kline and
+ticker streams' in a child, as Binance's are elsewhere), the daemon in its own (its CPU and its child's are read
+from /proc).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -22,13 +24,14 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
+from bench.bench_daemon_resources import cpu_seconds, rss_mb  # noqa: E402
 from volspike_funding.fake.market import Market  # noqa: E402
 from volspike_funding.fake.rest_server import FakeBinanceRest  # noqa: E402
 from volspike_funding.fake.ws_server import FakeBinanceWS  # noqa: E402
@@ -38,19 +41,65 @@ OI_STEADY_PER_MIN = 2000  # the OI poller's measured steady weight (issue 21)
 SCANS_PER_HOUR = 12
 
 
+def family(pid: int) -> list[int]:
+    """The daemon and its children (the market feed runs in one of its own)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        i += 1
+    return pids
+
+
+def family_cpu(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in family(pid))
+
+
+def market_fake(symbols: int, pipe: Any) -> None:
+    """The kline and ticker streams' fake in a process of its own: in the bench's process its ~2,400 messages a
+    second would delay the mark-price fake's frames after they are stamped, and count against the daemon."""
+    market = Market(symbols)  # seeded: the same symbols as the bench's own market
+    with FakeBinanceWS(market, cadence_s=0.25) as ws:
+        ws.ticker_every = 4
+        pipe.send(ws.market_url)
+        pipe.recv()
+        pipe.send(ws.stats["kline_messages"])
+
+
+def drain(market_url: str, symbols: list[str], pipe: Any) -> None:
+    """A bare reader of the kline streams, for the run with the market feed off: the fake then sends as much as
+    with it on, so the two runs differ by the daemon's own work only (the fakes share this machine's 2 cores)."""
+    import json
+
+    import websocket
+
+    ws = websocket.create_connection(market_url, timeout=5)
+    for i in range(0, len(symbols), 200):
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": [f"{s.lower()}@kline_1h" for s in symbols[i:i + 200]],
+                            "id": i + 1}))
+        time.sleep(0.2)
+    ws.settimeout(0.5)
+    while not pipe.poll():
+        try:
+            ws.recv()
+        except websocket.WebSocketTimeoutException:
+            pass
+    ws.close()
+
+
 def warm(market_file: Path) -> bool:
     doc = marketfile.read(market_file).document
     klines = doc.get("klines") or {}
     return bool(klines) and doc["backfill"]["pending"] == 0 and all(e["since"] is not None for e in klines.values())
 
 
-def run_daemon(tmp: Path, ws: FakeBinanceWS, market_ws: FakeBinanceWS, rest: FakeBinanceRest, market_on: bool,
-               seconds: float) -> tuple[float, float, Path, subprocess.Popen[bytes]]:
+def run_daemon(tmp: Path, ws: FakeBinanceWS, market_url: str, rest: FakeBinanceRest, market_on: bool,
+               seconds: float) -> tuple[float, float, float, Path, subprocess.Popen[bytes]]:
     state = tmp / ("on" if market_on else "off") / "state.json"
     state.parent.mkdir(parents=True)
     env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": ws.url, "BINANCE_REST_URL": rest.url,
            "FUNDING_STATE_FILE": str(state), "FUNDING_LOG_LEVEL": "WARNING",
-           "FUNDING_MARKET_ENABLED": "true" if market_on else "false", "FUNDING_MARKET_WS_URL": market_ws.market_url,
+           "FUNDING_MARKET_ENABLED": "true" if market_on else "false", "FUNDING_MARKET_WS_URL": market_url,
            "FUNDING_KLINE_BACKFILL_WEIGHT_PER_MIN": "100000"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)
     market_file = marketfile.market_path(state, None)
@@ -58,7 +107,7 @@ def run_daemon(tmp: Path, ws: FakeBinanceWS, market_ws: FakeBinanceWS, rest: Fak
     while time.monotonic() < deadline and not (state.exists() and (not market_on or warm(market_file))):
         time.sleep(0.5)
     time.sleep(3)
-    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    cpu0, t0 = family_cpu(proc.pid), time.monotonic()
     lags: list[float] = []
     last = 0
     while time.monotonic() - t0 < seconds:
@@ -72,8 +121,9 @@ def run_daemon(tmp: Path, ws: FakeBinanceWS, market_ws: FakeBinanceWS, rest: Fak
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
-    cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
-    return cpu, statistics.median(lags) if lags else float("nan"), state, proc
+    cpu = (family_cpu(proc.pid) - cpu0) / (time.monotonic() - t0) * 100
+    rss = sum(rss_mb(p) for p in family(proc.pid))
+    return cpu, statistics.median(lags) if lags else float("nan"), rss, state, proc
 
 
 def scan_weight(state: Path, api_port_env: dict[str, str], rest: FakeBinanceRest, mode: str) -> int:
@@ -99,15 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
     market = Market(args.symbols + 20)
-    with FakeBinanceWS(market, cadence_s=1.0) as ws, FakeBinanceWS(market, cadence_s=0.25) as market_ws, \
-            FakeBinanceRest(market) as rest:
-        market_ws.ticker_every = 4
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    fake = multiprocessing.get_context("spawn").Process(target=market_fake, args=(args.symbols + 20, theirs),
+                                                        daemon=True)
+    fake.start()
+    market_url = ours.recv()
+    with FakeBinanceWS(market, cadence_s=1.0) as ws, FakeBinanceRest(market) as rest:
         rest.market_candles = True
-        cpu_off, lag_off, _, proc = run_daemon(tmp, ws, market_ws, rest, False, args.seconds)
+        _, lag_idle, _, _, proc = run_daemon(tmp / "idle", ws, market_url, rest, False, args.seconds)
         proc.terminate()
         proc.wait(10)
-        cpu_on, lag_on, state, proc = run_daemon(tmp, ws, market_ws, rest, True, args.seconds)
-        rate = market_ws.stats["kline_messages"]
+        perpetuals = [c.symbol for c in market.contracts.values()
+                      if c.contract_type == "PERPETUAL" and c.symbol.endswith("USDT")]
+        stop_drain, theirs_drain = multiprocessing.get_context("spawn").Pipe()
+        reader = multiprocessing.get_context("spawn").Process(target=drain, args=(market_url, perpetuals, theirs_drain),
+                                                              daemon=True)
+        reader.start()
+        cpu_off, lag_off, rss_off, _, proc = run_daemon(tmp, ws, market_url, rest, False, args.seconds)
+        stop_drain.send("stop")
+        reader.join(10)
+        proc.terminate()
+        proc.wait(10)
+        cpu_on, lag_on, rss_on, state, proc = run_daemon(tmp, ws, market_url, rest, True, args.seconds)
         from volspike_funding.api.server import ServerThread
         from volspike_funding.core.settings import load_settings
         env = {"VOLSPIKE_ENV_FILE": os.devnull, "FUNDING_STATE_FILE": str(state), "FUNDING_MARKET_ENABLED": "true"}
@@ -116,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 env["WS_FUNDING_API_URL"] = api.url + "/funding"
                 rest_scan = scan_weight(state, env, rest, "rest")
                 ws_scan = scan_weight(state, env, rest, "ws")
+            ours.send("stop")
+            rate = ours.recv()
         finally:
             proc.terminate()
             proc.wait(10)
@@ -123,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{klines} kline streams at 4 updates/s ({rate} kline messages sent in all), tickers 1/s, "
           f"mark price 1 frame/s of {len(market.contracts)} symbols; {args.seconds:g} s each")
     print(f"daemon CPU, market feed off / on:        {cpu_off:6.2f} % / {cpu_on:6.2f} % of one core   "
-          f"(goal on <= 15 %)")
+          f"(goal on <= 15 %; with the feed's child process)")
+    print(f"daemon RSS, market feed off / on:        {rss_off:6.1f} MB / {rss_on:6.1f} MB")
     print(f"mark-price freshness p50, off / on:      {lag_off:6.1f} ms / {lag_on:6.1f} ms   ({lag_on / lag_off:.2f}x; "
-          f"goal within 1.10x)")
+          f"goal within 1.10x; off with the kline fake sending as much to a bare reader)")
+    print(f"  and off with the kline fake idle:        {lag_idle:6.1f} ms             ({lag_on / lag_idle:.2f}x: the "
+          f"fakes' own load on this machine's {os.cpu_count()} cores included)")
     print(f"volume script klines weight per hour, rest / ws: {rest_scan * SCANS_PER_HOUR:6d} / "
           f"{ws_scan * SCANS_PER_HOUR:d}   (604 symbols today: 7,248; goal ws <= 100)")
     print("OI universe job 24 h volumes per hour, rest / ws:    480 / 0   (one ticker/24hr, weight 40, per 5 min; "

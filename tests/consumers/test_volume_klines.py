@@ -89,13 +89,16 @@ def test_ws_mode_decides_like_rest_mode_without_rest_klines(warm: Warm) -> None:
     within_one_hour(40)
     open_hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
     candles = warm.market.candles
-    # A spike in the open hour (ETH), one under the volume floor (SOL's previous hour is huge), the rest quiet.
+    # A spike in the open hour (ETH), the rest as the fake draws them. (A closed hour is final: changing one now
+    # would make REST and the feed disagree, as Binance never does.)
     candles.hour_volume[("ETHUSDT", open_hour)] = 1e13
-    candles.hour_volume[("ETHUSDT", open_hour - HOUR_MS)] = 1e6
-    wait_until(lambda: float(LocalMarketClient(warm.api.url + "/funding", timeout=2, breaker_s=1).klines(2)
-                             ["ETHUSDT"][-1][7]) > 1e8, 10)
-    rest_decisions, rest_calls = scan(warm, "rest")
-    ws_decisions, ws_calls = scan(warm, "ws")
+    local = LocalMarketClient(warm.api.url + "/funding", timeout=2, breaker_s=1)
+    with candles.frozen():  # both scans see the same open candles, not ones a second apart
+        truth = BinanceRest(warm.rest.url, retries=1)
+        wait_until(lambda: (got := local.klines(2)) and all(got.get(s) == truth.klines(s, "1h", 2)
+                                                              for s in ("ETHUSDT", "BTCUSDT")), 10)
+        rest_decisions, rest_calls = scan(warm, "rest")
+        ws_decisions, ws_calls = scan(warm, "ws")
     assert ("ETHUSDT", "SPIKE") in rest_decisions
     assert ws_decisions == rest_decisions and rest_calls > 20 and ws_calls == 0
 

@@ -4,6 +4,7 @@ streams, REST backfill within its budget, the market file, and the API's Binance
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Iterator
@@ -134,3 +135,86 @@ def test_backfill_keeps_to_its_budget_and_survives_429(run_daemon: Callable[[Set
     assert doc["backfill"]["totalWeight"] <= 10 and rest.counts.get("/fapi/v1/klines", 0) <= 10
     assert doc["backfill"]["pending"] > 0  # the rest waits for the next minutes, nothing is dropped
     d.stop()
+
+
+def test_a_kline_connection_refused_with_429_waits_as_told_and_mark_prices_flow_on(
+        run_daemon: Callable[[Settings], DaemonThread], market_settings: Callable[..., Settings],
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest], capfd: pytest.CaptureFixture[str]) -> None:
+    ws, rest = fakes
+    # Retry-After is kept up to FUNDING_BACKOFF_MAX_S (FAST's 0.2 s would cap it).
+    settings = market_settings(FUNDING_NO_DATA_TIMEOUT_S=f"{scaled(5.0):g}", FUNDING_BACKOFF_MAX_S=f"{scaled(3):g}")
+    d = run_daemon(settings)
+    wait_until(lambda: served(settings), 30)
+    mark_reconnects = d.doc()["connection_status"]["reconnect_attempts"]
+    updates = d.doc()["counters"]["updates"]
+    ws.refuse_handshakes(429, 2, retry_after=scaled(1.5), only="!ticker@arr")
+    capfd.readouterr()
+    ws.drop_all(only="!ticker@arr")  # the kline connection alone vanishes, then Binance says 429 twice
+    wait_until(lambda: ws.stats["refused"] == 2 and market_doc(settings)["connected"] and served(settings), 30)
+    # The market feed's own process logs to the daemon's stderr (the journal).
+    waits = [float(line.rsplit("reconnecting in ", 1)[1].split()[0]) for line in capfd.readouterr().err.splitlines()
+             if "market feed disconnected" in line]
+    assert len(waits) == 3 and min(waits[1:]) >= scaled(1.5)  # the two refusals' Retry-After was kept
+    doc = d.doc()
+    assert doc["connection_status"]["reconnect_attempts"] == mark_reconnects and doc["counters"]["updates"] > updates
+    assert doc["connection_status"]["connected"]
+    d.stop()
+
+
+def test_a_listing_and_a_delisting_mid_hour_change_the_kept_klines_without_a_reconnect(
+        run_daemon: Callable[[Settings], DaemonThread], market_settings: Callable[..., Settings], market: Market,
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    ws, rest = fakes
+    within_one_hour(40)
+    settings = market_settings(FUNDING_REFERENCE_REFRESH_S=f"{scaled(0.5):g}",
+                               FUNDING_NO_DATA_TIMEOUT_S=f"{scaled(5.0):g}")
+    d = run_daemon(settings)
+    wait_until(lambda: served(settings), 30)
+    reconnects = market_doc(settings)["counters"]["reconnects"]
+    market.list_new("NEWCOINUSDT", 2.5)
+    market.delist("SOLUSDT")
+    wait_until(lambda: "NEWCOINUSDT" in market_doc(settings)["klines"] and served(settings)
+               and "SOLUSDT" not in market_doc(settings)["klines"], 30)
+    assert any("newcoinusdt@kline_1h" in s for s in ws.streams.values())
+    wait_until(lambda: not any("solusdt@kline_1h" in s for s in ws.streams.values()), 10)  # UNSUBSCRIBEd
+    assert market_doc(settings)["counters"]["reconnects"] == reconnects
+    with ServerThread(settings) as api:
+        wait_until(lambda: get(api.url, "/fapi/v1/klines?symbol=NEWCOINUSDT&interval=1h&limit=2")[0] == 200, 10)
+        status, body = get(api.url, "/fapi/v1/klines?symbol=SOLUSDT&interval=1h&limit=2")
+        assert status == 400 and body["code"] == -1020  # no longer kept: final, not "try again"
+        status, body = get(api.url, "/fapi/v1/ticker/24hr?symbol=SOLUSDT")
+        assert status == 400 and body["code"] == -1121
+    d.stop()
+
+
+def test_a_listing_younger_than_the_window_is_backfilled_once_and_served_like_binance(
+        run_daemon: Callable[[Settings], DaemonThread], market_settings: Callable[..., Settings], market: Market,
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    """Binance has no candle before a listing: REST answers fewer rows than asked. Those hours are not missing
+    (before: asked again every 5 s, 720 weight an hour for each young listing)."""
+    ws, rest = fakes
+    within_one_hour(40)
+    open_hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    market.candles.first_open["BTCUSDT"] = open_hour - 2 * 3_600_000  # listed two hours ago
+    settings = market_settings()
+    d = run_daemon(settings)
+    wait_until(lambda: served_young(settings), 30)
+    asked = rest.counts["/fapi/v1/klines"]
+    time.sleep(scaled(6))  # past the next backfill plan (every 5 s)
+    assert rest.counts["/fapi/v1/klines"] == asked
+    with ServerThread(settings) as api:
+        status, rows = get(api.url, "/fapi/v1/klines?symbol=BTCUSDT&interval=1h&limit=5")
+        _, truth = get(rest.url, "/fapi/v1/klines?symbol=BTCUSDT&interval=1h&limit=5")
+        assert status == 200 and len(rows) == 3 and rows[:2] == truth[:2]  # what Binance has, not -1020
+        early = open_hour - 10 * 3_600_000  # before the listing: from its first hour, as Binance
+        status, rows = get(api.url, f"/fapi/v1/klines?symbol=BTCUSDT&interval=1h&startTime={early}")
+        assert status == 200 and [r[0] for r in rows] == [r[0] for r in truth]
+        status, body = get(api.url, "/fapi/v1/klines?symbol=ETHUSDT&interval=1h&limit=30")
+        assert status == 400 and body["code"] == -1020  # an old symbol's range beyond the window: still final
+    d.stop()
+
+
+def served_young(settings: Settings) -> bool:
+    doc = market_doc(settings)
+    klines = doc.get("klines") or {}
+    return bool(klines) and doc["backfill"]["pending"] == 0 and klines.get("BTCUSDT", {}).get("firstOpen") is not None

@@ -156,7 +156,9 @@ def test_installed_under_real_systemd_with_watchdog_restart_and_clean_stop(conta
         container.run("install", "-d", "/etc/volspike")
         container.run("sh", "-c", "cat > /etc/volspike/volspike.env", input=(
             f"BINANCE_WS_URL={fake.url}\nFUNDING_API_PORT={port}\nFUNDING_STALE_AFTER_S=3\n"
-            "FUNDING_NO_DATA_TIMEOUT_S=2\nFUNDING_HEARTBEAT_S=1\n"))
+            "FUNDING_NO_DATA_TIMEOUT_S=2\nFUNDING_HEARTBEAT_S=1\n"
+            # The market feed's child process under the hardened unit (its tickers need no REST).
+            f"FUNDING_MARKET_ENABLED=true\nFUNDING_MARKET_WS_URL={fake.market_url}\n"))
         # Faster than production so that the test takes seconds: the same mechanism, smaller numbers.
         container.run("sh", "-c", "mkdir -p /etc/systemd/system/binance-funding-ws.service.d && printf "
                       "'[Service]\\nWatchdogSec=4\\nRestartSec=1\\n' > "
@@ -170,6 +172,7 @@ def test_installed_under_real_systemd_with_watchdog_restart_and_clean_stop(conta
         health = f"http://127.0.0.1:{port}/funding/health"
         wait_until(lambda: status(health) == 200, 30)
         assert requests.get(f"http://127.0.0.1:{port}/funding/BTCUSDT", timeout=2).json()["markPrice"] > 0
+        wait_until(lambda: status(f"http://127.0.0.1:{port}/fapi/v1/ticker/24hr?symbol=BTCUSDT") == 200, 30)
         assert show(container, FUNDING[0], "User") == "volspike"
 
         container.run("systemctl", "kill", "--signal=SIGSTOP", FUNDING[0])  # hung: no more watchdog pets
@@ -182,6 +185,8 @@ def test_installed_under_real_systemd_with_watchdog_restart_and_clean_stop(conta
         container.run("systemctl", "stop", FUNDING[0])
         final = json.loads(container.run("cat", "/var/lib/volspike-funding/.funding_state.json").stdout)
         assert final["connection_status"]["connected"] is False and final["stopped_at"] is not None
+        market = json.loads(container.run("cat", "/var/lib/volspike-funding/.funding_market.json").stdout)
+        assert market["reason"] == "daemon stopping"  # the child stopped in its own time, not killed
         stopped = requests.get(health, timeout=2)
         assert stopped.status_code == 503 and stopped.json()["reasons"][0] == "daemon stopped"
 

@@ -47,19 +47,27 @@ def integer(name: str, raw: str | None, default: int | None, low: int, high: int
     return value
 
 
-def select(rows: list[list[Any]], limit: int, start: int | None, end: int | None, now_ms: int) -> list[list[Any]] | str:
+def select(rows: list[list[Any]], limit: int, start: int | None, end: int | None, now_ms: int,
+           first_open: int | None = None) -> list[list[Any]] | str:
     """Binance's selection of ``limit`` rows (the newest, or the oldest from ``start``), or why the held rows
-    cannot answer it whole. ``rows``: oldest first, contiguous hours ending at the open one."""
+    cannot answer it whole. ``rows``: oldest first, contiguous hours ending at the open one; ``first_open``: the
+    symbol's first hour on Binance when it is younger than the kept window (Binance answers a range reaching
+    before a listing with the hours since it, and so do we)."""
     if not rows:
         return "no candles held"
     oldest, newest = rows[0][0], rows[-1][0]
+    listed = first_open is not None and first_open >= oldest
     upper = min(end if end is not None else now_ms, newest + HOUR_MS - 1)
     if start is not None:
         first = -(-start // HOUR_MS) * HOUR_MS
+        if listed:
+            first = max(first, oldest)
         last = min(first + (limit - 1) * HOUR_MS, upper // HOUR_MS * HOUR_MS)
     else:
         last = upper // HOUR_MS * HOUR_MS
         first = last - (limit - 1) * HOUR_MS
+        if listed:
+            first = max(first, oldest)
     if first > last:
         return []
     if first < oldest:
@@ -141,7 +149,9 @@ def market_router(market: MarketCache | None, stale_after_s: float) -> APIRouter
             return _unsupported(f"klines of {symbol} are not kept here (only trading USDT perpetuals are)")
         now_ms = int(now * 1000)
         rows = contiguous(entry, snap, now_ms)
-        chosen = rows if isinstance(rows, str) else select(rows, count, start, end, now_ms)  # type: ignore[arg-type]
+        first_open = entry.get("firstOpen") if isinstance(entry.get("firstOpen"), int) else None
+        chosen = rows if isinstance(rows, str) else select(rows, count, start, end, now_ms,  # type: ignore[arg-type]
+                                                           first_open)
         if isinstance(chosen, str):
             if isinstance(rows, str):
                 return binance_error(503, -1001, f"Klines of {symbol}: {chosen}; please try again.")

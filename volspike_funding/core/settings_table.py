@@ -88,9 +88,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How often one bulk premiumIndex (weight 10) is fetched for interestRate, which the stream lacks.",
             (DAEMON,)),
     Setting("FUNDING_MARKET_ENABLED", "market_enabled", "false", v.boolean,
-            "Keep 1 h klines of every trading USDT perpetual and the 24 h tickers on a second connection, in "
-            "FUNDING_MARKET_FILE, served at /fapi/v1/klines and /fapi/v1/ticker/24hr. Off by default while the "
-            "consumers do not read it yet (issue 21); the API answers those routes only when it is on.", (DAEMON, API)),
+            "Keep 1 h klines of every trading USDT perpetual and the 24 h tickers on a second connection, in a "
+            "child process of the daemon (about an eighth of a core, ~140 MB), in FUNDING_MARKET_FILE, served at "
+            "/fapi/v1/klines and /fapi/v1/ticker/24hr. Off by default until the candles are validated against REST "
+            "(issue 21); the API answers those routes only when it is on.", (DAEMON, API)),
     Setting("FUNDING_MARKET_WS_URL", "market_ws_url", "wss://fstream.binance.com/market/stream?streams=!ticker@arr",
             v.url("ws", "wss"), "The market feed's combined-stream URL; !ticker@arr (every second) is its no-data "
             "watchdog's signal, the kline streams are added by SUBSCRIBE.", (DAEMON,)),

@@ -220,17 +220,32 @@ class Candles:
     function of (symbol, hour), the open one grows with the time into the hour; ``offset_ms`` moves the fake's
     clock (a test crosses an hour without waiting for one). ``quiet``: symbols without trades (Binance pushes
     nothing for them; REST answers zero-volume candles at the last close); ``hour_volume``: a quote volume set
-    for one (symbol, open time), for spikes."""
+    for one (symbol, open time), for spikes; ``first_open``: a young listing's first hour."""
 
     def __init__(self, market: Market) -> None:
         self.market = market
         self.offset_ms = 0
+        self.frozen_ms: int | None = None
         self.quiet: set[str] = set()
         self.hour_volume: dict[tuple[str, int], float] = {}
+        #: symbol -> open time of its first hour (a listing younger than a day: REST answers fewer rows).
+        self.first_open: dict[str, int] = {}
         self._base: dict[str, float] = {}
 
     def now_ms(self) -> int:
+        if self.frozen_ms is not None:
+            return self.frozen_ms
         return int(time.time() * 1000) + self.offset_ms
+
+    @contextmanager
+    def frozen(self) -> Iterator["Candles"]:
+        """The open candles stop growing inside the block (the streams keep sending them): a REST read and a
+        stream read a second apart agree, as two scans compared decision by decision need."""
+        self.frozen_ms = self.now_ms()
+        try:
+            yield self
+        finally:
+            self.frozen_ms = None
 
     @staticmethod
     def _draw(symbol: str, hour: int, tag: str) -> float:

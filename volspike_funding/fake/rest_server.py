@@ -136,7 +136,9 @@ class FakeBinanceRest(HttpFake):
         candles = self.market.candles
         now = candles.now_ms()
         open_hour = now // HOUR_MS * HOUR_MS
-        return self._reply([candles.row(symbol, open_hour - k * HOUR_MS, now) for k in range(limit - 1, -1, -1)])
+        first = candles.first_open.get(symbol, 0)  # a young listing: Binance has no candle before it
+        return self._reply([candles.row(symbol, open_hour - k * HOUR_MS, now) for k in range(limit - 1, -1, -1)
+                            if open_hour - k * HOUR_MS >= first])
 
     def _premium_index(self, request: Request) -> Reply:
         now = self.now()

@@ -57,7 +57,7 @@ class FakeBinanceWS:
         self.connections: set[ServerConnection] = set()
         # Fault switches, read by the serving coroutines.
         self.stalled = False
-        self.refuse: list[tuple[int, float | None]] = []
+        self.refuse: list[tuple[int, float | None, str | None]] = []
         self.max_connection_age_s: float | None = None
         self.ping_interval_s: float | None = None
         #: While true, a SUBSCRIBE is answered by closing the connection (Binance's answer to a rate breach).
@@ -140,19 +140,23 @@ class FakeBinanceWS:
         return f"{self.base}/stream?streams={STREAM}"
 
     # -- faults ------------------------------------------------------------------------------------------
-    def refuse_handshakes(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
-        """Answer the next ``count`` handshakes with an HTTP error (429, 503, ...)."""
-        self.refuse.extend([(status, retry_after)] * count)
+    def refuse_handshakes(self, status: int, count: int = 1, retry_after: float | None = None,
+                          only: str | None = None) -> None:
+        """Answer the next ``count`` handshakes with an HTTP error (429, 503, ...); ``only``: those whose path
+        contains it (``"!ticker@arr"``: the market feed's), the others are served."""
+        self.refuse.extend([(status, retry_after, only)] * count)
 
     def send_garbage(self, *frames: str | bytes) -> None:
         """Send these frames to every open connection at the next tick, before the real frame."""
         self._garbage.extend(frames)
 
-    def drop_all(self) -> None:
-        """Abrupt close: the TCP connections vanish without a WebSocket close frame."""
+    def drop_all(self, only: str | None = None) -> None:
+        """Abrupt close: the TCP connections vanish without a WebSocket close frame; ``only``: those carrying a
+        stream of that name."""
         def _drop() -> None:
             for conn in list(self.connections):
-                conn.transport.abort()
+                if only is None or only.lower() in self.streams.get(conn, set()):
+                    conn.transport.abort()
         self._loop.call_soon_threadsafe(_drop)
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
@@ -166,8 +170,10 @@ class FakeBinanceWS:
     # -- serving -----------------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.paths.append(request.path)
-        if self.refuse:
-            status, retry_after = self.refuse.pop(0)
+        refusal = next((r for r in self.refuse if r[2] is None or r[2] in request.path), None)
+        if refusal is not None:
+            self.refuse.remove(refusal)
+            status, retry_after, _ = refusal
             self.stats["refused"] += 1
             response = connection.respond(status, "refused by fake exchange\n")
             if retry_after is not None:

@@ -32,9 +32,9 @@ def weight_of(limit: int) -> int:
 
 
 class Backfill:
-    """Jobs ``(symbol, limit)`` in, ``on_result(symbol, candles, error)`` out (called on this thread)."""
+    """Jobs ``(symbol, limit)`` in, ``on_result(symbol, candles, limit, error)`` out (called on this thread)."""
 
-    def __init__(self, rest: BinanceRest, on_result: Callable[[str, list[Candle], str | None], None], *,
+    def __init__(self, rest: BinanceRest, on_result: Callable[[str, list[Candle], int, str | None], None], *,
                  weight_per_min: float, clock: Callable[[], float] = time.time) -> None:
         self._rest = rest
         self._on_result = on_result
@@ -105,4 +105,4 @@ class Backfill:
             self.last_error = error or self.last_error
             with self._lock:
                 self.pending.discard(symbol)
-            self._on_result(symbol, candles, error)
+            self._on_result(symbol, candles, limit, error)

@@ -29,6 +29,9 @@ class CandleBook:
         self.keep_closed = keep_closed
         #: symbol -> open time -> candle.
         self.candles: dict[str, dict[int, Candle]] = {}
+        #: symbol -> its first hour on Binance, learnt from a REST answer shorter than asked (a listing younger
+        #: than the kept window): the hours before it are not missing, they never were.
+        self.first: dict[str, int] = {}
         self.counters = {"stream_updates": 0, "out_of_order": 0, "after_final": 0, "rest_candles": 0}
 
     def apply_stream(self, candle: Candle) -> bool:
@@ -47,10 +50,13 @@ class CandleBook:
         self._prune(held, candle.open_time)
         return True
 
-    def apply_rest(self, symbol: str, candles: Iterable[Candle]) -> int:
-        """REST's candles for ``symbol`` (closed ones are final). A stream copy newer than REST's open candle is
-        kept: REST confirms what closed, the stream is fresher for what is open."""
+    def apply_rest(self, symbol: str, candles: Iterable[Candle], asked: int | None = None) -> int:
+        """REST's candles for ``symbol`` (closed ones are final), the newest ``asked`` Binance has. A stream copy
+        newer than REST's open candle is kept: REST confirms what closed, the stream is fresher for what is open."""
         held = self.candles.setdefault(symbol, {})
+        candles = list(candles)
+        if asked is not None and 0 < len(candles) < asked:
+            self.first[symbol] = min(c.open_time for c in candles)
         taken = newest = 0
         for candle in candles:
             newest = max(newest, candle.open_time)
@@ -73,12 +79,13 @@ class CandleBook:
     def drop(self, symbols: Iterable[str]) -> None:
         for symbol in symbols:
             self.candles.pop(symbol, None)
+            self.first.pop(symbol, None)
 
     def missing(self, symbol: str, now_ms: int) -> list[int]:
         """Closed hours of the kept window that are not final although their final message is overdue."""
         held = self.candles.get(symbol, {})
         newest_closed = hour_of(now_ms - FINAL_GRACE_MS) - INTERVAL_MS
-        oldest = hour_of(now_ms) - self.keep_closed * INTERVAL_MS
+        oldest = max(hour_of(now_ms) - self.keep_closed * INTERVAL_MS, self.first.get(symbol, 0))
         return [t for t in range(oldest, newest_closed + 1, INTERVAL_MS)
                 if not ((c := held.get(t)) is not None and c.closed)]
 

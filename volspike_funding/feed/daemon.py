@@ -1,8 +1,8 @@
 """The funding daemon: keeps one healthy Binance mark-price connection and the shared state file fresh.
 
-Single-threaded decisions: connection threads only receive (see :mod:`.connection`) and the reference fetcher
-only calls REST (see :mod:`.reference_fetch`); this loop parses, stores, writes, and runs the no-data watchdog,
-the reconnect backoff, the 24 h rotation, the per-symbol subscriptions and the systemd notifications.
+Single-threaded decisions: connection threads only receive (:mod:`.connection`), the reference fetcher only calls
+REST (:mod:`.reference_fetch`), klines live in a child process (:mod:`.market_process`); this loop parses, stores,
+writes, and runs the watchdog, the reconnect backoff, the 24 h rotation, the per-symbol subscriptions and sd_notify.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from volspike_funding.core.errors import FrameError
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.core.retry import Backoff
 from volspike_funding.core.settings import DAEMON, Settings, secret_values
-from volspike_funding.feed.market_feed import MarketFeed
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, REFERENCE, Connection, Event, warn_legacy_url
+from volspike_funding.feed.market_process import MarketProcess
 from volspike_funding.feed.reference_fetch import ReferenceFetcher, release_memory
 from volspike_funding.feed.sdnotify import Notifier, status_line
 from volspike_funding.feed.state import ClockSkew, FundingStore
@@ -36,8 +36,7 @@ from volspike_funding.store.reference import ReferenceData
 
 log = logging.getLogger("funding.daemon")
 
-#: How often the loop wakes up when nothing arrives, to run the watchdog and the heartbeat.
-TICK_S = 0.5
+TICK_S = 0.5  # how often the loop wakes when nothing arrives (the watchdog, the heartbeat)
 PRUNE_EVERY_S = 60.0
 #: A stored event time may be this far past Binance's clock (as measured) and still outrank a newer frame's.
 FUTURE_SLACK_MS = 5_000
@@ -71,7 +70,7 @@ class Daemon:
         self.streams = StreamManager(pause_base_s=3 * settings.no_data_timeout_s,
                                      reply_timeout_s=max(settings.no_data_timeout_s, 2.0))
         self.fetcher: ReferenceFetcher | None = None
-        self.market: MarketFeed | None = None
+        self.market: MarketProcess | None = None
         self._max_skew_ms = int(settings.max_event_skew_s * 1000)
         # The watchdog listens to the all-market frames when that is what we subscribe to: per-symbol frames
         # arriving must not hide an all-market stream gone silent.
@@ -114,7 +113,7 @@ class Daemon:
             if s.reference_enabled:
                 self.fetcher = ReferenceFetcher.for_settings(s, self.store.reference or ReferenceData(),
                                                              self._reference_result).start()
-            self.market = MarketFeed.for_settings(s, self.store.reference, clock=self._clock, monotonic=self._mono)
+            self.market = MarketProcess.for_settings(s, self.store.reference, monotonic=self._mono)
             log.info("starting: %s -> %s", self.settings.ws_url, writer.location)
             if self.env_note:
                 log.info("%s", self.env_note)
@@ -226,9 +225,8 @@ class Daemon:
                 self._on_reference(Event(None, REFERENCE, event.at, payload=ref), carried)
             conn.last_all_market = mono
             self.streams.coverage.note_all_market((u.symbol for u in parsed.updates), mono)
-        if first_data:
-            if self.failures:
-                log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
+        if first_data and self.failures:
+            log.info("receiving data again after %d failed attempts; backoff reset", self.failures)
             self.failures = 0
         self.store.apply(parsed.updates, event.at, received_ms + self.clock.skew_ms + FUTURE_SLACK_MS)
         if self.store.unlisted_seen and self.fetcher is not None:
@@ -305,6 +303,8 @@ class Daemon:
                       and not c.aborting]
         self.streams.tick(open_conns, ref.trading if ref is not None and ref.known and self._all_market_url
                           else None, mono)
+        if self.market is not None:
+            self.market.check()
         age = self.store.data_age(self._clock())
         self._notifier.pet(mono, age is not None and age <= s.stale_after_s, self._status_line)
 

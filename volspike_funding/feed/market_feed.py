@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from volspike_funding.binance.market_wire import Candle, kline_stream, parse_market_message
 from volspike_funding.binance.rest import BinanceRest
 from volspike_funding.core.errors import FrameError
@@ -31,7 +33,6 @@ from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, Connection, Ev
 from volspike_funding.feed.streams import Subscriptions
 from volspike_funding.feed.timers import reconnect_due, rotation_due, watchdog_expired
 from volspike_funding.store import marketfile
-from volspike_funding.store.reference import ReferenceData
 
 log = logging.getLogger("funding.market")
 
@@ -39,6 +40,7 @@ UNIVERSE, BACKFILLED = "universe", "backfilled"
 TICK_S = 0.5
 WRITE_EVERY_S = 1.0
 PLAN_EVERY_S = 5.0
+HOUSEKEEP_EVERY_S = 0.05
 HOUR_S = 3600.0
 
 
@@ -69,27 +71,13 @@ class MarketFeed:
         self.connected_at: float | None = None
         self.counters = {"messages": 0, "malformed": 0, "defects": 0, "coin_m_rows": 0, "reconnects": 0,
                          "writes": 0, "write_errors": 0}
-        self._last_write = self._last_plan = float("-inf")
+        self._last_write = self._last_plan = self._last_housekeeping = float("-inf")
+        #: (symbol, open time) -> (the candle, its row serialized): a closed hour is serialized once, not each second.
+        self._rows: dict[tuple[str, int], tuple[Candle, orjson.Fragment]] = {}
         rest = rest or BinanceRest(settings.binance_rest_url, timeout=settings.binance_rest_timeout_s, retries=1)
         self.backfill = Backfill(rest, self._backfilled, weight_per_min=settings.kline_backfill_weight_per_min,
                                  clock=clock)
         self._thread = threading.Thread(target=self._run, name="market-feed", daemon=True)
-
-    @classmethod
-    def for_settings(cls, settings: Settings, reference: ReferenceData | None, *, clock: Callable[[], float],
-                     monotonic: Callable[[], float]) -> "MarketFeed | None":
-        """The daemon's market feed, started (``None`` while FUNDING_MARKET_ENABLED is off)."""
-        if not settings.market_enabled:
-            return None
-        feed = cls(settings, clock=clock, monotonic=monotonic).start()
-        feed.follow(reference)
-        return feed
-
-    # -- control (any thread) ----------------------------------------------------------------------------
-    def follow(self, reference: ReferenceData | None) -> None:
-        """Keep the klines of the listing's trading USDT perpetuals (nothing changes while it is unknown)."""
-        if reference is not None and reference.known:
-            self.set_universe(reference.usdt_perpetuals)
 
     def start(self) -> "MarketFeed":
         self.backfill.start()
@@ -104,8 +92,9 @@ class MarketFeed:
     def set_universe(self, symbols: Iterable[str]) -> None:
         self._events.put(Event(None, UNIVERSE, self._clock(), payload=frozenset(symbols)))
 
-    def _backfilled(self, symbol: str, candles: list[Candle], error: str | None) -> None:
-        self._events.put(Event(None, BACKFILLED, self._clock(), reason=error or "", payload=(symbol, candles)))
+    def _backfilled(self, symbol: str, candles: list[Candle], limit: int, error: str | None) -> None:
+        self._events.put(Event(None, BACKFILLED, self._clock(), reason=error or "",
+                               payload=(symbol, candles, limit)))
 
     # -- the loop ----------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -127,8 +116,13 @@ class MarketFeed:
     def step(self, event: Event | None) -> None:
         if event is not None:
             self._handle(event)
-        self._housekeeping()
-        if self._mono() - self._last_write >= WRITE_EVERY_S:
+        mono = self._mono()
+        # Timers and subscriptions at most every HOUSEKEEP_EVERY_S: per message (~2,400 a second on a busy hour)
+        # they cost more than the messages themselves; a frame's arrival changes nothing they decide sooner.
+        if event is None or event.kind != FRAME or mono - self._last_housekeeping >= HOUSEKEEP_EVERY_S:
+            self._last_housekeeping = mono
+            self._housekeeping()
+        if mono - self._last_write >= WRITE_EVERY_S:
             self._write()
 
     def _handle(self, event: Event) -> None:
@@ -140,11 +134,11 @@ class MarketFeed:
             self._last_plan = float("-inf")
             return
         if event.kind == BACKFILLED:
-            symbol, candles = event.payload
+            symbol, candles, limit = event.payload
             if event.reason:
                 self._ratelog.warning("backfill", f"kline backfill failed: {event.reason}")
             elif symbol in self.universe:
-                self.book.apply_rest(symbol, candles)
+                self.book.apply_rest(symbol, candles, asked=limit)
             return
         conn = event.conn
         if conn is None or (conn is not self.active and conn is not self.candidate):
@@ -175,6 +169,9 @@ class MarketFeed:
         if message.reply is not None:
             answered = conn.subs.reply(*message.reply)
             if answered is not None and message.reply[1] is None:
+                if self._retry.failures and not conn.subs.held:
+                    log.info("kline subscriptions acknowledged again after %d failures", self._retry.failures)
+                    self._retry.reset()
                 since = self._since.setdefault(conn.id, {})
                 for symbol in answered.symbols:
                     since.setdefault(symbol, event.at)
@@ -281,11 +278,21 @@ class MarketFeed:
     def document(self) -> dict[str, Any]:
         since = self._since.get(self.active.id, {}) if self.active is not None else {}
         klines = {}
+        cache, fresh = self._rows, {}
         for symbol in self.universe:
             rows = self.book.rows(symbol)
-            klines[symbol] = {"since": since.get(symbol), "rows": [c.rest_row() for c in rows],
-                              "final": [c.closed for c in rows],
-                              "receivedAt": max((c.event_time for c in rows), default=0) / 1000 or None}
+            serialized = []
+            for c in rows:
+                key = (symbol, c.open_time)
+                held = cache.get(key)
+                if held is None or held[0] is not c:
+                    held = (c, orjson.Fragment(orjson.dumps(c.rest_row())))
+                fresh[key] = held
+                serialized.append(held[1])
+            klines[symbol] = {"since": since.get(symbol), "rows": serialized, "final": [c.closed for c in rows],
+                              "receivedAt": max((c.event_time for c in rows), default=0) / 1000 or None,
+                              "firstOpen": self.book.first.get(symbol)}
+        self._rows = fresh  # what the book dropped leaves the cache with it
         bf = self.backfill
         return {"writtenAt": self._clock(), "connected": self.active is not None and self.reason is None,
                 "connectedAt": self.connected_at, "lastFrameAt": self.last_frame_at, "reason": self.reason,
