@@ -4,6 +4,7 @@ kline weight once the feed is warm, and REST for exactly the symbols the feed ca
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -24,6 +25,7 @@ from volspike_funding.fake.rest_server import FakeBinanceRest
 from volspike_funding.fake.ws_server import FakeBinanceWS
 from volspike_funding.feed.daemon import Daemon
 from volspike_funding.store import marketfile
+from volspike_funding.store.comparison_log import WINDOW_MARKER
 
 from ..conftest import FAST, scaled, wait_until, within_one_hour
 
@@ -119,3 +121,19 @@ def test_the_oi_universe_takes_24h_volumes_from_the_local_tickers(warm: Warm) ->
     off = LocalMarketClient("http://127.0.0.1:9/funding", timeout=0.5, breaker_s=30)
     assert off.quote_volumes() is None and off.klines(2) == {}  # a dead service: REST, and the breaker opens
     assert off.calls == 1 and off.quote_volumes() is None and off.calls == 1
+
+
+def test_validate_mode_decides_on_rest_and_logs_the_closed_candles_compared(
+        warm: Warm, caplog: pytest.LogCaptureFixture) -> None:
+    within_one_hour(20)
+    with caplog.at_level("INFO", logger="funding.compare"):
+        rest_decisions, rest_calls = scan(warm, "rest")
+        decisions, calls = scan(warm, "validate")
+    assert decisions == rest_decisions and calls == rest_calls  # REST decides, one call per symbol as before
+    windows = [json.loads(r.getMessage().split(WINDOW_MARKER, 1)[1]) for r in caplog.records
+               if WINDOW_MARKER in r.getMessage()]
+    assert windows, "a scan writes its window line"
+    fields = windows[-1]["fields"]
+    # Every kept symbol's previous hour, close and quote volume, equal to REST's to the digit.
+    assert fields["klineClose"]["n"] >= 20 and fields["klineClose"]["m"] == fields["klineClose"]["n"]
+    assert fields["klineQuoteVolume"]["m"] == fields["klineQuoteVolume"]["n"] == fields["klineClose"]["n"]

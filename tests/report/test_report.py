@@ -15,8 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from volspike_funding.store.comparison_log import FUNDING, MARK, MARKER, SUMMARY_MARKER, ComparisonLog
-from volspike_funding.report.funding_report import Report, feed_all, parse_when, prefix_time
+from volspike_funding.store.comparison_log import (FUNDING, KLINE_CLOSE, KLINE_VOLUME, MARK, MARKER, SUMMARY_MARKER,
+                                                   WINDOW_MARKER, ComparisonLog)
+from volspike_funding.report.funding_report import Report, feed_all
+from volspike_funding.report.log_lines import parse_when, prefix_time
 from volspike_funding.core.settings import load_settings
 
 from ..conftest import ROOT
@@ -44,7 +46,8 @@ def old_format(c, consumer: str) -> str:
 
 def generate(hours: float = 25, every_min: float = 5, mark_noise: float = 0.0, funding_error_every: int = 0,
              skip_hours: tuple[float, float] | None = None, consumer: str = "volume_alerts",
-             ws_down_every: int = 0, prefix: str = "", old: list[str] | None = None) -> list[str]:
+             ws_down_every: int = 0, prefix: str = "", old: list[str] | None = None,
+             candles: float | None = None) -> list[str]:
     """A consumer's validate-mode log, written by the real ComparisonLog with a simulated clock; with ``old``, the
     same comparisons in the earlier one-line-per-comparison format are appended there."""
     clock = {"t": START}
@@ -75,6 +78,9 @@ def generate(hours: float = 25, every_min: float = 5, mark_noise: float = 0.0, f
             done.append(log.compare(symbol, FUNDING, rate, rate + (0.001 if wrong else 0.0), 0.7))
             price = 100.0 + i
             done.append(log.compare(symbol, MARK, price, price * (1 + mark_noise), 0.7))
+            if candles is not None:  # the volume script's closed candles, the feed's off by ``candles``
+                done.append(log.compare(symbol, KLINE_CLOSE, price, price * (1 + candles), None))
+                done.append(log.compare(symbol, KLINE_VOLUME, 1e6 + i, (1e6 + i) * (1 + candles), None))
         log.summary("validate", done, ws_available=True, rest_available=True)
         if old is not None:
             old.extend(old_format(c, consumer) for c in done)
@@ -256,3 +262,24 @@ def test_html_report_of_a_recorded_day_is_self_contained(tmp_path: Path) -> None
     for external in ("<script", "<link", "@import", "url(http", 'src="http', 'href="http'):
         assert external not in page
     assert len(page.encode()) < 3_000_000, len(page.encode())
+
+
+def test_candles_are_judged_with_their_own_threshold_only_where_they_were_compared() -> None:
+    """Issue 21: the volume script in validate mode compares closed 1 h candles; the OI poller never does."""
+    plain = generate()
+    assert not any('"klineClose"' in line for line in plain if WINDOW_MARKER in line)  # lines as before
+    assert set(report_of(plain)["fields"]) == {"fundingRate", "markPrice"}
+    same = report_of(generate(candles=0.0))
+    assert same["verdict"] == "SAFE TO SWITCH"
+    assert same["fields"]["klineClose"]["comparisons"] == 3000 == same["fields"]["klineQuoteVolume"]["comparisons"]
+    assert {c["check"] for c in same["checks"]} >= {"klineClose match rate (%)", "klineQuoteVolume p99 relative "
+                                                                                  "difference"}
+    from volspike_funding.report import html
+    page = html.render(same)  # on the page too: the match-rate and distribution charts, the checks
+    assert "closed 1 h candle: close" in page and "klineQuoteVolume p99 relative difference" in page
+    # 1e-5 passes the mark price's 0.1 % but not a final candle's 1e-6: REVIEW, naming the candles.
+    off = report_of(generate(candles=1e-5))
+    assert off["verdict"] == "REVIEW NEEDED"
+    assert any("klineClose" in r for r in off["reasons"]) and not any("markPrice" in r for r in off["reasons"])
+    assert report_of(generate(candles=1e-5), REPORT_MAX_P99_REL_KLINE="1e-4",
+                     KLINE_REL_TOLERANCE="1e-4")["fields"]["klineClose"]["comparisons"] == 3000

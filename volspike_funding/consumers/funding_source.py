@@ -117,7 +117,8 @@ class FundingSource:
         self.local = local or LocalFundingClient(settings.ws_funding_api_url, timeout=settings.ws_funding_timeout_s,
                                                  breaker_s=settings.ws_funding_breaker_s)
         self.comparisons = ComparisonLog(consumer, funding_abs_tolerance=settings.funding_rate_abs_tolerance,
-                                         price_rel_tolerance=settings.mark_price_rel_tolerance)
+                                         price_rel_tolerance=settings.mark_price_rel_tolerance,
+                                         kline_rel_tolerance=settings.kline_rel_tolerance)
 
     def describe(self) -> str:
         parts = [f"mode={self.mode}"]
@@ -163,8 +164,9 @@ class FundingSource:
                 found[name] = item
         return found or None
 
-    def quotes(self, symbols: Iterable[str]) -> dict[str, Quote]:
-        """One quote per symbol; values the sources cannot vouch for are ``None``."""
+    def quotes(self, symbols: Iterable[str], compared_before: Iterable[Comparison] = ()) -> dict[str, Quote]:
+        """One quote per symbol; values the sources cannot vouch for are ``None``. ``compared_before``: this
+        scan's other comparisons (the volume script's candles), whose mismatch lines go with the scan's."""
         wanted = list(dict.fromkeys(symbols))
         local, _ = (None, None) if self.mode == "rest" else self.local.fetch()
         fresh: dict[str, dict[str, Any]] = {}
@@ -185,7 +187,7 @@ class FundingSource:
         else:
             remote = self._rest_quotes() if need_rest else None
         result: dict[str, Quote] = {}
-        compared: list[Comparison] = []
+        compared: list[Comparison] = list(compared_before)
         fallbacks = 0
         for name in wanted:
             ws, rest = fresh.get(name), remote.get(name) if remote else None

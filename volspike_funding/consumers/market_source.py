@@ -3,8 +3,8 @@
 - The volume script in ``ws`` mode asks ``GET /market/klines/batch?limit=n`` once per scan (every kept symbol's
   newest ``n`` 1 h candles, whole or listed as unavailable) and calls REST ``klines`` only for the symbols the
   local answer lacks: 0 REST weight once the daemon's feed is warm, instead of one call per symbol per scan. In
-  ``validate`` and ``rest`` mode the candles still come from REST (their comparison with the local ones is not
-  logged yet: issue 21).
+  ``validate`` mode REST decides and the same batch is compared with it: every closed hour both hold, close and
+  quote volume (:func:`compare_candles`, in the comparison log beside funding); in ``rest`` mode nothing local.
 - The OI poller's universe job takes 24 h quote volumes from ``GET /fapi/v1/ticker/24hr`` on the local service
   (0 instead of 40 weight) unless the mode is ``rest``.
 
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import requests
 
 from volspike_funding.core.settings import Settings
+from volspike_funding.store.comparison_log import KLINE_CLOSE, KLINE_VOLUME, Comparison, ComparisonLog
 
 log = logging.getLogger("funding.source")
 
@@ -93,3 +94,24 @@ class LocalMarketClient:
             except (KeyError, TypeError, ValueError):
                 continue
         return volumes or None
+
+
+def compare_candles(log_: ComparisonLog, local: dict[str, list[list[Any]]],
+                    rest: dict[str, list[list[Any]] | None], now: float) -> list[Comparison]:
+    """Each closed hour that REST's rows and the local batch both hold, close and quote volume (Binance's twelve
+    fields: ``[4]`` close, ``[7]`` quote volume, ``[6]`` close time). The open hour is left out: it grows
+    between the two reads. A row that is not numbers is skipped (REST's own check is the decision's)."""
+    now_ms = now * 1000
+    out: list[Comparison] = []
+    for symbol in sorted(local.keys() & rest.keys()):
+        theirs = {r[0]: r for r in rest[symbol] or () if isinstance(r, list) and len(r) > 7 and r[6] < now_ms}
+        for row in local[symbol]:
+            other = theirs.get(row[0]) if isinstance(row, list) and len(row) > 7 else None
+            if other is None:
+                continue
+            try:
+                pairs = [(KLINE_CLOSE, float(other[4]), float(row[4])), (KLINE_VOLUME, float(other[7]), float(row[7]))]
+            except (TypeError, ValueError):
+                continue
+            out += [log_.compare(symbol, name, r, w, None) for name, r, w in pairs]
+    return out

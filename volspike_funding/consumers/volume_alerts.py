@@ -22,7 +22,7 @@ from volspike_funding.core.cli import EXIT_FAILURE, build_parser, env_file_line,
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.core.timefmt import iso_z
 from volspike_funding.core.errors import RateLimited, RestError, SettingsError
-from volspike_funding.consumers.market_source import LocalMarketClient
+from volspike_funding.consumers.market_source import LocalMarketClient, compare_candles
 from volspike_funding.consumers.funding_source import LOCAL_EXCHANGE_INFO_MAX_AGE_S, UNKNOWN, FundingSource, Quote
 from volspike_funding.core.settings import ALERTS, CONSUMER, Settings, secret_values
 from volspike_funding.core.value_parsers import iso_time
@@ -96,9 +96,9 @@ class VolumeAlerts:
                 log.warning("exchangeInfo failed (%s); keeping %d cached symbols", exc, len(self._universe))
         return self._universe
 
-    def _candles(self, symbol: str, slot: datetime, failures: dict[str, str]) -> Candles | None:
+    def _rows(self, symbol: str, slot: datetime, failures: dict[str, str]) -> list[list[Any]] | None:
         try:
-            return pick_candles(self.rest.klines(symbol, "1h", klines_limit(slot)), slot)
+            return self.rest.klines(symbol, "1h", klines_limit(slot))
         except RateLimited:
             return None  # the client logged the 429/418 once; one line per symbol would flood the journal
         except RestError as exc:
@@ -111,11 +111,15 @@ class VolumeAlerts:
         symbols = self.universe()
         failures: dict[str, str] = {}
         # ws mode: one local call for every symbol's candles; REST only for what the local feed cannot answer.
-        local = self.market.klines(klines_limit(slot)) if self.source.mode == "ws" else {}
-        candles = {s: pick_candles(local[s], slot) for s in symbols if s in local}
+        # validate mode: REST decides, the local candles are compared with it.
+        mode = self.source.mode
+        local = self.market.klines(klines_limit(slot)) if mode in ("ws", "validate") else {}
+        candles = {s: pick_candles(local[s], slot) for s in symbols if s in local} if mode == "ws" else {}
         lacking = [s for s in symbols if candles.get(s) is None]
-        candles.update(zip(lacking, map_daemon(lambda s: self._candles(s, slot, failures), lacking,
-                                               self.settings.klines_concurrency, self.stop)))
+        rows = dict(zip(lacking, map_daemon(lambda s: self._rows(s, slot, failures), lacking,
+                                            self.settings.klines_concurrency, self.stop)))
+        candles.update({s: None if r is None else pick_candles(r, slot) for s, r in rows.items()})
+        compared = compare_candles(self.source.comparisons, local, rows, self._clock()) if mode == "validate" else []
         if self.source.mode == "ws":
             log.info("scan %s: candles of %d symbols from the local feed, %d from REST", iso_z(slot),
                      len(symbols) - len(lacking), len(lacking))
@@ -126,7 +130,7 @@ class VolumeAlerts:
             first = min(failures)
             log.warning("klines failed for %d symbol(s) this scan, e.g. %s: %s", len(failures), first,
                         failures[first])
-        quotes = self.source.quotes(symbols)
+        quotes = self.source.quotes(symbols, compared)
         alerts = []
         for symbol in symbols:
             c = candles[symbol]

@@ -73,6 +73,7 @@ class Settings:
     ws_funding_breaker_s: float
     funding_rate_abs_tolerance: float
     mark_price_rel_tolerance: float
+    kline_rel_tolerance: float
     binance_rest_url: str
     binance_rest_timeout_s: float
     binance_rest_retries: int
@@ -118,6 +119,7 @@ class Settings:
     report_min_match_rate_pct: float
     report_max_p99_rel_funding: float
     report_max_p99_rel_mark: float
+    report_max_p99_rel_kline: float
     report_max_ws_unavailable_pct: float
     health_notify_chat_id: str | None
     health_notify_url: str

@@ -140,6 +140,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Comparison verdict: funding rates match when they differ by at most this (absolute).", (CONSUMER,)),
     Setting("MARK_PRICE_REL_TOLERANCE", "mark_price_rel_tolerance", "0.001", v.number(0),
             "Comparison verdict: mark prices match when they differ by at most this fraction.", (CONSUMER,)),
+    Setting("KLINE_REL_TOLERANCE", "kline_rel_tolerance", "1e-6", v.number(0),
+            "Comparison verdict (validate mode, market feed on): a closed 1 h candle's close and quote volume match "
+            "REST's when they differ by at most this fraction (both are final: any difference is a defect).",
+            (CONSUMER,)),
     Setting("BINANCE_REST_URL", "binance_rest_url", "https://fapi.binance.com", v.url("http", "https"),
             "Binance USD-M REST base URL.", (CONSUMER, DAEMON)),
     Setting("BINANCE_REST_TIMEOUT_S", "binance_rest_timeout_s", "10", v.number(0, strict=True),
@@ -246,6 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest acceptable p99 relative difference of funding rates.", (REPORT,)),
     Setting("REPORT_MAX_P99_REL_MARK", "report_max_p99_rel_mark", "0.001", v.number(0),
             "Largest acceptable p99 relative difference of mark prices.", (REPORT,)),
+    Setting("REPORT_MAX_P99_REL_KLINE", "report_max_p99_rel_kline", "1e-6", v.number(0),
+            "Largest acceptable p99 relative difference of closed 1 h candles' close and quote volume (judged only "
+            "when the logs hold candle comparisons).", (REPORT,)),
     Setting("REPORT_MAX_WS_UNAVAILABLE_PCT", "report_max_ws_unavailable_pct", "1", v.number(0),
             "Largest acceptable share of scans in which the local API was unavailable, in percent.", (REPORT,)),
     # -- funding_health_notifier.py: Telegram when /funding/health stays unhealthy (opt-in) ----------------------

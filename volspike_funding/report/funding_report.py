@@ -12,74 +12,22 @@ import gzip
 import importlib.util
 import json
 import os
-import re
 import sys
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import IO, Any, Iterable, Iterator, Sequence
 
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
-from volspike_funding.store.comparison_log import (FUNDING, MARK, Comparison, LegacyMismatch, Mismatch, ScanSummary, Window, bucket_value,
-                             iso_utc, parse_line)
+from volspike_funding.store.comparison_log import (CANDLE_FIELDS, FIELDS, FUNDING, KLINE_CLOSE, KLINE_VOLUME, MARK,
+                                                   Comparison, LegacyMismatch, Mismatch, ScanSummary, Window,
+                                                   bucket_value, iso_utc, parse_line)
+from volspike_funding.report.log_lines import journal_entry, parse_when, prefix_time
 from volspike_funding.core.errors import SettingsError
 from volspike_funding.report.stats import Availability, Coverage, FieldStats, Hourly, SymbolStats
 from volspike_funding.core.settings import REPORT, Settings
-from volspike_funding.core.value_parsers import iso_time
 
 SAFE, REVIEW, INSUFFICIENT = "SAFE TO SWITCH", "REVIEW NEEDED", "INSUFFICIENT DATA"
 EXIT = {SAFE: 0, REVIEW: 1, INSUFFICIENT: 2}
-_ISO_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:?\d{2})?")
-_SYSLOG_PREFIX = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})")
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_when(raw: str, now: datetime) -> float:
-    """``--since``/``--until``: an ISO time (UTC when no offset) or a span back from now (``90m``, ``24h``, ``7d``)."""
-    relative = _RELATIVE.match(raw.strip())
-    if relative:
-        amount, unit = float(relative.group(1)), _UNITS[relative.group(2)]
-        return (now - timedelta(**{unit: amount})).timestamp()
-    try:
-        return iso_time(raw).timestamp()
-    except ValueError:
-        raise SettingsError(f"{raw!r} is neither an ISO time nor a span like 24h") from None
-
-
-def prefix_time(line: str, now: datetime) -> float | None:
-    """The time a log line's prefix gives: our logging format, ``journalctl -o short-iso`` or classic syslog."""
-    iso = _ISO_PREFIX.match(line)
-    if iso:
-        day, clock, fraction, zone = iso.groups()
-        text = f"{day}T{clock}{'.' + fraction[:6] if fraction else ''}"
-        zone = zone or "+00:00"
-        zone = "+00:00" if zone == "Z" else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
-        return datetime.fromisoformat(text + zone).timestamp()
-    syslog = _SYSLOG_PREFIX.match(line)
-    if syslog and syslog.group(1) in _MONTHS:
-        month, day, hh, mm, ss = _MONTHS[syslog.group(1)], *map(int, syslog.groups()[1:])
-        moment = datetime(now.year, month, day, hh, mm, ss, tzinfo=timezone.utc)
-        if moment > now + timedelta(days=1):  # journalctl omits the year: a December line read in January
-            moment = moment.replace(year=now.year - 1)
-        return moment.timestamp()
-    return None
-
-
-def journal_entry(line: str) -> tuple[str, float | None] | None:
-    """``journalctl -o json``: the MESSAGE (text or a byte array) and ``__REALTIME_TIMESTAMP``, else ``None``."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(entry, dict) or "MESSAGE" not in entry:
-        return None
-    message = entry["MESSAGE"]
-    if isinstance(message, list):
-        message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
-    stamp = entry.get("__REALTIME_TIMESTAMP")
-    ts = int(stamp) / 1e6 if isinstance(stamp, str) and stamp.isdigit() else None
-    return str(message), ts
 
 
 class Report:
@@ -87,7 +35,7 @@ class Report:
                  now: datetime | None = None) -> None:
         self.settings, self.since, self.until = settings, since, until
         self.now = now or datetime.now(timezone.utc)
-        self.fields = {FUNDING: FieldStats(), MARK: FieldStats()}
+        self.fields = {name: FieldStats() for name in FIELDS}
         self.by_consumer: dict[tuple[str, str], FieldStats] = {}
         self.symbols: dict[str, SymbolStats] = {}
         self.availability: dict[str, Availability] = {}
@@ -174,6 +122,16 @@ class Report:
             sym.add_mismatch(c.field, c.rel_diff)
 
     # -- the verdict ---------------------------------------------------------------------------------------------
+    def judged(self) -> dict[str, FieldStats]:
+        """The fields the verdict judges: funding and mark price always, the candles' only where the logs hold
+        candle comparisons (the volume script in validate mode with the market feed on)."""
+        return {name: stats for name, stats in self.fields.items() if name not in CANDLE_FIELDS or stats.comparisons}
+
+    def _limits(self) -> dict[str, float]:
+        s = self.settings
+        return {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark,
+                KLINE_CLOSE: s.report_max_p99_rel_kline, KLINE_VOLUME: s.report_max_p99_rel_kline}
+
     def verdict(self) -> tuple[str, list[str]]:
         s = self.settings
         review: list[str] = []
@@ -193,8 +151,8 @@ class Report:
             insufficient.append(f"a {gap / 60:.1f} min gap without data (at most {s.report_max_gap_minutes:g})")
         if 0 < total < s.report_min_comparisons:
             insufficient.append(f"{total} comparisons, {s.report_min_comparisons} needed")
-        limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
-        for name, stats in self.fields.items():
+        limits = self._limits()
+        for name, stats in self.judged().items():
             if not stats.comparisons:
                 if total:
                     insufficient.append(f"no {name} comparisons")
@@ -225,8 +183,8 @@ class Report:
         rows.append(("largest gap (min)", round(gap / 60, 1), f"<= {s.report_max_gap_minutes:g}",
                      gap <= s.report_max_gap_minutes * 60))
         rows.append(("comparisons", total, f">= {s.report_min_comparisons}", total >= s.report_min_comparisons))
-        limits = {FUNDING: s.report_max_p99_rel_funding, MARK: s.report_max_p99_rel_mark}
-        for name, stats in self.fields.items():
+        limits = self._limits()
+        for name, stats in self.judged().items():
             rate = None if stats.match_rate is None else round(100 * stats.match_rate, 3)
             rows.append((f"{name} match rate (%)", rate, f">= {s.report_min_match_rate_pct:g}",
                          rate is not None and rate >= s.report_min_match_rate_pct))
@@ -252,7 +210,7 @@ class Report:
                          "to": None if self.coverage.last is None else iso_utc(self.coverage.last),
                          "hours": round(self.coverage.hours, 3), "largestGapMinutes": round(gap / 60, 1),
                          "largestGapFrom": None if gap_start is None else iso_utc(gap_start)},
-            "fields": {name: stats.as_dict() for name, stats in self.fields.items()},
+            "fields": {name: stats.as_dict() for name, stats in self.judged().items()},
             "consumers": {f"{c}/{f}": stats.as_dict() for (c, f), stats in sorted(self.by_consumer.items())},
             "availability": {c: a.as_dict() for c, a in sorted(self.availability.items())},
             # comparisons: null when only window lines were read (they count no comparisons per symbol)
@@ -265,7 +223,7 @@ class Report:
             "hourly": self.hourly.rows(),
             "gaps": [{"from": iso_utc(start), "fromTs": start, "minutes": round(sec / 60, 1)}
                      for start, sec in self.coverage.gaps(self.settings.report_max_gap_minutes * 60)],
-            "distributions": {name: stats.rel_diff.distribution() for name, stats in self.fields.items()},
+            "distributions": {name: stats.rel_diff.distribution() for name, stats in self.judged().items()},
         }
 
 

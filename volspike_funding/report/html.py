@@ -16,11 +16,19 @@ from typing import Any
 
 from volspike_funding.report.text import mismatched_fields
 
-FIELDS = ("fundingRate", "markPrice")
+FIELDS = ("fundingRate", "markPrice", "klineClose", "klineQuoteVolume")
 COLOURS = {"SAFE TO SWITCH": "#1a7f37", "REVIEW NEEDED": "#cf222e", "INSUFFICIENT DATA": "#9a6700"}
 
 
-NAMES = {"fundingRate": "funding rate", "markPrice": "mark price"}
+NAMES = {"fundingRate": "funding rate", "markPrice": "mark price", "klineClose": "closed 1 h candle: close",
+         "klineQuoteVolume": "closed 1 h candle: quote volume"}
+MARKERS = ("o", "s", "^", "v")
+FIELD_COLOURS = ("#0969da", "#1a7f37", "#8250df", "#bc4c00")
+
+
+def _fields(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The fields the report judged (the candles' only when compared), each with its marker and colour."""
+    return [(n, m, c) for n, m, c in zip(FIELDS, MARKERS, FIELD_COLOURS) if n in result["fields"]]
 #: Fonts with CJK glyphs (Binance lists symbols such as 币安人生USDT), best first; Debian: fonts-noto-cjk,
 #: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-droid-fallback.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Micro Hei",
@@ -131,7 +139,7 @@ def match_rate_chart(result: dict[str, Any]) -> str:
     fig, ax = _figure("Match rate per hour, WebSocket vs REST")
     rows, threshold = result["hourly"], result["thresholds"]["report_min_match_rate_pct"]
     low = threshold
-    for name, marker in zip(FIELDS, ("o", "s")):
+    for name, marker, _ in _fields(result):
         points = [(_when(r["hourStart"]), 100 * r[f"{name}.m"] / r[f"{name}.n"]) for r in rows if r.get(f"{name}.n")]
         if points:  # one figure per hour: points, no line (a line suggests what happened between them)
             ax.plot(*zip(*points), linestyle="none", marker=marker, markersize=4, label=NAMES[name])
@@ -179,10 +187,11 @@ def availability_chart(result: dict[str, Any]) -> str:
 
 def distribution_chart(result: dict[str, Any]) -> str:
     fig, ax = _figure("Distribution of the relative differences, WebSocket vs REST (both axes log scale)")
-    limits = {"fundingRate": result["thresholds"]["report_max_p99_rel_funding"],
-              "markPrice": result["thresholds"]["report_max_p99_rel_mark"]}
+    t = result["thresholds"]
+    limits = {"fundingRate": t["report_max_p99_rel_funding"], "markPrice": t["report_max_p99_rel_mark"],
+              "klineClose": t["report_max_p99_rel_kline"], "klineQuoteVolume": t["report_max_p99_rel_kline"]}
     drawn = False
-    for name, colour in zip(FIELDS, ("#0969da", "#1a7f37")):
+    for name, _, colour in _fields(result):
         rows = [(v, c) for v, c in result["distributions"][name] if v > 0]
         zeros = sum(c for v, c in result["distributions"][name] if v == 0)
         if rows:
@@ -209,7 +218,7 @@ def distribution_chart(result: dict[str, Any]) -> str:
         ax.set_ylabel("comparisons per bin (10 bins a decade)")
     else:
         _none(ax, "no difference: every compared value was exactly equal" if any(
-            result["fields"][n]["comparisons"] for n in FIELDS) else "no comparisons")
+            result["fields"][n]["comparisons"] for n, _, _ in _fields(result)) else "no comparisons")
     _legend(ax)
     return _svg(fig)
 

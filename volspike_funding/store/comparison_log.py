@@ -25,7 +25,10 @@ quantiles are within ~6 %. At most :data:`MISMATCH_LINES_PER_SCAN` mismatch line
 are counted in ``mismatchesNotLogged``.
 
 Tolerances: funding rates match within an absolute difference (``FUNDING_RATE_ABS_TOLERANCE``, default 1e-5),
-mark prices within a relative one (``MARK_PRICE_REL_TOLERANCE``, default 0.1 %). ``relDiff`` is
+mark prices within a relative one (``MARK_PRICE_REL_TOLERANCE``, default 0.1 %). The volume script in ``validate``
+mode with the market feed also compares each closed 1 h candle both sources hold: ``klineClose`` and
+``klineQuoteVolume`` (``KLINE_REL_TOLERANCE``, default 1e-6: a closed candle is final on both sides, so any
+difference is a defect); those fields are in a window line only when candles were compared. ``relDiff`` is
 ``|ws - rest| / |rest|`` and ``null`` when REST says 0. The reader also understands this service's earlier lines
 (``FUNDING_COMPARE`` per comparison, ``FUNDING_COMPARE_SUMMARY`` per scan) and the original deployment's
 ``Funding mismatch for SYM: REST=x, WS=y, diff=z%`` and ``Mark price mismatch for ...`` lines.
@@ -53,6 +56,10 @@ MISMATCH_LINES_PER_SCAN = 20
 BUCKETS_PER_DECADE = 20
 FLOOR = 1e-12
 FUNDING, MARK = "fundingRate", "markPrice"
+#: A closed 1 h candle's close and quote volume, the market feed's against REST (the volume script, issue 21).
+KLINE_CLOSE, KLINE_VOLUME = "klineClose", "klineQuoteVolume"
+CANDLE_FIELDS = (KLINE_CLOSE, KLINE_VOLUME)
+FIELDS = (FUNDING, MARK, *CANDLE_FIELDS)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _LEGACY = re.compile(rf"(Funding|Mark price) mismatch for (\S+?):\s*REST=({_NUMBER}),\s*WS=({_NUMBER}),"
                      rf"\s*diff=({_NUMBER})%")
@@ -184,10 +191,11 @@ class _FieldWindow:
 
 class ComparisonLog:
     def __init__(self, consumer: str, *, funding_abs_tolerance: float, price_rel_tolerance: float,
-                 logger: logging.Logger | None = None, clock: Callable[[], float] = time.time,
-                 window_s: float = WINDOW_S) -> None:
+                 kline_rel_tolerance: float = 1e-6, logger: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.time, window_s: float = WINDOW_S) -> None:
         self.consumer = consumer
-        self._tolerance = {FUNDING: (funding_abs_tolerance, "abs"), MARK: (price_rel_tolerance, "rel")}
+        self._tolerance = {FUNDING: (funding_abs_tolerance, "abs"), MARK: (price_rel_tolerance, "rel"),
+                           KLINE_CLOSE: (kline_rel_tolerance, "rel"), KLINE_VOLUME: (kline_rel_tolerance, "rel")}
         self._log = logger or logging.getLogger("funding.compare")
         self._clock = clock
         self._window_s = window_s
@@ -201,7 +209,7 @@ class ComparisonLog:
         self._last: float | None = None
         self._max_ws_age: float | None = None
         self._scans = 0
-        self._fields = {FUNDING: _FieldWindow(), MARK: _FieldWindow()}
+        self._fields = {name: _FieldWindow() for name in FIELDS}
         self._ws_age = _Hist()
         self._availability = dict.fromkeys(("wsUnavailable", "restUnavailable", "wsMissing", "wsStale",
                                             "restFallbacks", "mismatchesNotLogged"), 0)
@@ -270,7 +278,9 @@ class ComparisonLog:
                 "ts": round(now, 3), "time": iso_utc(now), "consumer": self.consumer, "mode": self._mode,
                 "since": round(self._first if self._first is not None else now, 3), "scans": self._scans,
                 **self._availability,
-                "fields": {name: f.as_dict() for name, f in self._fields.items()},
+                # Candle fields only where candles were compared: the OI poller's lines stay as they were.
+                "fields": {name: f.as_dict() for name, f in self._fields.items()
+                           if f.n or name not in CANDLE_FIELDS},
                 "wsAge": self._ws_age.as_dict(), "maxWsAge": self._max_ws_age},
                 ensure_ascii=False, separators=(",", ":")))
         self._reset(now)
@@ -299,7 +309,7 @@ def _parse(line: str) -> Record | None:
     index = line.find(WINDOW_MARKER)
     if index >= 0:
         d = orjson.loads(line[index + len(WINDOW_MARKER):])
-        fields = {name: d["fields"][name] for name in (FUNDING, MARK) if name in d["fields"]}
+        fields = {name: d["fields"][name] for name in FIELDS if name in d["fields"]}
         for f in fields.values():
             int(f["n"]), int(f["m"]), dict(f["rel"]["b"]), dict(f["abs"]["b"])  # shape check: KeyError/TypeError
         availability = {k: int(d.get(k, 0)) for k in ("wsUnavailable", "restUnavailable", "wsMissing", "wsStale",
