@@ -15,6 +15,7 @@ that is not 200 (the market feed off: 400 ``-1020``; not warm yet: 503 ``-1001``
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -24,6 +25,8 @@ from volspike_funding.core.settings import Settings
 from volspike_funding.store.comparison_log import KLINE_CLOSE, KLINE_VOLUME, Comparison, ComparisonLog
 
 log = logging.getLogger("funding.source")
+
+SETTLE_POLL_S = 0.5
 
 
 class LocalMarketClient:
@@ -73,14 +76,23 @@ class LocalMarketClient:
             log.warning("%s", reason)
             self._last_reason = reason
 
-    def klines(self, limit: int) -> dict[str, list[list[Any]]]:
+    def klines(self, limit: int, *, settle_s: float = 0.0, stop: threading.Event | None = None
+               ) -> dict[str, list[list[Any]]]:
         """Symbol -> its newest ``limit`` rows (Binance's shape) for every symbol the local feed answers whole;
-        empty when it cannot answer at all."""
-        body = self._get(self.klines_url, {"limit": limit}, self._klines_timeout)
-        klines = body.get("klines") if isinstance(body, dict) else None
-        if not isinstance(klines, dict):
-            return {}
-        return {s: rows for s, rows in klines.items() if isinstance(rows, list) and len(rows) == limit}
+        empty when it cannot answer at all. ``settle_s``: while symbols are held back only because an hour that
+        just closed has no final message yet (Binance sends it ~2 s after the close), ask again every
+        ``SETTLE_POLL_S`` for up to this long; the :00 scan would otherwise ask REST for every symbol."""
+        deadline = self._clock() + settle_s
+        while True:
+            body = self._get(self.klines_url, {"limit": limit}, self._klines_timeout)
+            klines = body.get("klines") if isinstance(body, dict) else None
+            if not isinstance(klines, dict):
+                return {}
+            answered = {s: rows for s, rows in klines.items() if isinstance(rows, list) and len(rows) == limit}
+            waiting = [s for s, why in (body.get("unavailable") or {}).items()
+                       if isinstance(why, str) and "not final yet" in why]
+            if not waiting or self._clock() >= deadline or (stop or threading.Event()).wait(SETTLE_POLL_S):
+                return answered
 
     def quote_volumes(self) -> dict[str, float] | None:
         """24 h quote volume by symbol from the local tickers, or ``None`` (then REST)."""

@@ -38,6 +38,9 @@ OUTBOX_MAX = 200
 ONCE_DRAIN_S = 90.0
 #: At start, a missed slot other than :00/:30 is caught up only with at least this much of its window left.
 CATCH_UP_MIN_LEFT_S = 10.0
+#: ws mode: how long a scan waits for the final candles of an hour that just closed (Binance: ~2 s after the
+#: close) before asking REST for the symbols still lacking them.
+FINALS_WAIT_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class VolumeAlerts:
         # ws mode: one local call for every symbol's candles; REST only for what the local feed cannot answer.
         # validate mode: REST decides, the local candles are compared with it.
         mode = self.source.mode
-        local = self.market.klines(klines_limit(slot)) if mode in ("ws", "validate") else {}
+        local = self.market.klines(klines_limit(slot), settle_s=FINALS_WAIT_S if mode == "ws" else 0.0,
+                                   stop=self.stop) if mode in ("ws", "validate") else {}
         candles = {s: pick_candles(local[s], slot) for s in symbols if s in local} if mode == "ws" else {}
         lacking = [s for s in symbols if candles.get(s) is None]
         rows = dict(zip(lacking, map_daemon(lambda s: self._rows(s, slot, failures), lacking,

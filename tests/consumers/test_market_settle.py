@@ -1,0 +1,33 @@
+"""The :00 scan in ws mode waits for the final candles of the hour that just closed (Binance sends them ~2 s after
+the close) instead of asking REST for every symbol; a final that never comes costs only the wait."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from volspike_funding.api.server import ServerThread
+from volspike_funding.consumers.market_source import LocalMarketClient
+from volspike_funding.core.settings import Settings
+from volspike_funding.store import marketfile
+
+from ..api.test_market_routes import document
+from ..conftest import scaled, within_one_hour
+
+
+def test_the_batch_is_asked_again_until_the_closed_hour_is_final(make_settings: Callable[..., Settings]) -> None:
+    within_one_hour(15)
+    settings = make_settings(FUNDING_MARKET_ENABLED="true")
+    path = marketfile.market_path(settings.state_file, settings.market_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marketfile.write(path, document([True, False, False]))  # the hour just closed, its "x":true not here yet
+    with ServerThread(settings) as api:
+        client = LocalMarketClient(api.url + "/funding", timeout=2, breaker_s=1)
+        assert client.klines(2) == {}  # without waiting: nobody is answered whole (then REST for each)
+        calls = client.calls
+        assert client.klines(2, settle_s=scaled(1)) == {} and client.calls > calls + 1  # it never came
+        late = threading.Timer(scaled(1), lambda: marketfile.write(path, document([True, True, False])))
+        late.start()
+        got = client.klines(2, settle_s=scaled(8))
+        late.join()
+        assert list(got) == ["BTCUSDT"] and [r[4] for r in got["BTCUSDT"]] == ["100.7", "100.9"]
