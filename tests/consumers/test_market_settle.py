@@ -25,9 +25,11 @@ def test_the_batch_is_asked_again_until_the_closed_hour_is_final(make_settings: 
         client = LocalMarketClient(api.url + "/funding", timeout=2, breaker_s=1)
         assert client.klines(2) == {}  # without waiting: nobody is answered whole (then REST for each)
         calls = client.calls
-        assert client.klines(2, settle_s=scaled(1)) == {} and client.calls > calls + 1  # it never came
+        assert client.klines(2, settle_s=scaled(8), settle_min_s=scaled(1)) == {}  # it never came: no progress,
+        # ... so it stopped asking after settle_min_s (a poll every 0.5 s), not at the end of settle_s (16 polls).
+        assert calls + 2 <= client.calls <= calls + int(scaled(1) / 0.5) + 3
         late = threading.Timer(scaled(1), lambda: marketfile.write(path, document([True, True, False])))
         late.start()
-        got = client.klines(2, settle_s=scaled(8))
+        got = client.klines(2, settle_s=scaled(8), settle_min_s=scaled(4))
         late.join()
         assert list(got) == ["BTCUSDT"] and [r[4] for r in got["BTCUSDT"]] == ["100.7", "100.9"]

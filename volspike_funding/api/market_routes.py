@@ -105,6 +105,23 @@ def unfinal(entry: dict[str, Any], rows: list[list[Any]], now_ms: int) -> str | 
     return None
 
 
+def batch(snap: MarketSnapshot, limit: int, now_ms: int) -> tuple[dict[str, list[list[Any]]], dict[str, str]]:
+    """``/market/klines/batch``'s answer: each kept symbol's ``limit`` newest rows, whole and final where closed,
+    or why not."""
+    answered: dict[str, list[list[Any]]] = {}
+    unavailable: dict[str, str] = {}
+    for symbol, entry in snap.klines.items():
+        rows = contiguous(entry, snap, now_ms) if isinstance(entry, dict) else "malformed entry"
+        chosen = rows if isinstance(rows, str) else select(rows, limit, None, None, now_ms)
+        if not isinstance(chosen, str):
+            chosen = unfinal(entry, chosen, now_ms) or chosen
+        if isinstance(chosen, str):
+            unavailable[symbol] = chosen
+        else:
+            answered[symbol] = chosen
+    return answered, unavailable
+
+
 def market_router(market: MarketCache | None, stale_after_s: float) -> APIRouter:
     router = APIRouter(tags=["Binance-compatible"])
 
@@ -173,18 +190,7 @@ def market_router(market: MarketCache | None, stale_after_s: float) -> APIRouter
         if len(got) == 3:
             raise models.api_error(got[0], "Market data unavailable", reason=got[2])
         snap, age = got
-        now_ms = int(now * 1000)
-        answered: dict[str, Any] = {}
-        unavailable: dict[str, str] = {}
-        for symbol, entry in snap.klines.items():
-            rows = contiguous(entry, snap, now_ms) if isinstance(entry, dict) else "malformed entry"
-            chosen = rows if isinstance(rows, str) else select(rows, limit, None, None, now_ms)
-            if not isinstance(chosen, str):
-                chosen = unfinal(entry, chosen, now_ms) or chosen
-            if isinstance(chosen, str):
-                unavailable[symbol] = chosen
-            else:
-                answered[symbol] = chosen
+        answered, unavailable = batch(snap, limit, int(now * 1000))
         return _json({"interval": "1h", "dataAgeS": round(age, 3), "klines": answered, "unavailable": unavailable},
                      {"X-Data-Age-Seconds": f"{age:.3f}"})
 

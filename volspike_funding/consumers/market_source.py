@@ -27,6 +27,7 @@ from volspike_funding.store.comparison_log import KLINE_CLOSE, KLINE_VOLUME, Com
 log = logging.getLogger("funding.source")
 
 SETTLE_POLL_S = 0.5
+SETTLE_MIN_S = 3.0
 
 
 class LocalMarketClient:
@@ -76,13 +77,16 @@ class LocalMarketClient:
             log.warning("%s", reason)
             self._last_reason = reason
 
-    def klines(self, limit: int, *, settle_s: float = 0.0, stop: threading.Event | None = None
-               ) -> dict[str, list[list[Any]]]:
+    def klines(self, limit: int, *, settle_s: float = 0.0, stop: threading.Event | None = None,
+               settle_min_s: float = SETTLE_MIN_S) -> dict[str, list[list[Any]]]:
         """Symbol -> its newest ``limit`` rows (Binance's shape) for every symbol the local feed answers whole;
         empty when it cannot answer at all. ``settle_s``: while symbols are held back only because an hour that
         just closed has no final message yet (Binance sends it ~2 s after the close), ask again every
-        ``SETTLE_POLL_S`` for up to this long; the :00 scan would otherwise ask REST for every symbol."""
-        deadline = self._clock() + settle_s
+        ``SETTLE_POLL_S`` for up to this long, and past ``settle_min_s`` only while their number shrinks (a symbol
+        without trades gets no final message at all: REST answers it); the :00 scan would otherwise ask REST for
+        every symbol."""
+        started = self._clock()
+        deadline, before = started + settle_s, None
         while True:
             body = self._get(self.klines_url, {"limit": limit}, self._klines_timeout)
             klines = body.get("klines") if isinstance(body, dict) else None
@@ -91,8 +95,11 @@ class LocalMarketClient:
             answered = {s: rows for s, rows in klines.items() if isinstance(rows, list) and len(rows) == limit}
             waiting = [s for s, why in (body.get("unavailable") or {}).items()
                        if isinstance(why, str) and "not final yet" in why]
-            if not waiting or self._clock() >= deadline or (stop or threading.Event()).wait(SETTLE_POLL_S):
+            now = self._clock()
+            stalled = before is not None and len(waiting) >= before and now - started >= settle_min_s
+            if not waiting or stalled or now >= deadline or (stop or threading.Event()).wait(SETTLE_POLL_S):
                 return answered
+            before = len(waiting)
 
     def quote_volumes(self) -> dict[str, float] | None:
         """24 h quote volume by symbol from the local tickers, or ``None`` (then REST)."""
