@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from volspike_funding.api.market_routes import market_router
-from volspike_funding.store.marketfile import MarketCache
+from volspike_funding.store.backend import MarketReaderLike
 from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router, not_served
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
 from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMBOLS, SYMBOL_LIST_PATTERN,
@@ -42,7 +42,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimits | None = None,
-               market: MarketCache | None = None) -> FastAPI:
+               market: MarketReaderLike | None = None) -> FastAPI:
     """``market``: the market file's reader (klines, tickers); ``None``: those routes answer that they are off."""
     limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,

@@ -22,7 +22,8 @@ from fastapi.responses import Response
 from volspike_funding.api import models
 from volspike_funding.api.binance_routes import ERRORS, _json, binance_error
 from volspike_funding.binance.wire import MAX_SYMBOL_LENGTH, symbol_problem
-from volspike_funding.store.marketfile import MarketCache, MarketSnapshot
+from volspike_funding.store.backend import MarketReaderLike
+from volspike_funding.store.marketfile import MarketSnapshot
 
 ROUTES = ["/fapi/v1/klines", "/fapi/v1/ticker/24hr"]
 HOUR_MS = 3_600_000
@@ -122,7 +123,7 @@ def batch(snap: MarketSnapshot, limit: int, now_ms: int) -> tuple[dict[str, list
     return answered, unavailable
 
 
-def market_router(market: MarketCache | None, stale_after_s: float) -> APIRouter:
+def market_router(market: MarketReaderLike | None, stale_after_s: float) -> APIRouter:
     router = APIRouter(tags=["Binance-compatible"])
 
     def feed(now: float) -> tuple[MarketSnapshot, float] | tuple[int, int, str]:

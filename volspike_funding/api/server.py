@@ -19,9 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from volspike_funding.api.app import create_app
-from volspike_funding.store.marketfile import MarketCache, market_path
 from volspike_funding.api.service_status import HealthLimits
-from volspike_funding.store.backend import open_cache
+from volspike_funding.store.backend import open_cache, open_market_cache
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
@@ -114,20 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache = open_cache(settings).start()
         log.info("serving %s on http://%s:%d (stale after %g s)", cache.location, settings.api_host,
                  settings.api_port, settings.stale_after_s)
+        market = open_market_cache(settings)
         try:
-            app = create_app(cache, settings.stale_after_s, limits(settings), market_cache(settings))
+            app = create_app(cache, settings.stale_after_s, limits(settings), market)
             server = Server(server_config(app, settings, settings.log_level.lower()))
             server.run(sockets=[sock])
             return 0 if server.started else 1
         finally:
             cache.stop()
+            if market is not None:
+                market.stop()
             sock.close()
 
     return run("funding_api_server", body)
-
-
-def market_cache(settings: Settings) -> MarketCache | None:
-    return MarketCache(market_path(settings.state_file, settings.market_file)) if settings.market_enabled else None
 
 
 class ServerThread:
@@ -136,8 +134,9 @@ class ServerThread:
     def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
         self.cache = open_cache(settings, poll_s)
         self.sock = bind("127.0.0.1", 0)
+        self.market = open_market_cache(settings)
         self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings),
-                                                      market_cache(settings)), settings, "warning"))
+                                                      self.market), settings, "warning"))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="api-server",
                                         daemon=True)
 
@@ -160,4 +159,6 @@ class ServerThread:
         self.server.should_exit = True
         self._thread.join(10)
         self.cache.stop()
+        if self.market is not None:
+            self.market.stop()
         self.sock.close()

@@ -8,7 +8,7 @@ rotation opens the replacement first and switches at its first ticker frame; ``<
 added by ``SUBSCRIBE`` within Binance's message rate (:class:`.streams.Subscriptions`), each acknowledged by id.
 What the stream lacks (history at start, the hours of a gap, hours without a final message) comes from REST
 within a weight budget (:mod:`.backfill`). The loop writes the market file (:mod:`volspike_funding.store.
-marketfile`) at most once a second.
+marketfile`), or the shared store's copy (:mod:`volspike_funding.store.redis_market`), at most once a second.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from volspike_funding.feed.candles import CandleBook, TickerBook, hour_of
 from volspike_funding.feed.connection import CLOSED, FRAME, OPEN, Connection, Event
 from volspike_funding.feed.streams import Subscriptions
 from volspike_funding.feed.timers import reconnect_due, rotation_due, watchdog_expired
-from volspike_funding.store import marketfile
+from volspike_funding.store.backend import WRITE_FAILURES, open_market_writer
 
 log = logging.getLogger("funding.market")
 
@@ -49,7 +49,7 @@ class MarketFeed:
                  monotonic: Callable[[], float] = time.monotonic, rest: BinanceRest | None = None) -> None:
         self.settings = settings
         self._clock, self._mono = clock, monotonic
-        self.path = marketfile.market_path(settings.state_file, settings.market_file)
+        self._writer = open_market_writer(settings)
         self._events: "queue.Queue[Event]" = queue.Queue()
         self._stop = threading.Event()
         self._ratelog = RateLimitedLog(log)
@@ -305,8 +305,8 @@ class MarketFeed:
     def _write(self) -> None:
         self._last_write = self._mono()
         try:
-            marketfile.write(self.path, self.document())
+            self._writer.write(self.document())
             self.counters["writes"] += 1
-        except OSError as exc:
+        except WRITE_FAILURES as exc:  # a full disk, the shared store away: the next second tries again
             self.counters["write_errors"] += 1
-            self._ratelog.warning("market_write", f"cannot write {self.path}: {exc}")
+            self._ratelog.warning("market_write", f"cannot write {self._writer.location}: {exc}")

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Protocol
 
 from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.core.settings import Settings
+from volspike_funding.store.marketfile import MarketSnapshot
 from volspike_funding.store.view import View
 
 log = logging.getLogger("funding.store")
@@ -88,3 +89,46 @@ def open_cache(settings: Settings, poll_s: float = 0.5) -> StateReaderLike:
     from volspike_funding.store.view import StateCache
 
     return StateCache(settings.state_file, poll_s=poll_s, reference_path=settings.reference_path)
+
+
+class MarketWriterLike(Protocol):
+    """The market feed's writer of its document (:mod:`.marketfile`'s format)."""
+
+    location: str
+
+    def write(self, document: dict[str, Any]) -> int:
+        ...
+
+
+class MarketReaderLike(Protocol):
+    """An API's copy of the market document."""
+
+    def get(self) -> "MarketSnapshot":
+        ...
+
+    def stop(self) -> None:
+        ...
+
+
+def open_market_writer(settings: Settings) -> MarketWriterLike:
+    """The market file beside the state file, or the shared store (with ``FUNDING_STORE_URL``)."""
+    if settings.store_url:
+        from volspike_funding.store.redis_market import RedisMarketWriter
+
+        return RedisMarketWriter(settings.store_url)
+    from volspike_funding.store.marketfile import MarketFileWriter, market_path
+
+    return MarketFileWriter(market_path(settings.state_file, settings.market_file))
+
+
+def open_market_cache(settings: Settings) -> MarketReaderLike | None:
+    """The API's copy of the market document (``None`` while FUNDING_MARKET_ENABLED is off)."""
+    if not settings.market_enabled:
+        return None
+    if settings.store_url:
+        from volspike_funding.store.redis_market import RedisMarketCache
+
+        return RedisMarketCache(settings.store_url)
+    from volspike_funding.store.marketfile import MarketCache, market_path
+
+    return MarketCache(market_path(settings.state_file, settings.market_file))

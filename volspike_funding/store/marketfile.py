@@ -41,6 +41,17 @@ def write(path: Path, document: dict[str, Any]) -> int:
     return len(data)
 
 
+class MarketFileWriter:
+    """The market feed's writer of this file (the shared store's is :class:`.redis_market.RedisMarketWriter`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+
+    def write(self, document: dict[str, Any]) -> int:
+        return write(self.path, document)
+
+
 @dataclass(frozen=True)
 class MarketSnapshot:
     """What a reader holds of the market file; ``error`` says why it is empty."""
@@ -97,6 +108,9 @@ class MarketCache:
         self.path = path
         self._identity: tuple[int, int, int] | None = None
         self._snapshot = MarketSnapshot(error="not read yet")
+
+    def stop(self) -> None:
+        """Nothing runs in the background (the shared store's reader has a thread to stop)."""
 
     def get(self) -> MarketSnapshot:
         try:

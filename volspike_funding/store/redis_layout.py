@@ -10,6 +10,8 @@ the database (1M unrelated keys in the same database used to make every API refr
     daemons     hash  daemon id -> its status (the state file's document without funding_state, JSON)
     beats       hash  daemon id -> its last heartbeat, in the store's clock (ms)
     reference   the reference-data file's document (exchangeInfo, fundingInfo, interest rates)
+    market      the market feed's document (klines, tickers: :mod:`.marketfile`'s format), freshest feed wins
+    market:at   that document's feed time (``lastFrameAt``, ms)
     changed     pub/sub channel: a message after every write that changed something
 
 Times that cross hosts are the store's (Redis ``TIME``, stamped inside the scripts): a reader translates them to
@@ -28,6 +30,8 @@ DAEMONS, BEATS = PREFIX + "daemons", PREFIX + "beats"
 CHANNEL = PREFIX + "changed"
 #: Binance's reference data (:mod:`.reference`'s document), so API instances on other hosts serve it too.
 REFERENCE = PREFIX + "reference"
+#: The market feed's document and its feed time (:mod:`.redis_market`).
+MARKET, MARKET_AT = PREFIX + "market", PREFIX + "market:at"
 #: Written by a reader only to learn whether the store accepts writes when no daemon reports (out of memory?).
 PROBE = PREFIX + "probe"
 
@@ -118,3 +122,16 @@ def beat_ms(raw: Any) -> float | None:
         return float(raw)
     except (TypeError, ValueError):
         return None
+
+# KEYS: market, market:at. ARGV: the document's feed time (ms), the document. The freshest feed wins; equal times
+# (the same daemon's next write of the same frame) replace it.
+NEWER_MARKET = """
+local old = tonumber(redis.call('GET', KEYS[2]))
+local at = tonumber(ARGV[1])
+if (not old) or old <= at then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], at)
+  return 1
+end
+return 0
+"""
