@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -101,6 +102,7 @@ class MarketProcess:
                                         daemon=True)
         process.start()
         theirs.close()  # only the child holds its end: its death closes the pipe for us, ours for it
+        os.set_blocking(ours.fileno(), False)  # a child that stopped reading must never block the mark-price loop
         self._process, self._pipe, self._started_at = process, ours, self._mono()
         log.info("market feed started in process %d", process.pid)
         if self._universe is not None:
@@ -110,13 +112,19 @@ class MarketProcess:
     def follow(self, reference: ReferenceData | None) -> None:
         """Keep the klines of the listing's trading USDT perpetuals (nothing changes while it is unknown)."""
         if reference is not None and reference.known:
-            self._universe = sorted(reference.usdt_perpetuals)
-            self._send(("universe", self._universe))
+            universe = sorted(reference.usdt_perpetuals)
+            if universe != self._universe:
+                self._universe = universe
+                self._send(("universe", universe))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         try:
             if self._pipe is not None:
                 self._pipe.send(message)
+        except BlockingIOError:
+            # The pipe is full: the child stopped reading (hung). Replace it; check() starts the next one.
+            log.error("market feed process %d is not reading its pipe; replacing it", self._process.pid)
+            self._process.kill()
         except (OSError, ValueError):
             pass  # the child is gone: check() starts another, which is given the universe
 
