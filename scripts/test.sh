@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install into ./.venv (runtime + test requirements) and run the whole test suite.
+# Install into ./.venv (runtime + test requirements) and run the whole test suite, on two workers (pytest-xdist).
 # As root on Debian/Ubuntu it also installs the system packages some tests need: systemd-container (the deployment
 # test boots a real systemd), chromium + chromium-driver (the status page in a real browser) and prometheus (its
 # promtool checks and unit-tests the alerting rules), redis-server (the shared store's tests start their own on
@@ -24,4 +24,5 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/n
 fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-exec .venv/bin/python -m pytest -q -rs "$@"
+# Two workers, each test file whole on one of them (module fixtures, one container at a time per file).
+exec .venv/bin/python -m pytest -q -rs -n 2 --dist loadfile "$@"

@@ -54,7 +54,7 @@ class Warm:
             klines = doc.get("klines") or {}
             return bool(klines) and doc["backfill"]["pending"] == 0 and all(
                 e["since"] is not None and len(e["rows"]) >= 26 and all(e["final"][:-1]) for e in klines.values())
-        within_one_hour(30)
+        within_one_hour(20)
         wait_until(warm, 30)
 
     def settings(self, **env: str) -> Settings:
@@ -88,7 +88,7 @@ def scan(w: Warm, mode: str) -> tuple[list[tuple[str, str]], int]:
 
 
 def test_ws_mode_decides_like_rest_mode_without_rest_klines(warm: Warm) -> None:
-    within_one_hour(40)
+    within_one_hour(25)
     open_hour = int(time.time() * 1000) // HOUR_MS * HOUR_MS
     candles = warm.market.candles
     # A spike in the open hour (ETH), the rest as the fake draws them. (A closed hour is final: changing one now

@@ -68,7 +68,7 @@ def test_klines_and_tickers_are_served_like_binance(run_daemon: Callable[[Settin
                                                      market_settings: Callable[..., Settings],
                                                      fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, rest = fakes
-    within_one_hour(45)
+    within_one_hour(20)
     settings = market_settings()
     d = run_daemon(settings)
     wait_until(lambda: served(settings), 30)
@@ -165,7 +165,7 @@ def test_a_listing_and_a_delisting_mid_hour_change_the_kept_klines_without_a_rec
         run_daemon: Callable[[Settings], DaemonThread], market_settings: Callable[..., Settings], market: Market,
         fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
     ws, rest = fakes
-    within_one_hour(40)
+    within_one_hour(25)
     settings = market_settings(FUNDING_REFERENCE_REFRESH_S=f"{scaled(0.5):g}",
                                FUNDING_NO_DATA_TIMEOUT_S=f"{scaled(5.0):g}")
     d = run_daemon(settings)
@@ -193,7 +193,7 @@ def test_a_listing_younger_than_the_window_is_backfilled_once_and_served_like_bi
     """Binance has no candle before a listing: REST answers fewer rows than asked. Those hours are not missing
     (before: asked again every 5 s, 720 weight an hour for each young listing)."""
     ws, rest = fakes
-    within_one_hour(40)
+    within_one_hour(25)
     open_hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
     market.candles.first_open["BTCUSDT"] = open_hour - 2 * 3_600_000  # listed two hours ago
     settings = market_settings()
