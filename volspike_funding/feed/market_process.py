@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from multiprocessing.connection import Connection as Pipe
 from typing import Any, Callable
 
@@ -31,8 +30,6 @@ from volspike_funding.store.reference import ReferenceData
 log = logging.getLogger("funding.market")
 
 STOP_WAIT_S = 10.0
-#: The backfill's REST answers at start (600 symbols x 27 rows) leave ~90 MB of freed heap behind: hand it back.
-TRIM_EVERY_S = 30.0
 #: A child alive this long is well: its next death waits the shortest time again.
 HEALTHY_AFTER_S = 60.0
 
@@ -40,19 +37,14 @@ HEALTHY_AFTER_S = 60.0
 def child_main(settings: Settings, pipe: Pipe) -> None:
     """The child: the market feed's loop until ``stop``, the pipe closing, or a signal."""
     from volspike_funding.feed.market_feed import MarketFeed  # the feed's imports are the child's, not the daemon's
-    from volspike_funding.feed.reference_fetch import release_memory
 
     setup_logging(settings.log_level, secret_values(settings))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     feed = MarketFeed(settings).start()
-    trimmed = time.monotonic()
     try:
         while not stop.is_set():
-            if time.monotonic() - trimmed >= TRIM_EVERY_S:
-                trimmed = time.monotonic()
-                release_memory()
             try:
                 if not pipe.poll(0.5):
                     continue
