@@ -107,6 +107,8 @@ class FakeBinanceWS:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()  # its self-pipe sockets, which GC would otherwise report in a later test
 
     def __enter__(self) -> "FakeBinanceWS":
         return self.start()
