@@ -34,9 +34,25 @@ def market_path(state_file: Path, explicit: Path | None) -> Path:
     return explicit or state_file.with_name(".funding_market.json")
 
 
+def encode(document: dict[str, Any]) -> bytes:
+    """The document as stored, in the file or the shared store."""
+    return orjson.dumps({"schemaVersion": SCHEMA_VERSION, **document})
+
+
+def decode(raw: bytes, where: str) -> MarketSnapshot:
+    """A stored document, or a snapshot saying why ``where`` holds none."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return MarketSnapshot(error=f"{where} is not JSON")
+    if not isinstance(document, dict) or document.get("schemaVersion") != SCHEMA_VERSION:
+        return MarketSnapshot(error=f"{where} is not a market file of schema version {SCHEMA_VERSION}")
+    return MarketSnapshot(document)
+
+
 def write(path: Path, document: dict[str, Any]) -> int:
     """Atomically replace the market file; returns its size."""
-    data = orjson.dumps({"schemaVersion": SCHEMA_VERSION, **document})
+    data = encode(document)
     atomic_replace(path, data)
     return len(data)
 
@@ -91,13 +107,7 @@ def read(path: Path) -> MarketSnapshot:
                                     f"written it yet)")
     except OSError as exc:
         return MarketSnapshot(error=f"cannot read {path}: {exc.strerror or exc}")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return MarketSnapshot(error=f"{path} is not JSON")
-    if not isinstance(document, dict) or document.get("schemaVersion") != SCHEMA_VERSION:
-        return MarketSnapshot(error=f"{path} is not a market file of schema version {SCHEMA_VERSION}")
-    return MarketSnapshot(document)
+    return decode(raw, str(path))
 
 
 class MarketCache:

@@ -15,8 +15,6 @@ import logging
 import threading
 from typing import Any
 
-import orjson
-
 from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.store import marketfile
 from volspike_funding.store.marketfile import MarketSnapshot
@@ -39,7 +37,7 @@ class RedisMarketWriter:
     def write(self, document: dict[str, Any]) -> int:
         import redis
 
-        data = orjson.dumps({"schemaVersion": marketfile.SCHEMA_VERSION, **document})
+        data = marketfile.encode(document)
         at = int((document.get("lastFrameAt") or 0) * 1000)
         try:
             self._script(keys=[MARKET, MARKET_AT], args=[at, data])
@@ -84,11 +82,4 @@ class RedisMarketCache:
         if raw is None:
             return MarketSnapshot(error=f"no market data in the shared store {self.location} (FUNDING_MARKET_ENABLED "
                                         f"off in every daemon, or none has written yet)")
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return MarketSnapshot(error="the shared store's market data is not JSON")
-        if not isinstance(document, dict) or document.get("schemaVersion") != marketfile.SCHEMA_VERSION:
-            return MarketSnapshot(error=f"the shared store's market data is not schema version "
-                                        f"{marketfile.SCHEMA_VERSION}")
-        return MarketSnapshot(document)
+        return marketfile.decode(raw, f"the shared store's market data ({self.location})")
