@@ -219,6 +219,7 @@ class Report:
                               "mismatchesByField": dict(sorted(s.by_field.items()))}
                              for name, s in worst if s.comparisons or s.mismatches],
             "thresholds": {k: v for k, v in self.settings.__dict__.items() if k.startswith("report_")},
+            "p99Limits": {name: limit for name, limit in self._limits().items() if name in self.judged()},
             "checks": self.checks(),
             "hourly": self.hourly.rows(),
             "gaps": [{"from": iso_utc(start), "fromTs": start, "minutes": round(sec / 60, 1)}

@@ -15,26 +15,27 @@ from datetime import datetime, timezone
 from typing import Any
 
 from volspike_funding.report.text import mismatched_fields
+from volspike_funding.store.comparison_log import FIELDS
 
-FIELDS = ("fundingRate", "markPrice", "klineClose", "klineQuoteVolume")
 COLOURS = {"SAFE TO SWITCH": "#1a7f37", "REVIEW NEEDED": "#cf222e", "INSUFFICIENT DATA": "#9a6700"}
 
 
 NAMES = {"fundingRate": "funding rate", "markPrice": "mark price", "klineClose": "closed 1 h candle: close",
          "klineQuoteVolume": "closed 1 h candle: quote volume"}
+#: Per field of the comparison log (its FIELDS order): the charts' marker and colour.
 MARKERS = ("o", "s", "^", "v")
 FIELD_COLOURS = ("#0969da", "#1a7f37", "#8250df", "#bc4c00")
-
-
-def _fields(result: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The fields the report judged (the candles' only when compared), each with its marker and colour."""
-    return [(n, m, c) for n, m, c in zip(FIELDS, MARKERS, FIELD_COLOURS) if n in result["fields"]]
 #: Fonts with CJK glyphs (Binance lists symbols such as 币安人生USDT), best first; Debian: fonts-noto-cjk,
 #: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-droid-fallback.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Micro Hei",
              "WenQuanYi Zen Hei", "Droid Sans Fallback")
 _CJK_FILE = re.compile(r"NotoSansCJK|SourceHanSans|wqy-|DroidSansFallback", re.IGNORECASE)
 _setup: dict[str, Any] = {}
+
+
+def _fields(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The fields the report judged (the candles' only when compared), each with its marker and colour."""
+    return [(n, m, c) for n, m, c in zip(FIELDS, MARKERS, FIELD_COLOURS) if n in result["fields"]]
 
 
 def _svg(fig: Any) -> str:
@@ -187,9 +188,7 @@ def availability_chart(result: dict[str, Any]) -> str:
 
 def distribution_chart(result: dict[str, Any]) -> str:
     fig, ax = _figure("Distribution of the relative differences, WebSocket vs REST (both axes log scale)")
-    t = result["thresholds"]
-    limits = {"fundingRate": t["report_max_p99_rel_funding"], "markPrice": t["report_max_p99_rel_mark"],
-              "klineClose": t["report_max_p99_rel_kline"], "klineQuoteVolume": t["report_max_p99_rel_kline"]}
+    limits = result["p99Limits"]
     drawn = False
     for name, _, colour in _fields(result):
         rows = [(v, c) for v, c in result["distributions"][name] if v > 0]
