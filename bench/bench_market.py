@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         _, lag_idle, _, _, proc = run_daemon(tmp / "idle", ws, market_url, rest, False, args.seconds)
         proc.terminate()
         proc.wait(10)
-        perpetuals = [c.symbol for c in market.contracts.values()
-                      if c.contract_type == "PERPETUAL" and c.symbol.endswith("USDT")]
+        perpetuals = market.usdt_perpetuals()
         stop_drain, theirs_drain = multiprocessing.get_context("spawn").Pipe()
         reader = multiprocessing.get_context("spawn").Process(target=drain, args=(market_url, perpetuals, theirs_drain),
                                                               daemon=True)

@@ -6,6 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 from volspike_funding.api.server import ServerThread
@@ -39,13 +40,20 @@ def get(url: str) -> tuple[int, Any, Any]:
         return exc.code, exc.headers, json.loads(exc.read())
 
 
-def test_a_closed_hour_without_its_final_message_is_try_again_not_a_candle(
-        make_settings: Callable[..., Settings]) -> None:
-    within_one_hour(10)
+def just_closed(make_settings: Callable[..., Settings], budget_s: float) -> tuple[Settings, Path]:
+    """Settings of an API with the market feed on, and its market file holding BTCUSDT's hour that just closed
+    without its ``"x":true`` yet (``budget_s``: how long the test may take inside one wall-clock hour)."""
+    within_one_hour(budget_s)
     settings = make_settings(FUNDING_MARKET_ENABLED="true")
     path = marketfile.market_path(settings.state_file, settings.market_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    marketfile.write(path, document([True, False, False]))  # the hour just closed, its "x":true not here yet
+    marketfile.write(path, document([True, False, False]))
+    return settings, path
+
+
+def test_a_closed_hour_without_its_final_message_is_try_again_not_a_candle(
+        make_settings: Callable[..., Settings]) -> None:
+    settings, path = just_closed(make_settings, 10)
     with ServerThread(settings) as api:
         klines = api.url + "/fapi/v1/klines?symbol=BTCUSDT&interval=1h"
         status, headers, body = get(klines + "&limit=2")

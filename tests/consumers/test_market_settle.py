@@ -11,16 +11,12 @@ from volspike_funding.consumers.market_source import LocalMarketClient
 from volspike_funding.core.settings import Settings
 from volspike_funding.store import marketfile
 
-from ..api.test_market_routes import document
-from ..conftest import scaled, within_one_hour
+from ..api.test_market_routes import document, just_closed
+from ..conftest import scaled
 
 
 def test_the_batch_is_asked_again_until_the_closed_hour_is_final(make_settings: Callable[..., Settings]) -> None:
-    within_one_hour(15)
-    settings = make_settings(FUNDING_MARKET_ENABLED="true")
-    path = marketfile.market_path(settings.state_file, settings.market_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    marketfile.write(path, document([True, False, False]))  # the hour just closed, its "x":true not here yet
+    settings, path = just_closed(make_settings, 15)
     with ServerThread(settings) as api:
         client = LocalMarketClient(api.url + "/funding", timeout=2, breaker_s=1)
         assert client.klines(2) == {}  # without waiting: nobody is answered whole (then REST for each)

@@ -34,8 +34,7 @@ class Day:
     def __init__(self) -> None:
         self.market = Market(24)
         self.candles = self.market.candles
-        self.symbols = sorted(s for s, c in self.market.contracts.items()
-                              if c.contract_type == "PERPETUAL" and s.endswith("USDT"))
+        self.symbols = self.market.usdt_perpetuals()
         self.quiet, self.no_final = self.symbols[-1], self.symbols[-2]
         self.candles.quiet.add(self.quiet)
         self.book = CandleBook()

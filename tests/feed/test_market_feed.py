@@ -73,8 +73,7 @@ def test_klines_and_tickers_are_served_like_binance(run_daemon: Callable[[Settin
     d = run_daemon(settings)
     wait_until(lambda: served(settings), 30)
     doc = market_doc(settings)
-    assert set(doc["klines"]) == {s for s, c in rest.market.contracts.items()
-                                  if c.contract_type == "PERPETUAL" and s.endswith("USDT")}
+    assert set(doc["klines"]) == set(rest.market.usdt_perpetuals())
     assert doc["counters"]["coin_m_rows"] > 0 and "BTCUSD_PERP" not in doc["tickers"]
     # One backfill call per symbol at weight 1 (limit 27): the history, never more.
     assert doc["backfill"]["totalWeight"] == len(doc["klines"])

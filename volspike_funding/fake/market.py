@@ -103,6 +103,11 @@ class Market:
     def find(self, symbol: str) -> Contract | None:
         return self.contracts.get(symbol) or self.stream_only.get(symbol) or self.silent.get(symbol)
 
+    def usdt_perpetuals(self) -> list[str]:
+        """The symbols whose klines the market feed keeps (USDT perpetuals on the all-market stream), sorted."""
+        with self._lock:
+            return sorted(s for s, c in self.contracts.items() if c.contract_type == "PERPETUAL" and s.endswith("USDT"))
+
     def set_mark(self, symbol: str, price: float) -> None:
         """Pin a symbol's mark price (it stops random-walking); for freshness tests and benchmarks."""
         with self._lock:
