@@ -86,7 +86,7 @@ class LocalMarketClient:
         without trades gets no final message at all: REST answers it); the :00 scan would otherwise ask REST for
         every symbol."""
         started = self._clock()
-        deadline, before = started + settle_s, None
+        deadline, before, stop = started + settle_s, None, stop or threading.Event()
         while True:
             body = self._get(self.klines_url, {"limit": limit}, self._klines_timeout)
             klines = body.get("klines") if isinstance(body, dict) else None
@@ -97,7 +97,7 @@ class LocalMarketClient:
                        if isinstance(why, str) and "not final yet" in why]
             now = self._clock()
             stalled = before is not None and len(waiting) >= before and now - started >= settle_min_s
-            if not waiting or stalled or now >= deadline or (stop or threading.Event()).wait(SETTLE_POLL_S):
+            if not waiting or stalled or now >= deadline or stop.wait(SETTLE_POLL_S):
                 return answered
             before = len(waiting)
 

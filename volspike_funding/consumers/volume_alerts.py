@@ -124,7 +124,7 @@ class VolumeAlerts:
                                             self.settings.klines_concurrency, self.stop)))
         candles.update({s: None if r is None else pick_candles(r, slot) for s, r in rows.items()})
         compared = compare_candles(self.source.comparisons, local, rows, self._clock()) if mode == "validate" else []
-        if self.source.mode == "ws":
+        if mode == "ws":
             log.info("scan %s: candles of %d symbols from the local feed, %d from REST", iso_z(slot),
                      len(symbols) - len(lacking), len(lacking))
         if self.stop.is_set():
