@@ -26,6 +26,7 @@ from volspike_funding.api.models import (ERRORS, MAX_BATCH_CHARS, MAX_BATCH_SYMB
                                          check_symbol, symbol_answer)
 from volspike_funding.api.service_status import HealthLimits, ServiceStatus
 from volspike_funding.api.status_page import PAGE, wants_html
+from volspike_funding.api.stream_hub import StreamHub
 from volspike_funding.binance.wire import symbol_problem
 from volspike_funding.core.version import __version__
 from volspike_funding.store.backend import StateReaderLike
@@ -34,7 +35,7 @@ from volspike_funding.store.view import View
 log = logging.getLogger("funding.api")
 
 ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", *BINANCE_ROUTES, "/metrics",
-             "/docs", "/openapi.json"]
+             "/docs", "/openapi.json", "ws: /market/stream?streams=a/b", "ws: /market/ws/<stream>"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -42,12 +43,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimits | None = None,
-               market: MarketReaderLike | None = None) -> FastAPI:
-    """``market``: the market file's reader (klines, tickers); ``None``: those routes answer that they are off."""
+               market: MarketReaderLike | None = None, hub: StreamHub | None = None) -> FastAPI:
+    """``market``: the market file's reader (klines, tickers); ``None``: those routes answer that they are off.
+    ``hub``: the local WebSocket's (its upgrades never reach the app; a plain GET of its paths is told so)."""
     limits = limits or HealthLimits(stale_after_s)
     app = FastAPI(title="VolSpike funding API", version=__version__,
                   description="Binance USD-M funding rates and mark prices from the local WebSocket daemon.")
-    registry, requests_total = build_registry(cache, limits)
+    registry, requests_total = build_registry(cache, limits, hub)
     app.add_middleware(RequestCounter, counter=requests_total)
     app.add_middleware(HeadAsGet)
 
@@ -140,6 +142,15 @@ def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimit
         if not fresh:
             raise api_error(404 if body["error"] in ("Symbol not found", "Not trading") else 503, **body)
         return json_response(body)
+
+    @app.get("/market/stream", include_in_schema=False)
+    @app.get("/market/ws/{stream:path}", include_in_schema=False)
+    async def stream_endpoint() -> Response:
+        """Reached only without a WebSocket upgrade (or with the local WebSocket off)."""
+        if hub is None:
+            raise api_error(404, "WebSocket off", reason="the local WebSocket is disabled (FUNDING_WS_ENABLED=false)")
+        raise api_error(426, "Upgrade Required", reason="a WebSocket endpoint: connect with a WebSocket client "
+                        "(ws://host:port/market/stream?streams=!markPrice@arr@1s)")
 
     app.include_router(market_router(market, stale_after_s))  # before the catch-all of binance_router
     app.include_router(binance_router(cache, stale_after_s))

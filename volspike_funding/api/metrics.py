@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from volspike_funding.api.service_status import HealthLimits, ServiceStatus
+from volspike_funding.api.stream_hub import StreamHub
 from volspike_funding.store import consumer_status
 from volspike_funding.store.backend import StateReaderLike
 
@@ -115,9 +116,41 @@ class StateCollector:
         yield from (rest, deliveries, age)
 
 
-def build_registry(cache: StateReaderLike, limits: HealthLimits) -> tuple[CollectorRegistry, Counter]:
+class StreamCollector:
+    """The local WebSocket's connections and what happened to them."""
+
+    def __init__(self, hub: StreamHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub, counts = self._hub, self._hub.counters
+        yield GaugeMetricFamily("funding_ws_connections", "Open local WebSocket connections",
+                                value=len(hub.sockets))
+        yield GaugeMetricFamily("funding_ws_streams", "Distinct streams local subscribers hold", value=len(hub.index))
+        yield GaugeMetricFamily("funding_ws_stale", "1 while local WebSocket connections are refused and closed "
+                                "because the data is stale", value=int(hub.stale_reason is not None))
+        yield CounterMetricFamily("funding_ws_frames_delivered", "Frames written to local subscribers",
+                                  value=counts.delivered)
+        closed = CounterMetricFamily("funding_ws_closed", "Local WebSocket connections closed by the service, by "
+                                     "reason (slow: unread bytes beyond FUNDING_WS_MAX_BUFFER_KB; stale; limits: "
+                                     "Binance's message and stream limits)", labels=["reason"])
+        for reason, value in (("slow", counts.dropped_slow), ("stale", counts.closed_stale),
+                              ("limits", counts.closed_limits)):
+            closed.add_metric([reason], value)
+        yield closed
+        refused = CounterMetricFamily("funding_ws_refused", "Local WebSocket handshakes refused with 503, by reason",
+                                      labels=["reason"])
+        refused.add_metric(["stale"], counts.refused_stale)
+        refused.add_metric(["full"], counts.refused_full)
+        yield refused
+
+
+def build_registry(cache: StateReaderLike, limits: HealthLimits,
+                   hub: StreamHub | None = None) -> tuple[CollectorRegistry, Counter]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(cache, limits))
+    if hub is not None:
+        registry.register(StreamCollector(hub))
     requests = Counter("funding_api_requests", "API requests by route template and status",
                        ["route", "status"], registry=registry)
     return registry, requests

@@ -16,7 +16,10 @@ Here, per connection:
   together never exceed ``FUNDING_API_MAX_BUFFERED_MB`` (the connection that would exceed it is aborted at once).
   ``close()`` waits for unread data to flush, so without this a client that never reads kept its answer in memory
   for ever (measured: 4,000 such clients of exchangeInfo, 830 KB each, took the API from 68 MB to 1,214 MB);
-- protocol errors answer the API's JSON error shape.
+- protocol errors answer the API's JSON error shape;
+- a WebSocket upgrade of ``/market/stream`` or ``/market/ws/...`` (and ``/public``, ``/private``) hands the transport to
+  :class:`~volspike_funding.api.stream_socket.StreamSocket` (the local Binance-compatible streams), with the head
+  timer cancelled; any other upgrade request is answered as plain HTTP (uvicorn's own WebSocket stack is not used).
 
 At start the soft descriptor limit is raised to the hard one (the unit sets ``LimitNOFILE=``), and a failing
 ``accept()`` (descriptors exhausted anyway) is logged once a minute instead of with a traceback each time.
@@ -34,6 +37,8 @@ import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from volspike_funding.api.stream_hub import StreamHub
+from volspike_funding.api.stream_socket import StreamSocket, stream_category
 from volspike_funding.core.logs import RateLimitedLog
 
 log = logging.getLogger("funding.api")
@@ -64,6 +69,9 @@ class GuardedH11Protocol(H11Protocol):
     max_buffered_bytes = 64 * 1024 * 1024
     #: The connections whose unread answers are above the high-water mark, one set per configured class (server).
     stalled: set["GuardedH11Protocol"] = set()
+    #: The local WebSocket's hub (``None``: FUNDING_WS_ENABLED=false, upgrades are answered as plain HTTP).
+    stream_hub: StreamHub | None = None
+    stream_market = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -105,6 +113,30 @@ class GuardedH11Protocol(H11Protocol):
         super().handle_events()
         if self.cycle is not before:
             self._cancel_head_timer()  # a request head arrived: the app's own time starts now
+
+    def _should_upgrade(self) -> bool:
+        return (self.stream_hub is not None and self._get_upgrade() == b"websocket"
+                and stream_category(self.scope["path"]) is not None)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """The transport goes to a :class:`StreamSocket`, which reads the handshake from the request replayed."""
+        assert self.stream_hub is not None
+        self._cancel_head_timer()
+        self._cancel_write_timer()
+        type(self).stalled.discard(self)
+        self.connections.discard(self)
+        # websockets' parser gets the head with a short target: it caps a line at 8 KiB, and a combined URL of
+        # 1,024 streams is about 25 KB (h11 already read the head within MAX_HEAD_BYTES).
+        head = [event.method, b" / HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        trailing = self.conn.trailing_data[0]
+        protocol = StreamSocket(self.stream_hub, self.connections, event.target.decode("ascii", "replace"),
+                                self.stream_market)
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(b"".join(head) + bytes(trailing))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -175,11 +207,12 @@ _slow_log = RateLimitedLog(log, 60.0)
 
 
 def protocol_class(header_timeout_s: float, max_connections: int, write_timeout_s: float = 10.0,
-                   max_buffered_mb: float = 64.0) -> type[GuardedH11Protocol]:
+                   max_buffered_mb: float = 64.0, stream_hub: StreamHub | None = None,
+                   stream_market: bool = False) -> type[GuardedH11Protocol]:
     return type("ConfiguredH11Protocol", (GuardedH11Protocol,),
                 {"header_timeout_s": header_timeout_s, "max_connections": max_connections,
                  "write_timeout_s": write_timeout_s, "max_buffered_bytes": int(max_buffered_mb * 1024 * 1024),
-                 "stalled": set()})
+                 "stalled": set(), "stream_hub": stream_hub, "stream_market": stream_market})
 
 
 def raise_fd_limit() -> int:

@@ -20,7 +20,8 @@ from fastapi import FastAPI
 
 from volspike_funding.api.app import create_app
 from volspike_funding.api.service_status import HealthLimits
-from volspike_funding.store.backend import open_cache, open_market_cache
+from volspike_funding.api.stream_hub import StreamHub
+from volspike_funding.store.backend import StateReaderLike, open_cache, open_market_cache
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
@@ -72,9 +73,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, hub: StreamHub | None = None) -> None:
+        super().__init__(config)
+        self.hub = hub
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         quiet_accept_errors(asyncio.get_running_loop())
+        if self.hub is not None:
+            self.hub.attach(asyncio.get_running_loop())
         await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)  # WebSocket subscribers get 1001 "Server restarting" first
+        if self.hub is not None:
+            self.hub.detach()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Only set the flags: uvicorn re-raises a captured signal after its shutdown, so a SIGTERM the API had
@@ -83,17 +95,28 @@ class Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def server_config(app: FastAPI, settings: Settings, log_level: str) -> uvicorn.Config:
+def stream_hub(cache: StateReaderLike, settings: Settings) -> StreamHub | None:
+    """The local WebSocket's hub, fed by the cache's changes (``None`` with FUNDING_WS_ENABLED=false)."""
+    if not settings.ws_enabled:
+        return None
+    hub = StreamHub(cache, settings.stale_after_s, settings.ws_max_connections,
+                    int(settings.ws_max_buffer_kb * 1024))
+    cache.listeners.append(hub.notify)
+    return hub
+
+
+def server_config(app: FastAPI, settings: Settings, log_level: str, hub: StreamHub | None = None) -> uvicorn.Config:
     fds = raise_fd_limit()
     connections = effective_max_connections(settings.api_max_connections, fds)
     if connections < settings.api_max_connections:
         log.warning("only %d descriptors: at most %d connections (FUNDING_API_MAX_CONNECTIONS %d); raise the unit's "
                     "LimitNOFILE=", fds, connections, settings.api_max_connections)
-    # asyncio and h11 explicitly: uvloop/httptools, when installed, would bypass the protocol policy.
+    # asyncio and h11 explicitly: uvloop/httptools, when installed, would bypass the protocol policy; ws="none":
+    # WebSocket upgrades are the protocol's own (api/stream_socket.py), never uvicorn's stack.
     return uvicorn.Config(app, loop="asyncio", http=protocol_class(settings.api_header_timeout_s, connections,
                                                                 settings.api_write_timeout_s,
-                                                                settings.api_max_buffered_mb),
-                          log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
+                                                                settings.api_max_buffered_mb, hub),
+                          ws="none", log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
                           timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEAD_BYTES, lifespan="off")
 
 
@@ -114,9 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("serving %s on http://%s:%d (stale after %g s)", cache.location, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         market = open_market_cache(settings)
+        hub = stream_hub(cache, settings)
+        if hub is not None:
+            log.info("local WebSocket: ws://%s:%d/market/stream?streams=... and /market/ws/<stream> (at most %d "
+                     "connections)", settings.api_host, settings.api_port, settings.ws_max_connections)
         try:
-            app = create_app(cache, settings.stale_after_s, limits(settings), market)
-            server = Server(server_config(app, settings, settings.log_level.lower()))
+            app = create_app(cache, settings.stale_after_s, limits(settings), market, hub)
+            server = Server(server_config(app, settings, settings.log_level.lower(), hub), hub)
             server.run(sockets=[sock])
             return 0 if server.started else 1
         finally:
@@ -131,12 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 class ServerThread:
     """The real app under real uvicorn on an ephemeral loopback port, in a thread: for tests and benchmarks."""
 
-    def __init__(self, settings: Settings, *, poll_s: float = 0.5) -> None:
+    def __init__(self, settings: Settings, *, poll_s: float = 0.5, port: int = 0) -> None:
+        """``port``: 0 for an ephemeral one; a given one lets a test restart the API where its clients are."""
         self.cache = open_cache(settings, poll_s)
-        self.sock = bind("127.0.0.1", 0)
+        self.sock = bind("127.0.0.1", port)
         self.market = open_market_cache(settings)
+        self.hub = stream_hub(self.cache, settings)
         self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings),
-                                                      self.market), settings, "warning"))
+                                                      self.market, self.hub), settings, "warning", self.hub),
+                             self.hub)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="api-server",
                                         daemon=True)
 
@@ -154,6 +184,11 @@ class ServerThread:
     def url(self) -> str:
         port = self.sock.getsockname()[1]
         return f"http://127.0.0.1:{port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The local WebSocket's base: ``<ws_url>/market/stream?streams=...``."""
+        return "ws" + self.url[4:]
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

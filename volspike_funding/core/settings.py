@@ -64,6 +64,9 @@ class Settings:
     api_max_connections: int
     api_write_timeout_s: float
     api_max_buffered_mb: float
+    ws_enabled: bool
+    ws_max_connections: int
+    ws_max_buffer_kb: float
     log_level: str
     ws_funding_enabled: bool
     ws_funding_api_url: str

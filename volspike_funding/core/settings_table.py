@@ -117,6 +117,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FUNDING_API_MAX_BUFFERED_MB", "api_max_buffered_mb", "64", v.number(0, strict=True),
             "Unread answers held for slow clients, all connections together; beyond, the connection whose answer "
             "tipped it over is dropped (RSS stays flat however many clients stop reading).", (API,)),
+    Setting("FUNDING_WS_ENABLED", "ws_enabled", "true", v.boolean,
+            "The local Binance-compatible WebSocket on the API's port (/market/stream, /market/ws/<stream>); "
+            "false: upgrade requests are answered as plain HTTP.", (API,)),
+    Setting("FUNDING_WS_MAX_CONNECTIONS", "ws_max_connections", "2048", v.count(1),
+            "Local WebSocket connections at most (within FUNDING_API_MAX_CONNECTIONS); beyond, a handshake gets "
+            "503 with Retry-After.", (API,)),
+    Setting("FUNDING_WS_MAX_BUFFER_KB", "ws_max_buffer_kb", "1024", v.number(1),
+            "Bytes a local WebSocket subscriber may leave unread (about six all-market frames); beyond, it is "
+            "dropped, so a stuck subscriber never delays the others or holds the API's memory.", (API,)),
     Setting("FUNDING_LOG_LEVEL", "log_level", "INFO", v.log_level, "DEBUG, INFO, WARNING or ERROR.",
             (DAEMON, API, CONSUMER, ALERTS, NOTIFY)),
     # -- consumers: where funding rates and mark prices come from -------------------------------------------

@@ -11,7 +11,7 @@ file's lock (:class:`~volspike_funding.core.errors.StateLockedError`) is neither
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.core.settings import Settings
@@ -55,6 +55,9 @@ class StateReaderLike(Protocol):
     def view(self) -> View:
         """The newest view; replaced whole, so a request that holds one sees one consistent state."""
         ...
+
+    #: Called on the reader's own thread after each change of :attr:`view`.
+    listeners: list[Callable[[], None]]
 
     def start(self) -> "StateReaderLike":
         ...

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -176,6 +176,8 @@ class RedisStateCache:
         self._ref_bytes: bytes | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="redis-watch", daemon=True)
+        #: Called on the watcher thread after each change of :attr:`view` (the local WebSocket's hub).
+        self.listeners: list[Callable[[], None]] = []
 
     def start(self) -> "RedisStateCache":
         self.refresh()
@@ -203,7 +205,9 @@ class RedisStateCache:
                 pubsub = None
                 self._stop.wait(self.poll_s)
             try:
-                self.refresh()
+                if self.refresh():
+                    for listener in self.listeners:
+                        listener()
             except Exception:  # as the file's watcher: it must outlive any surprise; the next change retries
                 log.exception("store refresh failed")
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from volspike_funding.store import reference
 from volspike_funding.store import statefile
@@ -90,6 +90,8 @@ class StateCache:
         self._watch = DirWatch(path.parent, poll_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="state-watch", daemon=True)
+        #: Called on the watcher thread after each change of :attr:`view` (the local WebSocket's hub).
+        self.listeners: list[Callable[[], None]] = []
 
     @property
     def location(self) -> str:
@@ -110,7 +112,9 @@ class StateCache:
         while not self._stop.is_set():
             self._watch.wait()
             try:
-                self.refresh()
+                if self.refresh():
+                    for listener in self.listeners:
+                        listener()
             except Exception:  # the watcher must outlive any surprise; the next change retries
                 log.exception("state refresh failed")
 

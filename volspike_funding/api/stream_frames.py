@@ -1,0 +1,145 @@
+"""What the local WebSocket sends: Binance's mark-price events rebuilt from the stored records, each serialised
+once into a WebSocket frame shared by every subscriber. Pure: views and the clock come in, bytes go out.
+
+A row as Binance sends it (``tests/data/markprice_2026.jsonl``, a 2026 capture), re-emitted with the decimal
+strings and event time the daemon received::
+
+    {"e":"markPriceUpdate","E":1791382993000,"s":"BTCUSDT","p":"83084.30000000","ap":"83084.30000000",
+     "P":"83195.15881449","i":"83123.65891304","r":"0.00000078","T":1791388800000,"st":1}
+
+``ap`` and ``st`` appear when Binance sent them (the older shape has neither); ``T`` is ``0`` when no funding is
+scheduled, as Binance sends it. Each stream's payload exists twice: raw (``/market/ws``) and wrapped
+``{"stream": <name>, "data": <payload>}`` (``/market/stream``, or ``SET_PROPERTY combined``).
+
+Cadence: every view that brings newer event times makes one 1 s frame of the rows that changed; the 3 s
+variants (``!markPrice@arr``, ``<symbol>@markPrice``) collect the changes until 3 s have passed, as Binance's
+3 s streams do. The all-market streams leave out TradFi perpetuals, as Binance's do ("Mark Price Stream for All
+market": *this stream does not cover TradFi Perps*); their per-symbol streams carry them.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+
+from volspike_funding.binance.stream_requests import ALL_MARK_1S, ALL_MARK_3S
+from volspike_funding.store.statefile import binance_strings
+from volspike_funding.store.view import View
+
+#: The 3 s streams' period, less half the 1 s cadence: frames arrive once a second, give or take.
+SLOW_PERIOD_S = 2.5
+_TRADFI = "TRADIFI_PERPETUAL"
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (RFC 6455 5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        head = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, size)
+    return head + payload
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One stream's next message, framed both ways."""
+
+    raw: bytes
+    combined: bytes
+
+
+def payload(stream: str, data: bytes) -> Payload:
+    return Payload(ws_text_frame(data), ws_text_frame(b'{"stream":' + orjson.dumps(stream) + b',"data":' + data
+                                                      + b"}"))
+
+
+def mark_row(record: dict[str, Any]) -> bytes:
+    """A stored record as Binance's ``markPriceUpdate`` object (its strings, in Binance's key order)."""
+    raw = binance_strings(record)
+    row: dict[str, Any] = {"e": "markPriceUpdate", "E": record["eventTime"], "s": record["symbol"],
+                           "p": raw["markPrice"] or repr(float(record["markPrice"]))}
+    average = raw.get("markPriceAverage")
+    if average:
+        row["ap"] = average
+    row["P"] = raw["estimatedSettlePrice"]
+    row["i"] = raw["indexPrice"]
+    row["r"] = raw["lastFundingRate"]
+    row["T"] = record.get("nextFundingTime") or 0
+    kind = raw.get("symbolType")
+    if kind and kind.isdigit():
+        row["st"] = int(kind)
+    return orjson.dumps(row)
+
+
+class MarkFrames:
+    """Turns successive views into the frames of the mark-price streams that have subscribers."""
+
+    def __init__(self) -> None:
+        self._sent_fast: dict[str, int] = {}
+        self._sent_slow: dict[str, int] = {}
+        self._slow_at: float | None = None
+        self._rows: dict[str, tuple[int, bytes]] = {}
+        self._tradfi_of: tuple[Any, frozenset[str]] = (None, frozenset())
+
+    def _row(self, symbol: str, record: dict[str, Any]) -> bytes:
+        """A symbol's row, serialised once per event time (the fast and slow streams share it)."""
+        cached = self._rows.get(symbol)
+        event = record["eventTime"]
+        if cached is not None and cached[0] == event:
+            return cached[1]
+        row = mark_row(record)
+        self._rows[symbol] = (event, row)
+        return row
+
+    def update(self, view: View, now: float, wanted: Iterable[str], stale_after_s: float) -> dict[str, Payload]:
+        """The frames due now, by stream name, for the ``wanted`` streams (the names subscribers hold). A record
+        older than ``stale_after_s`` is never sent: a silent symbol stays silent, as on Binance."""
+        wanted = set(wanted)
+        symbols = view.symbols
+        cutoff = now - stale_after_s
+        out: dict[str, Payload] = {}
+        slow_due = self._slow_at is None or now - self._slow_at >= SLOW_PERIOD_S
+        for fast, sent in ((True, self._sent_fast), (False, self._sent_slow)):
+            if not fast and not slow_due:
+                continue
+            changed = [(s, r) for s, r in symbols.items()
+                       if r["eventTime"] > sent.get(s, 0) and r["updatedAt"] >= cutoff]
+            if not changed:
+                continue
+            if not fast:
+                self._slow_at = now
+            all_name = ALL_MARK_1S if fast else ALL_MARK_3S
+            suffix = "@markPrice@1s" if fast else "@markPrice"
+            tradfi = self._tradfi(view)
+            rows: list[bytes] = []
+            for symbol, record in changed:
+                sent[symbol] = record["eventTime"]
+                name = symbol.lower() + suffix
+                want_symbol = name in wanted
+                if want_symbol or all_name in wanted:
+                    row = self._row(symbol, record)
+                    if want_symbol:
+                        out[name] = payload(name, row)
+                    if symbol not in tradfi:
+                        rows.append(row)
+            if rows and all_name in wanted:
+                out[all_name] = payload(all_name, b"[" + b",".join(rows) + b"]")
+        for memo in (self._rows, self._sent_fast, self._sent_slow):
+            if len(memo) > len(symbols):  # delisted symbols: the memos stay bounded
+                for gone in [s for s in memo if s not in symbols]:
+                    del memo[gone]
+        return out
+
+    def _tradfi(self, view: View) -> frozenset[str]:
+        reference = view.reference
+        if reference is not self._tradfi_of[0]:
+            names = frozenset() if reference is None else frozenset(
+                s for s, info in reference.symbols.items() if info.get("contractType") == _TRADFI)
+            self._tradfi_of = (reference, names)
+        return self._tradfi_of[1]

@@ -1,0 +1,216 @@
+"""The local WebSocket's fan-out: who holds which stream, one frame per stream per update written to all of them,
+and the connection-level rules Binance applies (pings, 24 h lifetime) plus the ones it lacks (stale data closes,
+slow subscribers dropped, a connection cap).
+
+Everything here runs on the event loop. The state cache's watcher thread only schedules :meth:`StreamHub.changed`
+(``call_soon_threadsafe``); the frames are built there once and written to each subscriber's transport, never
+awaited, so a subscriber that stopped reading costs its own buffer, bounded by ``max_buffer_bytes``, and nobody
+else's time.
+
+**Stale data.** Binance leaves a subscriber on an open, silent socket when its feed stalls; here, once the newest
+mark price is older than ``stale_after_s`` (or the daemon stopped, or the state cannot be read), every local
+connection is closed with 1013 *Try Again Later* and a reason naming the age, and new handshakes are answered
+HTTP 503 with ``Retry-After`` and a JSON reason until the data is fresh again. Client libraries treat both as a
+dropped connection and reconnect (ccxt, python-binance, Binance's SDK), so they resume by themselves once the
+data is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from volspike_funding.api.stream_frames import MarkFrames, Payload
+from volspike_funding.binance.stream_requests import CLOSE_STALE, Stream
+from volspike_funding.core.logs import RateLimitedLog
+from volspike_funding.store.backend import StateReaderLike
+
+log = logging.getLogger("funding.api")
+
+#: Binance's keep-alive ("WebSocket Market Streams"): a ping every 3 minutes, closed without a pong in 10.
+PING_INTERVAL_S = 180.0
+PONG_TIMEOUT_S = 600.0
+#: Binance: "A single connection to fstream.binance.com is only valid for 24 hours".
+MAX_LIFETIME_S = 86400.0
+
+
+class Subscriber(Protocol):
+    #: Handshake done and not closing: frames are written to it.
+    open: bool
+    opened_at: float
+    last_heard: float
+    last_ping: float
+
+    @property
+    def combined(self) -> bool:
+        """Payloads wrapped ``{"stream", "data"}``."""
+        ...
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a frame; ``False`` when the subscriber was dropped (its unread bytes beyond the budget)."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        ...
+
+    def ping(self) -> None:
+        ...
+
+
+@dataclass
+class HubCounters:
+    delivered: int = 0
+    dropped_slow: int = 0
+    closed_stale: int = 0
+    closed_limits: int = 0
+    refused_stale: int = 0
+    refused_full: int = 0
+
+
+class StreamHub:
+    def __init__(self, cache: StateReaderLike, stale_after_s: float, max_connections: int = 2048,
+                 max_buffer_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self.stale_after_s = stale_after_s
+        self.max_connections = max_connections
+        self.max_buffer_bytes = max_buffer_bytes
+        self.clock = clock
+        self.ping_interval_s, self.pong_timeout_s, self.max_lifetime_s = PING_INTERVAL_S, PONG_TIMEOUT_S, MAX_LIFETIME_S
+        self.sockets: set[Subscriber] = set()
+        self.index: dict[str, set[Subscriber]] = {}
+        self.counters = HubCounters()
+        self.stale_reason: str | None = None
+        self._frames = MarkFrames()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._view: Any = None
+        self._log = RateLimitedLog(log, 60.0)
+
+    # -- the loop's side ---------------------------------------------------------------------------------------
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start on ``loop``: from now on a changed view is delivered, and the 1 s housekeeping runs."""
+        self._loop = loop
+        self._tick()
+
+    def notify(self) -> None:
+        """Called by the state cache's thread when its view changed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.changed)
+
+    def detach(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
+
+    def changed(self) -> None:
+        view = self.cache.view
+        if view is self._view:
+            return
+        self._view = view
+        now = self.clock()
+        self._judge(now)
+        if self.stale_reason is not None or not self.index:
+            return
+        for name, frame in self._frames.update(view, now, self.index, self.stale_after_s).items():
+            self.deliver(name, frame)
+
+    def deliver(self, name: str, frame: Payload) -> None:
+        holders = self.index.get(name)
+        if not holders:
+            return
+        raw, combined = frame.raw, frame.combined
+        for subscriber in list(holders):
+            if subscriber.send_frame(combined if subscriber.combined else raw):
+                self.counters.delivered += 1
+
+    def _tick(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        self._timer = loop.call_later(1.0, self._tick)
+        now = self.clock()
+        self._judge(now)
+        mono = time.monotonic()
+        for subscriber in list(self.sockets):
+            if mono - subscriber.opened_at >= self.max_lifetime_s:
+                subscriber.close(1000, "Connection lifetime of 24 hours reached")
+            elif mono - subscriber.last_heard >= self.pong_timeout_s:
+                subscriber.close(1011, "No pong within the keep-alive timeout")
+            elif mono - subscriber.last_ping >= self.ping_interval_s:
+                subscriber.ping()
+
+    def _judge(self, now: float) -> None:
+        """Fresh or stale, from the view; on becoming stale every connection is closed (see the module)."""
+        reason = self.problem(now)
+        was, self.stale_reason = self.stale_reason, reason
+        if reason is None:
+            if was is not None:
+                log.info("local WebSocket: data fresh again, accepting subscribers")
+            return
+        if was is None:
+            log.warning("local WebSocket: %s; new connections get 503 and %d open ones were closed with 1013 "
+                        "until the data is fresh", reason, sum(s.open for s in self.sockets))
+        close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
+        for subscriber in [s for s in self.sockets if s.open]:
+            self.counters.closed_stale += 1
+            subscriber.close(CLOSE_STALE, close_reason)
+
+    def problem(self, now: float) -> str | None:
+        """Why the data cannot be streamed now, or ``None``."""
+        view = self.cache.view
+        snap = view.snapshot
+        if snap is None:
+            return f"state unavailable: {view.error.reason if view.error else 'missing'}"
+        if not snap.daemon_alive(now):
+            return "the funding daemon is not running"
+        updated = view.updated_sorted
+        if not updated:
+            return "no mark price yet"
+        age = now - updated[-1]
+        if age > self.stale_after_s:
+            return f"the newest mark price is {age:.0f} s old (upstream stalled or disconnected)"
+        return None
+
+    # -- subscribers -------------------------------------------------------------------------------------------
+    def admit(self) -> tuple[int, dict[str, Any]] | None:
+        """``None`` when a new connection may open; else the HTTP status and JSON detail that refuse it."""
+        self._judge(self.clock())
+        if self.stale_reason is not None:
+            self.counters.refused_stale += 1
+            return 503, {"error": "Data stale", "reason": self.stale_reason, "retryAfterSeconds": 5}
+        if len(self.sockets) >= self.max_connections:
+            self.counters.refused_full += 1
+            self._log.warning("ws_full", f"{len(self.sockets)} local WebSocket connections: new ones get 503 "
+                                         "(FUNDING_WS_MAX_CONNECTIONS)")
+            return 503, {"error": "Too many WebSocket connections", "max": self.max_connections,
+                         "retryAfterSeconds": 5}
+        return None
+
+    def add(self, subscriber: Subscriber) -> None:
+        self.sockets.add(subscriber)
+
+    def subscribe(self, subscriber: Subscriber, streams: list[Stream]) -> None:
+        for stream in streams:
+            self.index.setdefault(stream.name, set()).add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber, streams: list[Stream]) -> None:
+        for stream in streams:
+            holders = self.index.get(stream.name)
+            if holders is not None:
+                holders.discard(subscriber)
+                if not holders:
+                    del self.index[stream.name]
+
+    def remove(self, subscriber: Subscriber, streams: list[Stream]) -> None:
+        self.sockets.discard(subscriber)
+        self.unsubscribe(subscriber, streams)
+
+    def dropped_slow(self) -> None:
+        self.counters.dropped_slow += 1
+        self._log.warning("ws_slow", f"a local WebSocket subscriber left more than {self.max_buffer_bytes // 1024} "
+                                     "KB unread: dropped (FUNDING_WS_MAX_BUFFER_KB)")
