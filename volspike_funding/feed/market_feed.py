@@ -49,7 +49,7 @@ class MarketFeed:
                  monotonic: Callable[[], float] = time.monotonic, rest: BinanceRest | None = None) -> None:
         self.settings = settings
         self._clock, self._mono = clock, monotonic
-        self._writer = open_market_writer(settings)
+        self._writer = open_market_writer(settings, clock)
         self._events: "queue.Queue[Event]" = queue.Queue()
         self._stop = threading.Event()
         self._ratelog = RateLimitedLog(log)

@@ -11,7 +11,8 @@ file's lock (:class:`~volspike_funding.core.errors.StateLockedError`) is neither
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Protocol
+import time
+from typing import Any, Callable, Iterable, Protocol
 
 from volspike_funding.core.errors import StoreUnavailable
 from volspike_funding.core.settings import Settings
@@ -110,12 +111,13 @@ class MarketReaderLike(Protocol):
         ...
 
 
-def open_market_writer(settings: Settings) -> MarketWriterLike:
-    """The market file beside the state file, or the shared store (with ``FUNDING_STORE_URL``)."""
+def open_market_writer(settings: Settings, clock: Callable[[], float] = time.time) -> MarketWriterLike:
+    """The market file beside the state file, or the shared store (with ``FUNDING_STORE_URL``; ``clock``: the one
+    the documents' times are read from, whose offset from the store's the store measures)."""
     if settings.store_url:
         from volspike_funding.store.redis_market import RedisMarketWriter
 
-        return RedisMarketWriter(settings.store_url)
+        return RedisMarketWriter(settings.store_url, clock)
     from volspike_funding.store.marketfile import MarketFileWriter, market_path
 
     return MarketFileWriter(market_path(settings.state_file, settings.market_file))

@@ -70,10 +70,13 @@ class MarketFileWriter:
 
 @dataclass(frozen=True)
 class MarketSnapshot:
-    """What a reader holds of the market file; ``error`` says why it is empty."""
+    """What a reader holds of the market file; ``error`` says why it is empty. ``shift``: what to add to the
+    document's times (its writer's clock) for the reader's clock; 0 for the file, which only a daemon on this host
+    writes; measured through the store's clock for the shared store's, whose writer may be on any host."""
 
     document: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    shift: float = 0.0
 
     @property
     def klines(self) -> dict[str, Any]:
@@ -91,8 +94,13 @@ class MarketSnapshot:
 
     def feed_age(self, now: float) -> float | None:
         """Seconds since the last ``!ticker@arr`` frame (``None``: never one): how stale the whole feed is."""
-        at = self.number("lastFrameAt")
+        at = self.local("lastFrameAt")
         return None if at is None else max(0.0, now - at)
+
+    def local(self, key: str) -> float | None:
+        """The document's time ``key`` in the reader's clock."""
+        at = self.number(key)
+        return None if at is None else at + self.shift
 
     @property
     def connected(self) -> bool:
