@@ -299,7 +299,8 @@ class MarketFeed:
                 "interval": "1h", "universe": len(self.universe), "klines": klines,
                 "tickers": {s: {**t.rest(), "E": t.event_time} for s, t in self.tickers.tickers.items()},
                 "backfill": {"pending": len(bf.pending), "weightThisMinute": bf.weight_this_minute,
-                             "totalWeight": bf.total_weight, "lastError": bf.last_error},
+                             "totalWeight": bf.total_weight, "lastError": bf.last_error,
+                             **bf.pause(self._clock())},
                 "counters": {**self.counters, **self.book.counters}}
 
     def _write(self) -> None:

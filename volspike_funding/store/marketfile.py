@@ -8,12 +8,14 @@ every second and read on every request, stays the size it is. Shape (``schemaVer
      "klines": {"BTCUSDT": {"since": 1789990000.0, "rows": [[<Binance's twelve fields>], ...],
                             "final": [true, ..., false], "receivedAt": 1790000000.0, "firstOpen": null}},
      "tickers": {"BTCUSDT": {<Binance's ticker/24hr fields>, "E": 1790000000000}},
-     "backfill": {"pending": 0, "weightLastMinute": 0, "lastError": null}, "counters": {...}}
+     "backfill": {"pending": 0, "weightThisMinute": 0, "totalWeight": 0, "lastError": null,
+                  "pausedUntil": null, "pausedBy": null}, "counters": {...}}
 
 ``lastFrameAt`` is when the last ``!ticker@arr`` frame arrived (Binance sends it every second: the connection's
 heartbeat). ``since`` is when the symbol's kline stream was acknowledged (``null``: not subscribed), ``rows`` are
 oldest first, and ``final`` says of each row whether it can no longer change. ``firstOpen`` is the symbol's first hour
 on Binance when it was listed within the kept window (REST answered fewer rows than asked), else ``null``.
+``pausedUntil``: while Binance's 429 or 418 (``pausedBy``) holds the backfill, when it may ask again.
 """
 
 from __future__ import annotations
