@@ -4,6 +4,7 @@ streams, REST backfill within its budget, the market file, and the API's Binance
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +134,29 @@ def test_backfill_keeps_to_its_budget_and_survives_429(run_daemon: Callable[[Set
     # Within this minute at most the budget (a minute boundary may fall inside the test: two minutes' worth).
     assert doc["backfill"]["totalWeight"] <= 10 and rest.counts.get("/fapi/v1/klines", 0) <= 10
     assert doc["backfill"]["pending"] > 0  # the rest waits for the next minutes, nothing is dropped
+    d.stop()
+
+
+def test_backfill_banned_with_418_asks_nothing_until_retry_after_says_so_and_mark_prices_flow_on(
+        run_daemon: Callable[[Settings], DaemonThread], market_settings: Callable[..., Settings],
+        fakes: tuple[FakeBinanceWS, FakeBinanceRest]) -> None:
+    ws, rest = fakes
+    ban = math.ceil(scaled(3))  # Retry-After is whole seconds
+    rest.fail("/fapi/v1/klines", 418, 1, headers={"Retry-After": str(ban)})
+    settings = market_settings()
+    d = run_daemon(settings)
+    wait_until(lambda: market_doc(settings).get("backfill", {}).get("pausedBy") == "418", 20)
+    backfill = market_doc(settings)["backfill"]
+    assert "418" in backfill["lastError"] and backfill["pausedUntil"] is not None
+    status = d.doc()["connection_status"]
+    updates, attempts = d.doc()["counters"]["updates"], status["reconnect_attempts"]
+    wait_until(lambda: d.doc()["counters"]["updates"] > updates, 10)  # the mark-price feed goes on meanwhile
+    wait_until(lambda: served(settings), 30)  # and the backfill after the ban
+    klines = [r for r in rest.requests if r.path == "/fapi/v1/klines"]
+    assert len(klines) > 1 and klines[1].at - klines[0].at >= ban - 0.05  # nothing asked during the ban
+    assert market_doc(settings)["backfill"]["pausedBy"] is None
+    status = d.doc()["connection_status"]
+    assert status["connected"] and status["reconnect_attempts"] == attempts
     d.stop()
 
 

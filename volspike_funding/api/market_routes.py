@@ -85,7 +85,7 @@ def contiguous(entry: dict[str, Any], snap: MarketSnapshot, now_ms: int) -> list
     if not isinstance(since, (int, float)):
         return "its kline stream is not acknowledged yet"
     if rows and rows[-1][0] < open_hour:
-        if since * 1000 > open_hour or rows[-1][0] != open_hour - HOUR_MS:
+        if (since + snap.shift) * 1000 > open_hour or rows[-1][0] != open_hour - HOUR_MS:
             return "no candle of the open hour yet"
         close = rows[-1][4]  # no trades this hour: Binance's REST answers this candle
         rows.append([open_hour, close, close, close, close, "0", open_hour + HOUR_MS - 1, "0", 0, "0", "0", "0"])

@@ -23,6 +23,8 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    #: When it arrived (``time.monotonic``): what a test of "nothing asked until Retry-After" compares.
+    at: float = 0.0
 
 
 @dataclass
@@ -171,7 +173,7 @@ class HttpFake:
         except ValueError:
             body = raw.decode(errors="replace")
         request = Request(h.command, parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                          {k.lower(): v for k, v in h.headers.items()}, body)
+                          {k.lower(): v for k, v in h.headers.items()}, body, time.monotonic())
         with self._lock:
             self.counts[parts.path] += 1
             self.requests.append(request)

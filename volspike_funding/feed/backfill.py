@@ -5,7 +5,8 @@ missing, and an hour without trades never gets a final message: each such symbol
 ``GET /fapi/v1/klines?symbol=&interval=1h&limit=n`` (weight 1 below 100 rows, Binance's documentation). The budget
 (``FUNDING_KLINE_BACKFILL_WEIGHT_PER_MIN``, 200 by default) spreads a start over minutes: 600 symbols take three,
 never more than a few hundred weight in one minute, next to the OI poller's ~2,000. A 429/418 pauses the thread
-for as long as Binance asks (the REST client's pause), the rest stays queued.
+for as long as Binance asks (the REST client's pause, capped by the client: up to 3 days for a 418), the rest stays
+queued, and the market file says until when and why (``pausedUntil``, ``pausedBy``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Callable
 
 from volspike_funding.binance.market_wire import Candle, candle_from_rest
 from volspike_funding.binance.rest import BinanceRest
-from volspike_funding.core.errors import FrameError, RateLimited, RestError
+from volspike_funding.core.errors import FrameError, IpBanned, RateLimited, RestError
 
 log = logging.getLogger("funding.market")
 
@@ -47,6 +48,9 @@ class Backfill:
         self.weight_this_minute = 0
         self.total_weight = 0
         self.last_error: str | None = None
+        #: Until when (this clock) Binance told us to ask nothing, and with which answer ("418", "429").
+        self.paused_until: float | None = None
+        self.paused_by: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kline-backfill", daemon=True)
 
@@ -67,6 +71,13 @@ class Backfill:
             self.pending.add(symbol)
         self._jobs.put((symbol, max(2, min(limit, MAX_ROWS))))
         return True
+
+    def pause(self, now: float) -> dict[str, float | str | None]:
+        """The market file's ``pausedUntil`` and ``pausedBy``: ``None`` unless a pause Binance asked for runs."""
+        until = self.paused_until
+        if until is None or until <= now:
+            return {"pausedUntil": None, "pausedBy": None}
+        return {"pausedUntil": until, "pausedBy": self.paused_by}
 
     def _spend(self, weight: int) -> None:
         """Wait (interruptibly) until ``weight`` fits in this minute's budget."""
@@ -98,8 +109,13 @@ class Backfill:
                            for row in self._rest.klines(symbol, "1h", limit)]
             except RateLimited as exc:
                 error = f"klines {symbol}: {exc}"
-                # The client refuses calls during the pause it learned; wait it out here, keep the job.
-                self._stop.wait(min(max(exc.retry_after or 60.0, 1.0), 600.0))
+                # The whole pause, not a part of it: the client would refuse the next job's call, sending nothing,
+                # but its weight would be counted against the budget, and its symbol reported failed, once per part.
+                # Said before the wait, which may last hours: the market file shows why nothing is asked meanwhile.
+                pause = max(exc.retry_after or 60.0, 1.0)
+                self.last_error = error
+                self.paused_until, self.paused_by = self._clock() + pause, "418" if isinstance(exc, IpBanned) else "429"
+                self._stop.wait(pause)
             except (RestError, FrameError) as exc:
                 error = f"klines {symbol}: {exc}"
             self.last_error = error or self.last_error

@@ -49,7 +49,7 @@ class MarketFeed:
                  monotonic: Callable[[], float] = time.monotonic, rest: BinanceRest | None = None) -> None:
         self.settings = settings
         self._clock, self._mono = clock, monotonic
-        self._writer = open_market_writer(settings)
+        self._writer = open_market_writer(settings, clock)
         self._events: "queue.Queue[Event]" = queue.Queue()
         self._stop = threading.Event()
         self._ratelog = RateLimitedLog(log)
@@ -299,7 +299,8 @@ class MarketFeed:
                 "interval": "1h", "universe": len(self.universe), "klines": klines,
                 "tickers": {s: {**t.rest(), "E": t.event_time} for s, t in self.tickers.tickers.items()},
                 "backfill": {"pending": len(bf.pending), "weightThisMinute": bf.weight_this_minute,
-                             "totalWeight": bf.total_weight, "lastError": bf.last_error},
+                             "totalWeight": bf.total_weight, "lastError": bf.last_error,
+                             **bf.pause(self._clock())},
                 "counters": {**self.counters, **self.book.counters}}
 
     def _write(self) -> None:

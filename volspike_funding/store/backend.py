@@ -11,6 +11,7 @@ file's lock (:class:`~volspike_funding.core.errors.StateLockedError`) is neither
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterable, Protocol
 
 from volspike_funding.core.errors import StoreUnavailable
@@ -113,12 +114,13 @@ class MarketReaderLike(Protocol):
         ...
 
 
-def open_market_writer(settings: Settings) -> MarketWriterLike:
-    """The market file beside the state file, or the shared store (with ``FUNDING_STORE_URL``)."""
+def open_market_writer(settings: Settings, clock: Callable[[], float] = time.time) -> MarketWriterLike:
+    """The market file beside the state file, or the shared store (with ``FUNDING_STORE_URL``; ``clock``: the one
+    the documents' times are read from, whose offset from the store's the store measures)."""
     if settings.store_url:
         from volspike_funding.store.redis_market import RedisMarketWriter
 
-        return RedisMarketWriter(settings.store_url)
+        return RedisMarketWriter(settings.store_url, clock)
     from volspike_funding.store.marketfile import MarketFileWriter, market_path
 
     return MarketFileWriter(market_path(settings.state_file, settings.market_file))

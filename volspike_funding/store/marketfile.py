@@ -8,12 +8,14 @@ every second and read on every request, stays the size it is. Shape (``schemaVer
      "klines": {"BTCUSDT": {"since": 1789990000.0, "rows": [[<Binance's twelve fields>], ...],
                             "final": [true, ..., false], "receivedAt": 1790000000.0, "firstOpen": null}},
      "tickers": {"BTCUSDT": {<Binance's ticker/24hr fields>, "E": 1790000000000}},
-     "backfill": {"pending": 0, "weightLastMinute": 0, "lastError": null}, "counters": {...}}
+     "backfill": {"pending": 0, "weightThisMinute": 0, "totalWeight": 0, "lastError": null,
+                  "pausedUntil": null, "pausedBy": null}, "counters": {...}}
 
 ``lastFrameAt`` is when the last ``!ticker@arr`` frame arrived (Binance sends it every second: the connection's
 heartbeat). ``since`` is when the symbol's kline stream was acknowledged (``null``: not subscribed), ``rows`` are
 oldest first, and ``final`` says of each row whether it can no longer change. ``firstOpen`` is the symbol's first hour
 on Binance when it was listed within the kept window (REST answered fewer rows than asked), else ``null``.
+``pausedUntil``: while Binance's 429 or 418 (``pausedBy``) holds the backfill, when it may ask again.
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class MarketFileWriter:
 
 @dataclass(frozen=True)
 class MarketSnapshot:
-    """What a reader holds of the market file; ``error`` says why it is empty."""
+    """What a reader holds of the market file; ``error`` says why it is empty. ``shift``: what to add to the
+    document's times (its writer's clock) for the reader's clock; 0 for the file, which only a daemon on this host
+    writes; measured through the store's clock for the shared store's, whose writer may be on any host."""
 
     document: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    shift: float = 0.0
 
     @property
     def klines(self) -> dict[str, Any]:
@@ -91,8 +96,13 @@ class MarketSnapshot:
 
     def feed_age(self, now: float) -> float | None:
         """Seconds since the last ``!ticker@arr`` frame (``None``: never one): how stale the whole feed is."""
-        at = self.number("lastFrameAt")
+        at = self.local("lastFrameAt")
         return None if at is None else max(0.0, now - at)
+
+    def local(self, key: str) -> float | None:
+        """The document's time ``key`` in the reader's clock."""
+        at = self.number(key)
+        return None if at is None else at + self.shift
 
     @property
     def connected(self) -> bool:

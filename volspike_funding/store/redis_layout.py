@@ -11,7 +11,8 @@ the database (1M unrelated keys in the same database used to make every API refr
     beats       hash  daemon id -> its last heartbeat, in the store's clock (ms)
     reference   the reference-data file's document (exchangeInfo, fundingInfo, interest rates)
     market      the market feed's document (klines, tickers: :mod:`.marketfile`'s format), freshest feed wins
-    market:at   that document's feed time (``lastFrameAt``, ms)
+    market:meta hash  of that document: version (its writer's id:sequence), at (its feed time, store's clock, ms),
+                skew (store's clock - its writer's clock, ms), by (its writer's id)
     changed     pub/sub channel: a message after every write that changed something
 
 Times that cross hosts are the store's (Redis ``TIME``, stamped inside the scripts): a reader translates them to
@@ -31,7 +32,7 @@ CHANNEL = PREFIX + "changed"
 #: Binance's reference data (:mod:`.reference`'s document), so API instances on other hosts serve it too.
 REFERENCE = PREFIX + "reference"
 #: The market feed's document and its feed time (:mod:`.redis_market`).
-MARKET, MARKET_AT = PREFIX + "market", PREFIX + "market:at"
+MARKET, MARKET_META = PREFIX + "market", PREFIX + "market:meta"
 #: Written by a reader only to learn whether the store accepts writes when no daemon reports (out of memory?).
 PROBE = PREFIX + "probe"
 
@@ -123,15 +124,36 @@ def beat_ms(raw: Any) -> float | None:
     except (TypeError, ValueError):
         return None
 
-# KEYS: market, market:at. ARGV: the document's feed time (ms), the document. The freshest feed wins; equal times
-# (the same daemon's next write of the same frame) replace it.
+# KEYS: market, market:meta. ARGV: the writer's clock when it sent this (ms), the document's lastFrameAt in that
+# clock (ms; '' before the first frame), the writer's id, the document's version, the document. The feed time is
+# compared in the store's clock, so a daemon host whose clock is ahead does not win with an older feed; a writer's
+# own next write always replaces its last (it is newer by construction, even across a step of its host's clock).
 NEWER_MARKET = """
-local old = tonumber(redis.call('GET', KEYS[2]))
-local at = tonumber(ARGV[1])
-if (not old) or old <= at then
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('SET', KEYS[2], at)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local skew = now - tonumber(ARGV[1])
+local at = 0
+-- a frame after the write's own time cannot be (a clock step, a bug): never a feed time ahead of the store's, which
+-- would lock every other daemon's document out until then
+if ARGV[2] ~= '' then at = math.min(tonumber(ARGV[2]), tonumber(ARGV[1])) + skew end
+local old = redis.call('HMGET', KEYS[2], 'at', 'by')
+local old_at = tonumber(old[1])
+if (not old_at) or old[2] == ARGV[3] or old_at <= at then
+  redis.call('SET', KEYS[1], ARGV[5])
+  redis.call('HSET', KEYS[2], 'version', ARGV[4], 'at', at, 'skew', skew, 'by', ARGV[3])
   return 1
 end
 return 0
+"""
+
+# KEYS: market, market:meta. ARGV: the version the reader holds ('' none). Returns the store's TIME (seconds,
+# microseconds), the stored version and skew, and the document only when its version is not the reader's:
+# an idle reader's poll costs ~60 bytes instead of the whole document, and the document and its stamps come from one
+# atomic read.
+READ_MARKET = """
+local t = redis.call('TIME')
+local meta = redis.call('HMGET', KEYS[2], 'version', 'skew')
+local answer = {t[1], t[2], meta[1], meta[2]}
+if not (meta[1] and meta[1] == ARGV[1]) then answer[5] = redis.call('GET', KEYS[1]) end
+return answer
 """
