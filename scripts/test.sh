@@ -22,6 +22,11 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/n
         >/dev/null) || echo "test.sh: could not install ${need[*]}; the tests that need them will skip" >&2
     rm -f /usr/sbin/policy-rc.d
 fi
+# The npm `binance` client of the local WebSocket (tests/system/test_stream_clients.py skips, saying why, without it).
+if command -v npm >/dev/null; then
+    (cd tests/system/node && npm ci --no-audit --no-fund --silent >/dev/null 2>&1) \
+        || echo "test.sh: npm could not install tests/system/node; the npm client test will skip" >&2
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 # Two workers, each test file whole on one of them (module fixtures, one container at a time per file).

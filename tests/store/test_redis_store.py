@@ -274,3 +274,31 @@ def test_rediss_with_a_private_ca_carries_the_data_and_a_wrong_ca_is_reported(tm
                 assert proc.stderr is not None and server.password not in proc.stderr.read()
     finally:
         server.stop()
+
+
+def test_every_api_on_the_shared_store_serves_the_same_websocket_streams(redis_server: RedisServer,
+                                                                         tmp_path: Path) -> None:
+    """Issue 22: the local WebSocket of two APIs that read only Redis carries the same rows, Binance's strings."""
+    from websockets.sync.client import connect
+
+    with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
+        settings = settings_for(tmp_path, ws, redis_server, "d")
+        proc = daemon_proc(settings, tmp_path)
+        try:
+            with ServerThread(settings, poll_s=0.05) as one, ServerThread(settings, poll_s=0.05) as two:
+                fresh = lambda api: requests.get(api.url + "/funding/health", timeout=2).status_code == 200  # noqa
+                wait_until(lambda: fresh(one) and fresh(two), 20)
+                rows: list[dict[str, dict[str, Any]]] = []
+                for api in (one, two):
+                    with connect(api.ws_url + "/market/stream?streams=!markPrice@arr@1s",
+                                 open_timeout=scaled(5)) as client:
+                        seen: dict[str, dict[str, Any]] = {}
+                        while len(seen) < 700:
+                            for row in json.loads(client.recv(timeout=scaled(10)))["data"]:
+                                seen[row["s"]] = row
+                        rows.append(seen)
+                assert rows[0].keys() == rows[1].keys()
+                assert all(isinstance(r["p"], str) and r["e"] == "markPriceUpdate" for r in rows[0].values())
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0

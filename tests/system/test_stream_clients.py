@@ -1,10 +1,13 @@
 """Real Binance clients on the local WebSocket with only their WebSocket base URL changed (issue 22): ccxt pro
 ``binanceusdm`` (``watchMarkPrice``/``watchMarkPrices``), python-binance's socket manager and Binance's official
-USDⓈ-M SDK streams. Each compares what it got with what the service stores (Binance's strings)."""
+USDⓈ-M SDK streams, and the npm ``binance`` package's WebsocketClient."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -93,6 +96,25 @@ def test_binance_sdk_streams(stack: StreamStack) -> None:
             await connection.close_connection(close_session=True)
 
     asyncio.run(run())
+
+
+NODE_CLIENTS = Path(__file__).resolve().parent / "node"
+
+
+def test_npm_binance_websocket_client(stack: StreamStack) -> None:
+    """The npm ``binance`` package's WebsocketClient with ``wsUrl`` set (it adds ``/market/stream`` itself)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the npm binance client needs Node.js)")
+    if not (NODE_CLIENTS / "node_modules" / "binance").is_dir():
+        pytest.skip("tests/system/node has no node_modules: scripts/test.sh runs `npm ci` there when npm exists")
+    done = subprocess.run([node, str(NODE_CLIENTS / "binance_ws_client.js"), stack.ws], capture_output=True,
+                          text=True, timeout=scaled(60))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["replies"] == [{"result": None, "id": 1}]
+    assert seen["symbol"]["s"] == "BTCUSDT" and seen["symbol"]["streamName"] == "btcusdt@markPrice@1s"
+    assert seen["allMarket"]["rows"] >= 10 and seen["allMarket"]["first"]["e"] == "markPriceUpdate"
 
 
 def test_loopback_only_unless_the_api_is_opted_in(tmp_path: Path) -> None:

@@ -1,0 +1,294 @@
+"""The local WebSocket at scale, side by side in one run (issue 22).
+
+``--all`` subscribers on ``!markPrice@arr@1s`` (combined endpoint) and ``--per-symbol`` on ``<symbol>@markPrice@1s``
+(raw endpoint, one symbol each), against the real daemon and API processes fed by the fake Binance at its real
+cadence (one all-market frame a second). Printed:
+
+- delivery latency, frame on the host -> delivered to a subscriber: the kernel's receive time of the frame's
+  last bytes at the subscriber minus the daemon's receipt of the frame (its ``updatedAt``; the whole path: daemon,
+  state file, API, fan-out), p50 / p99 / max, per kind of subscriber (goal p99 <= 20 ms at 500 + 500); and the
+  same from the event time the fake stamped before serialising and sending the frame;
+- the API's CPU % of one core, without and with the subscribers;
+- HTTP freshness (``/funding/BTCUSDT`` first showing a new event time, minus that event time, p50) and req/s of
+  the same route, without and with the subscribers (goal: within 10 %).
+
+The fake, the daemon, the API and the subscribers (``--procs`` processes) are separate processes on this machine's
+cores. Run: ``python -m bench.bench_stream [--symbols 700] [--all 500] [--per-symbol 500] [--seconds 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import selectors
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
+
+
+def fake_exchange(symbols: int, pipe: Any) -> None:
+    from volspike_funding.fake.market import Market
+    from volspike_funding.fake.ws_server import FakeBinanceWS
+
+    market = Market(symbols)
+    with FakeBinanceWS(market, cadence_s=1.0) as ws:
+        pipe.send((ws.url, market.usdt_perpetuals()))
+        pipe.recv()
+
+
+class Reader:
+    """A subscriber that costs next to nothing and is timed by the kernel: it splits the byte stream into
+    WebSocket frames by their headers, reads only each message's first event time, and takes the kernel's receive
+    timestamp of the bytes that completed the frame (``SO_TIMESTAMPNS``), so the figure is when the service
+    delivered the frame, not when this busy process got round to it."""
+
+    def __init__(self, sock: socket.socket, out: list[tuple[int, float]]) -> None:
+        self.sock, self.out = sock, out
+        self.buf = b""  # a partial handshake or frame header
+        self.skip = 0  # payload bytes of the current frame still to come
+        self.stamp: int | None = None
+        self.handshake = True
+        self.counting = False
+
+    def done(self, at_ms: float) -> None:
+        if self.stamp is not None and self.counting:
+            self.out.append((self.stamp, at_ms))
+
+    def readable(self) -> None:
+        data, ancillary, _, _ = self.sock.recvmsg(1 << 20, 64)
+        at_ms = time.time() * 1000
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanos = struct.unpack("qq", value[:16])
+                at_ms = seconds * 1000 + nanos / 1e6
+        buf = self.buf + data if self.buf else data
+        if self.handshake:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            buf, self.handshake = buf[end + 4:], False
+        pos, size_all = 0, len(buf)
+        while True:
+            if self.skip:
+                take = min(self.skip, size_all - pos)
+                self.skip -= take
+                pos += take
+                if self.skip:
+                    break
+                self.done(at_ms)
+                continue
+            if size_all - pos < 2:
+                break
+            short = buf[pos + 1] & 0x7F
+            head = 2 + (2 if short == 126 else 8 if short == 127 else 0)
+            if size_all - pos < head:
+                break
+            size = short if short < 126 else int.from_bytes(buf[pos + 2:pos + head], "big")
+            peek = min(size, 120)
+            if size_all - pos < head + peek:
+                break
+            prefix = buf[pos + head:pos + head + peek]
+            at = prefix.find(b'"E":')
+            digits = prefix[at + 4:at + 17] if at >= 0 else b""
+            self.stamp = int(digits) if digits.isdigit() else None
+            pos += head
+            self.skip = size
+            if not size:
+                self.done(at_ms)
+        self.buf = buf[pos:]
+
+
+#: Linux's SO_TIMESTAMPNS (the socket module does not name it).
+SO_TIMESTAMPNS = 35
+
+
+def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> None:
+    """One process's share of the subscribers: raw sockets, a handshake each, then :class:`Reader` per socket."""
+    out: dict[str, list[tuple[int, float]]] = {"all": [], "symbol": []}
+    selector = selectors.DefaultSelector()
+    readers = []
+    for stream in streams:
+        path = f"/market/stream?streams={stream}" if stream.startswith("!") else f"/market/ws/{stream}"
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        sock.setblocking(False)
+        reader = Reader(sock, out["all" if stream.startswith("!") else "symbol"])
+        readers.append(reader)
+        selector.register(sock, selectors.EVENT_READ, reader)
+
+    def pump(until: float) -> None:
+        while time.monotonic() < until:
+            for key, _ in selector.select(0.1):
+                key.data.readable()
+
+    pump(time.monotonic() + 3)
+    pipe.send("connected")
+    while not pipe.poll():
+        pump(time.monotonic() + 0.05)
+    pipe.recv()
+    for reader in readers:
+        reader.counting = True
+    pump(time.monotonic() + seconds)
+    pipe.send(out)
+    for reader in readers:
+        reader.sock.close()
+
+
+def watch_arrivals(state: Path, stop: threading.Event, out: dict[int, float]) -> None:
+    """When the daemon received each frame (a record's ``updatedAt``), by the frame's event time: the fake stamps
+    every row of a frame with one ``E``."""
+    last = 0
+    while not stop.is_set():
+        try:
+            mtime = state.stat().st_mtime_ns
+            if mtime != last:
+                last = mtime
+                record = orjson.loads(state.read_bytes())["funding_state"]["BTCUSDT"]
+                out[record["eventTime"]] = record["updatedAt"] * 1000
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_phase(port: int, pid: int, seconds: float) -> tuple[float, float, float]:
+    """(API CPU %, freshness p50 ms, req/s) over ``seconds``: half polling for freshness, half for throughput."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    lags, last = [], 0
+    while time.monotonic() - t0 < seconds / 2:
+        conn.request("GET", "/funding/BTCUSDT")
+        body = conn.getresponse().read()
+        event = orjson.loads(body).get("eventTime") or 0
+        if event != last:
+            if last:
+                lags.append(time.time() * 1000 - event)
+            last = event
+        time.sleep(0.002)
+    n, t1 = 0, time.monotonic()
+    while time.monotonic() - t1 < seconds / 2:
+        conn.request("GET", "/funding/BTCUSDT")
+        conn.getresponse().read()
+        n += 1
+    rate = n / (time.monotonic() - t1)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
+    conn.close()
+    return cpu, statistics.median(lags) if lags else float("nan"), rate
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--symbols", type=int, default=700)
+    parser.add_argument("--all", type=int, default=500, help="subscribers of !markPrice@arr@1s")
+    parser.add_argument("--per-symbol", type=int, default=500, help="subscribers of one <symbol>@markPrice@1s each")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--procs", type=int, default=2, help="subscriber processes")
+    args = parser.parse_args(argv)
+    spawn = multiprocessing.get_context("spawn")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    ours, theirs = spawn.Pipe()
+    fake = spawn.Process(target=fake_exchange, args=(args.symbols, theirs), daemon=True)
+    fake.start()
+    ws_url, symbols = ours.recv()
+    port = free_port()
+    env = {**os.environ, "VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": ws_url, "FUNDING_LOG_LEVEL": "WARNING",
+           "FUNDING_STATE_FILE": str(tmp / "state.json"), "FUNDING_REFERENCE_ENABLED": "false",
+           "FUNDING_API_PORT": str(port)}
+    daemon = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)
+    api = subprocess.Popen([sys.executable, str(ROOT / "funding_api_server.py")], env=env)
+    procs: list[tuple[Any, Any]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/funding/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        time.sleep(2)
+        cpu_without, fresh_without, rate_without = http_phase(port, api.pid, args.seconds)
+        streams = ["!markPrice@arr@1s"] * args.all + [
+            f"{symbols[i % len(symbols)].lower()}@markPrice@1s" for i in range(args.per_symbol)]
+        for i in range(args.procs):
+            mine, child = spawn.Pipe()
+            proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs],
+                                                           args.seconds, child), daemon=True)
+            proc.start()
+            procs.append((proc, mine))
+        for _, pipe in procs:
+            assert pipe.recv() == "connected"
+        arrivals: dict[int, float] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_arrivals, args=(tmp / "state.json", stop, arrivals), daemon=True)
+        watcher.start()
+        for _, pipe in procs:
+            pipe.send("go")
+        cpu_with, fresh_with, rate_with = http_phase(port, api.pid, args.seconds)
+        results: dict[str, list[float]] = {"all": [], "symbol": []}
+        hosted: dict[str, list[float]] = {"all": [], "symbol": []}
+        for _, pipe in procs:
+            for kind, values in pipe.recv().items():
+                results[kind] += [at - event for event, at in values]
+                hosted[kind] += [at - arrivals[event] for event, at in values if event in arrivals]
+        stop.set()
+    finally:
+        for proc, _ in procs:
+            proc.join(10)
+        api.terminate()
+        daemon.terminate()
+        api.wait(10)
+        daemon.wait(10)
+        ours.send("stop")
+        fake.join(10)
+    print(f"{args.all} subscribers of !markPrice@arr@1s + {args.per_symbol} of <symbol>@markPrice@1s, "
+          f"{len(symbols)} symbols at 1 frame/s, {args.seconds:g} s per phase, {os.cpu_count()} cores shared by the "
+          f"fake, daemon, API and {args.procs} subscriber processes")
+    for kind, label in (("all", "!markPrice@arr@1s"), ("symbol", "<symbol>@markPrice@1s")):
+        for values, since in ((hosted[kind], "on the host"), (results[kind], "stamped E ")):
+            print(f"delivery, frame {since} -> subscriber, {label:22s} {len(values):6d} frames: p50 "
+                  f"{pct(values, 0.5):6.1f} ms, p99 {pct(values, 0.99):6.1f} ms, max "
+                  f"{max(values, default=float('nan')):6.1f} ms")
+    print("  (on the host: from the daemon's receipt of the frame; stamped E: from the fake's event time, which "
+          "adds the fake's own serialising and sending; goal p99 <= 20 ms)")
+    print(f"API CPU, without / with subscribers:    {cpu_without:6.1f} % / {cpu_with:6.1f} % of one core")
+    print(f"HTTP freshness p50, without / with:     {fresh_without:6.1f} ms / {fresh_with:6.1f} ms   "
+          f"({fresh_with / fresh_without:.2f}x; goal within 1.10x)")
+    print(f"HTTP req/s, without / with:             {rate_without:6.0f} / {rate_with:6.0f}   "
+          f"({rate_with / rate_without:.2f}x; goal within 10 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
