@@ -60,9 +60,10 @@ SYMBOL = st.one_of(st.sampled_from(["BTCUSDT", "币安人生USDT", "BTCUSD_PERP"
 
 @st.composite
 def rows(draw: st.DrawFn) -> Any:
-    row: dict[str, Any] = {"e": "markPriceUpdate", "E": NOW_MS, "s": "BTCUSDT", "p": "83084.3", "i": "83123.6",
-                           "P": "83195.1", "r": "0.0001", "T": NOW_MS + 3_600_000, "st": 1}
-    for key, values in (("E", TIME), ("s", SYMBOL), ("p", ANY), ("i", ANY), ("P", ANY), ("r", ANY), ("T", TIME),
+    row: dict[str, Any] = {"e": "markPriceUpdate", "E": NOW_MS, "s": "BTCUSDT", "p": "83084.3", "ap": "83084.2",
+                           "i": "83123.6", "P": "83195.1", "r": "0.0001", "T": NOW_MS + 3_600_000, "st": 1}
+    for key, values in (("E", TIME), ("s", SYMBOL), ("p", ANY), ("ap", ANY), ("i", ANY), ("P", ANY), ("r", ANY),
+                        ("T", TIME),
                         ("st", st.one_of(st.sampled_from([1, 2, 3]), ANY)),
                         ("e", st.sampled_from(["markPriceUpdate", "kline", 1]))):
         choice = draw(st.integers(0, 6))
