@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings, strategies as st
 
-from volspike_funding.binance.wire import _parse_all_market, parse_frame, parse_frame_generic
+from volspike_funding.binance.wire import _ALL_MARKET_NUMBERS, _parse_all_market, parse_frame, parse_frame_generic
 from volspike_funding.core.errors import FrameError
 
 DATA = Path(__file__).parent.parent / "data"
@@ -79,3 +80,16 @@ def rows(draw: st.DrawFn) -> Any:
 def test_on_any_frame_the_fast_path_and_the_generic_parser_agree(data: list[Any], stream: str) -> None:
     same(json.dumps({"stream": stream, "data": data}, ensure_ascii=False))
     same(json.dumps({"stream": stream, "data": data}), None)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                 st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str),
+                 st.text(alphabet="0123456789.-+eE_ naif", min_size=1, max_size=24)))
+def test_where_msgspecs_lax_mode_takes_a_decimal_string_it_reads_what_float_reads(text: str) -> None:
+    """The fast path's numbers come from msgspec's string-to-float parse; the slow path's from ``float()``."""
+    try:
+        number = _ALL_MARKET_NUMBERS.decode(json.dumps({"data": [{"p": "1", "i": text}]})).data[0].i
+    except msgspec.ValidationError:
+        return
+    assert number == float(text)
