@@ -93,6 +93,7 @@ def test_captured_2026_rows_are_rejected_as_recorded_and_parsed_once_restamped(r
     update, = parse_frame(restamped(raw, now_ms), now_ms, SKEW_MS).updates
     recorded = json.loads(raw)
     assert update.event_time == now_ms and update.symbol == recorded["s"] and update.mark_price_str == recorded["p"]
+    assert (update.mark_average_str, update.symbol_type) == (recorded["ap"], recorded["st"])
     if recorded["T"] == 0:  # the dated contract: "r":"0.00000000" with no funding scheduled is no rate at all
         assert update.funding_rate is None and update.next_funding_time is None
     else:

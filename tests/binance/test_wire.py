@@ -69,6 +69,8 @@ GOOD = {"e": "markPriceUpdate", "E": 1, "s": "X", "p": "1.5", "i": "1.4", "P": "
     ({"p": "abc"}, "bad_price"), ({"p": "nan"}, "bad_price"), ({"p": "inf"}, "bad_price"), ({"p": "0"}, "bad_price"),
     ({"p": "-1"}, "bad_price"), ({"p": None}, "bad_price"), ({"p": 1.5}, "bad_price"), ({"i": "x"}, "bad_price"),
     ({"r": "1e999"}, "bad_price"), ({"E": "1"}, "bad_time"), ({"E": None}, "bad_time"), ({"T": -1}, "bad_time"),
+    ({"ap": 1.5}, "bad_price"), ({"ap": "x|1"}, "bad_price"), ({"ap": "nan"}, "bad_price"),
+    ({"st": True}, "bad_symbol_type"), ({"st": "1"}, "bad_symbol_type"), ({"st": 1.0}, "bad_symbol_type"),
 ])
 def test_each_item_defect_is_named(change: dict, kind: str) -> None:
     item = {**GOOD, **change}
@@ -110,3 +112,15 @@ def test_a_frame_reports_its_event_time_even_when_every_item_is_rejected() -> No
     assert parsed.event_ms == 1_791_382_993_000 and parsed.all_market
     assert parse_frame(frame, 1_791_382_993_000 + 600_000 - 600_000, 300_000).updates[0].symbol == "BTCUSDT"
     assert parse_frame(json.dumps({"result": None, "id": 1})).event_ms is None
+
+
+def test_ap_and_st_are_kept_as_sent_and_none_when_not_sent() -> None:
+    """The local WebSocket re-emits rows exactly as Binance sent them, ``ap`` and ``st`` included."""
+    row = {**GOOD, "ap": "1.50010000", "st": 1}
+    sent = parse_item(row)
+    assert (sent.mark_average_str, sent.symbol_type) == ("1.50010000", 1)
+    assert (parse_item(GOOD).mark_average_str, parse_item(GOOD).symbol_type) == (None, None)
+    frame = json.dumps({"stream": "!markPrice@arr@1s", "data": [row, {**GOOD, "s": "Y"}]})
+    first, second = parse_frame(frame).updates
+    assert (first.mark_average_str, first.symbol_type, second.mark_average_str, second.symbol_type) == (
+        "1.50010000", 1, None, None)

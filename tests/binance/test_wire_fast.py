@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings, strategies as st
 
-from volspike_funding.binance.wire import _parse_all_market, parse_frame, parse_frame_generic
+from volspike_funding.binance.wire import _ALL_MARKET_NUMBERS, _parse_all_market, parse_frame, parse_frame_generic
 from volspike_funding.core.errors import FrameError
 
 DATA = Path(__file__).parent.parent / "data"
@@ -60,9 +61,10 @@ SYMBOL = st.one_of(st.sampled_from(["BTCUSDT", "币安人生USDT", "BTCUSD_PERP"
 
 @st.composite
 def rows(draw: st.DrawFn) -> Any:
-    row: dict[str, Any] = {"e": "markPriceUpdate", "E": NOW_MS, "s": "BTCUSDT", "p": "83084.3", "i": "83123.6",
-                           "P": "83195.1", "r": "0.0001", "T": NOW_MS + 3_600_000, "st": 1}
-    for key, values in (("E", TIME), ("s", SYMBOL), ("p", ANY), ("i", ANY), ("P", ANY), ("r", ANY), ("T", TIME),
+    row: dict[str, Any] = {"e": "markPriceUpdate", "E": NOW_MS, "s": "BTCUSDT", "p": "83084.3", "ap": "83084.2",
+                           "i": "83123.6", "P": "83195.1", "r": "0.0001", "T": NOW_MS + 3_600_000, "st": 1}
+    for key, values in (("E", TIME), ("s", SYMBOL), ("p", ANY), ("ap", ANY), ("i", ANY), ("P", ANY), ("r", ANY),
+                        ("T", TIME),
                         ("st", st.one_of(st.sampled_from([1, 2, 3]), ANY)),
                         ("e", st.sampled_from(["markPriceUpdate", "kline", 1]))):
         choice = draw(st.integers(0, 6))
@@ -78,3 +80,16 @@ def rows(draw: st.DrawFn) -> Any:
 def test_on_any_frame_the_fast_path_and_the_generic_parser_agree(data: list[Any], stream: str) -> None:
     same(json.dumps({"stream": stream, "data": data}, ensure_ascii=False))
     same(json.dumps({"stream": stream, "data": data}), None)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                 st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str),
+                 st.text(alphabet="0123456789.-+eE_ naif", min_size=1, max_size=24)))
+def test_where_msgspecs_lax_mode_takes_a_decimal_string_it_reads_what_float_reads(text: str) -> None:
+    """The fast path's numbers come from msgspec's string-to-float parse; the slow path's from ``float()``."""
+    try:
+        number = _ALL_MARKET_NUMBERS.decode(json.dumps({"data": [{"p": "1", "i": text}]})).data[0].i
+    except msgspec.ValidationError:
+        return
+    assert number == float(text)

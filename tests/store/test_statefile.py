@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from volspike_funding.binance.wire import parse_item
 from volspike_funding.store import daemon_status, statefile
 from volspike_funding.core.errors import StateLockedError, StateUnreadable
 
@@ -101,6 +102,21 @@ def full_record(symbol: str, **changes: Any) -> dict[str, Any]:
     return {"symbol": symbol, "markPrice": 1.5, "indexPrice": 1.4, "estimatedSettlePrice": None, "fundingRate": None,
             "nextFundingTime": None, "eventTime": int(now * 1000), "updatedAt": now, "binance": "1.5|1.4||",
             **changes}
+
+
+def test_binance_strings_carry_ap_and_st_and_read_older_four_field_records() -> None:
+    update = parse_item({"e": "markPriceUpdate", "E": 1, "s": "X", "p": "1.5", "ap": "1.49", "i": "1.4",
+                         "r": "0.0001", "T": 2, "st": 1})
+    record = statefile.symbol_record(update, 1.0)
+    assert record["binance"] == "1.5|1.4||0.0001|1.49|1"
+    assert statefile.binance_strings(record) == {
+        "markPrice": "1.5", "indexPrice": "1.4", "estimatedSettlePrice": "", "lastFundingRate": "0.0001",
+        "markPriceAverage": "1.49", "symbolType": "1"}
+    legacy = parse_item({"E": 1, "s": "X", "p": "2"})
+    assert statefile.symbol_record(legacy, 1.0)["binance"] == "2|||||"
+    assert statefile.binance_strings(full_record("X")) == {
+        "markPrice": "1.5", "indexPrice": "1.4", "estimatedSettlePrice": "", "lastFundingRate": "",
+        "markPriceAverage": "", "symbolType": ""}
 
 
 def test_lookup_is_exact_then_ascii_case_insensitive() -> None:

@@ -8,7 +8,7 @@ as Binance sends it in 2026 (verbatim from a public capture, see ``tests/data/PR
                "ap":"83084.30000000","P":"83195.15881449","i":"83123.65891304","r":"0.00000078",
                "T":1791388800000,"st":1}, ...]}
 
-``E`` is the event time (ms), ``p`` the mark price, ``ap`` its moving average (not kept), ``i`` the index price,
+``E`` is the event time (ms), ``p`` the mark price, ``ap`` its moving average, ``i`` the index price,
 ``P`` the estimated settle price, ``r`` the funding rate, ``T`` the next funding time (ms) and ``st`` the symbol
 type: ``1`` USDⓈ-M, ``2`` COIN-M. Since Binance's COIN-M/USDⓈ-M integration (2026-06-30) COIN-M rows such as
 ``BTCUSD_PERP`` arrive on this stream too; they are not USDⓈ-M data and are only counted here, by kind.
@@ -16,22 +16,25 @@ type: ``1`` USDⓈ-M, ``2`` COIN-M. Since Binance's COIN-M/USDⓈ-M integration 
 ``T == 0`` means no funding is scheduled (dated and delisted contracts): today Binance sends ``"r":"0.00000000"``
 with it, the documented older shape ``"r":""``. Either way the funding rate and next funding time are ``None``
 here — never 0 — while Binance's own string is kept for the Binance-compatible route. Rows without ``st``/``ap``
-(the older shape) are USDⓈ-M. Raw arrays and single objects (the ``/ws/<stream>`` endpoints, per-symbol streams)
-are accepted too.
+(the older shape) are USDⓈ-M; ``ap`` and ``st`` are kept as sent (``None`` when not), so the local WebSocket can
+re-emit a row exactly, and ``ap`` is checked like the other decimals (it is stored ``|``-joined with them, so it
+must not be free text). Raw arrays and single objects (the ``/ws/<stream>`` endpoints, per-symbol streams) are
+accepted too.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from math import inf, isfinite
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 import orjson
 
 from volspike_funding.core.errors import FrameError
 
-MARK_PRICE_EVENT = "markPriceUpdate"
+MARK_PRICE_EVENT: Final = "markPriceUpdate"
 #: The all-market array stream's name starts so (``!markPrice@arr``, ``!markPrice@arr@1s``).
 ALL_MARKET_PREFIX = "!markPrice@arr"
 MAX_SYMBOL_LENGTH = 40
@@ -61,6 +64,10 @@ class MarkPrice(msgspec.Struct, frozen=True, gc=False):
     index_price_str: str | None
     settle_price_str: str | None
     funding_rate_str: str | None
+    #: Binance's ``ap`` (mark price moving average) as sent; ``None`` when not sent.
+    mark_average_str: str | None
+    #: Binance's ``st`` (1 USDⓈ-M); ``None`` when not sent (the older shape).
+    symbol_type: int | None
 
 
 class ParsedFrame(NamedTuple):
@@ -123,19 +130,24 @@ def parse_item(item: Any, now_ms: int | None = None, max_skew_ms: int = 0) -> Ma
         raise FrameError("missing_symbol", f"item without a symbol: {str(item)[:120]}")
     if symbol not in _VALID and not is_valid_symbol(symbol):
         raise FrameError("bad_symbol", f"symbol {symbol[:60]!r}: {symbol_problem(symbol)}")
+    kind = item.get("st")
+    if kind is not None and type(kind) is not int:
+        raise FrameError("bad_symbol_type", f"{symbol}: st={str(kind)[:20]!r}")
     mark_str, index_str, settle_str, funding_str = item.get("p"), item.get("i"), item.get("P"), item.get("r")
+    average_str = item.get("ap")
     if not (type(mark_str) is str and _is_decimal_or_absent(index_str) and _is_decimal_or_absent(settle_str)
-            and _is_decimal_or_absent(funding_str)):
+            and _is_decimal_or_absent(funding_str) and _is_decimal_or_absent(average_str)):
         raise FrameError("bad_price", f"{symbol}: prices must be decimal strings: {str(item)[:120]}")
     try:
         mark = float(mark_str)
         index = float(index_str) if index_str else None
         settle = float(settle_str) if settle_str else None
         funding = float(funding_str) if funding_str else None
+        average = float(average_str) if average_str else None
     except ValueError as exc:
         raise FrameError("bad_price", f"{symbol}: {exc}") from None
     if not (0.0 < mark < inf and (index is None or isfinite(index)) and (settle is None or isfinite(settle))
-            and (funding is None or isfinite(funding))):
+            and (funding is None or isfinite(funding)) and (average is None or isfinite(average))):
         raise FrameError("bad_price", f"{symbol}: prices must be finite and the mark price positive: "
                                       f"{str(item)[:120]}")
     event_time = item.get("E")
@@ -149,71 +161,94 @@ def parse_item(item: Any, now_ms: int | None = None, max_skew_ms: int = 0) -> Ma
     if not next_funding:
         funding = None  # no funding scheduled: Binance's "0.00000000" (or "") is not a rate of zero
     return MarkPrice(symbol, event_time, mark, index, settle, funding, next_funding or None, mark_str,
-                     index_str or None, settle_str or None, funding_str or None)
+                     index_str or None, settle_str or None, funding_str or None, average_str or None, kind)
 
 
-class _Row(msgspec.Struct):
-    """An all-market row as the fast path takes it: any other type of any field sends the frame the slow way."""
+_TIME = Annotated[int, msgspec.Meta(gt=0, le=2 ** 63 - 1)]  # orjson, the slow path, reads larger ones as floats
+_MAX = sys.float_info.max
+#: Finite (NaN and ±inf fail one of the two bounds), or ``""``: not sent (the older shape's ``"r":""``).
+_DECIMAL = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)] | Literal[""]
+
+
+class _Row(msgspec.Struct, gc=False):
+    """An all-market row as the fast path takes it: any other type or value of any field (the time rules are
+    constraints here) sends the frame the slow way."""
 
     s: str
-    E: int
+    E: _TIME
     p: str
-    e: str = MARK_PRICE_EVENT
+    e: Literal["markPriceUpdate"] = MARK_PRICE_EVENT
+    ap: str | None = None
     i: str | None = None
     P: str | None = None
     r: str | None = None
-    T: int = 0
-    st: int = 1
+    T: Annotated[int, msgspec.Meta(ge=0, le=2 ** 63 - 1)] = 0
+    # UNSET, not None: a ``null`` is a defect (the slow path names it), an absent ``st`` is the older shape.
+    st: int | msgspec.UnsetType = msgspec.UNSET
 
 
-class _AllMarket(msgspec.Struct):
+class _Numbers(msgspec.Struct, gc=False):
+    """The same row's decimals as numbers, read by msgspec's lax mode (its string-to-float parse, in C), with the
+    price rules as bounds. Lax mode also takes JSON numbers and refuses some forms ``float()`` takes (``" 1"``,
+    ``"1_0"``): the strict :class:`_Row` refuses the former, and the latter go the slow way, so the paths still
+    agree (where lax mode accepts a string it equals ``float()``: tests/binance/test_wire_fast.py)."""
+
+    p: Annotated[float, msgspec.Meta(gt=0, le=_MAX)]
+    ap: _DECIMAL | None = None
+    i: _DECIMAL | None = None
+    P: _DECIMAL | None = None
+    r: _DECIMAL | None = None
+
+
+class _AllMarket(msgspec.Struct, gc=False):
     stream: str
     data: list[_Row]
 
 
+class _AllMarketNumbers(msgspec.Struct, gc=False):
+    data: list[_Numbers]
+
+
 _ALL_MARKET = msgspec.json.Decoder(_AllMarket)
-#: orjson (the slow path) reads larger integers as floats, which are no times: the fast path leaves them to it.
-_INT64 = 2 ** 63
+_ALL_MARKET_NUMBERS = msgspec.json.Decoder(_AllMarketNumbers, strict=False)
 
 
 def _parse_all_market(raw: str | bytes, now_ms: int | None, max_skew_ms: int) -> ParsedFrame | None:
     """The combined all-market frame, every row well formed: typed decoding (msgspec, in C) instead of a dict per
     row, and the same rules as :func:`parse_item`. ``None`` for anything else (another shape, any defect), which
-    the slow path then parses and names: so both paths accept exactly the same rows (``tests/binance``)."""
+    the slow path then parses and names: so both paths accept exactly the same rows (``tests/binance``).
+    Decoding twice (strings, then numbers) costs less than one ``float()`` per decimal in Python (bench/)."""
     try:
         frame = _ALL_MARKET.decode(raw)
+        if not frame.stream.startswith(ALL_MARKET_PREFIX):
+            return None
+        numbers = _ALL_MARKET_NUMBERS.decode(raw).data
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if not frame.stream.startswith(ALL_MARKET_PREFIX):
-        return None
     updates: list[MarkPrice] = []
+    append = updates.append
     other: dict[str, int] = {}
-    valid, no_limit = _VALID, now_ms is None
-    for row in frame.data:
-        symbol, event_time, next_funding = row.s, row.E, row.T
-        if row.e != MARK_PRICE_EVENT:
-            return None
-        if row.st != 1:
-            name = SYMBOL_KINDS.get(row.st, f"symbol_type_{row.st}")
+    valid, no_limit, unset = _VALID, now_ms is None, msgspec.UNSET
+    for row, number in zip(frame.data, numbers):
+        kind = row.st
+        if kind is not unset and kind != 1:
+            name = SYMBOL_KINDS.get(kind, f"symbol_type_{kind}")
             other[name] = other.get(name, 0) + 1
             continue
+        symbol, event_time, next_funding = row.s, row.E, row.T
         if symbol not in valid and not is_valid_symbol(symbol):
             return None
+        if not (no_limit or abs(event_time - now_ms) <= max_skew_ms):  # type: ignore[operator]
+            return None
         index_str, settle_str, funding_str = row.i, row.P, row.r
-        try:
-            mark = float(row.p)
-            index = float(index_str) if index_str else None
-            settle = float(settle_str) if settle_str else None
-            funding = float(funding_str) if funding_str else None
-        except ValueError:
-            return None
-        if not (0.0 < mark < inf and (index is None or isfinite(index)) and (settle is None or isfinite(settle))
-                and (funding is None or isfinite(funding)) and 0 < event_time < _INT64 and 0 <= next_funding < _INT64
-                and (no_limit or abs(event_time - now_ms) <= max_skew_ms)):  # type: ignore[operator]
-            return None
-        updates.append(MarkPrice(symbol, event_time, mark, index, settle, funding if next_funding else None,
-                                 next_funding or None, row.p, index_str or None, settle_str or None,
-                                 funding_str or None))
+        # The number is tested through its string: "" is not sent, while a rate of 0.0 is one (hence the ignores:
+        # mypy cannot see that a number whose string is not "" is not "" either).
+        append(MarkPrice(symbol, event_time, number.p,
+                         number.i if index_str else None,  # type: ignore[arg-type]
+                         number.P if settle_str else None,  # type: ignore[arg-type]
+                         number.r if next_funding and funding_str else None,  # type: ignore[arg-type]
+                         next_funding or None, row.p, index_str or None, settle_str or None, funding_str or None,
+                         row.ap or None, None if kind is unset else kind))
     event_ms = frame.data[-1].E if frame.data else None
     return ParsedFrame(updates, [], 0, other, True, event_ms)
 

@@ -9,7 +9,8 @@ and tools read through :func:`read_state` (the API through its cache, :mod:`.vie
                                    "estimatedSettlePrice": 11784.25641265, "fundingRate": 0.00038167,
                                    "nextFundingTime": 1562306400000, "eventTime": 1562305380000,
                                    "updatedAt": 1562305380.123,
-                                   "binance": "11794.15000000|11784.62659091|11784.25641265|0.00038167"}},
+                                   "binance": "11794.15000000|11784.62659091|11784.25641265|0.00038167|"
+                                              "11794.15000000|1"}},
      "connection_status": {"connected": true, "last_connected_time": ..., "last_disconnected_time": ...,
                            "reconnect_attempts": 0, "messages_received": 42, "last_message_time": ...,
                            "url": "wss://...", "last_error": null, "rotations": 0},
@@ -19,9 +20,10 @@ and tools read through :func:`read_state` (the API through its cache, :mod:`.vie
 
 (the status keys are :mod:`.daemon_status`'s: its docstring shows them whole)
 
-``binance`` keeps Binance's own decimal strings, ``mark|index|settle|funding`` (an empty field was not sent), so a
-Binance-shaped answer can be re-emitted losslessly; one string rather than an object because every reader parses
-the whole file at 1 Hz, and 2,800 fewer objects halve that (bench/). Use :func:`binance_strings` to read it.
+``binance`` keeps Binance's own fields, ``mark|index|settle|funding|ap|st`` (``p``, ``i``, ``P``, ``r``, ``ap``,
+``st``; an empty field was not sent), so a Binance-shaped answer or stream row can be re-emitted losslessly; one
+string rather than an object because every reader parses the whole file at 1 Hz, and 2,800 fewer objects halve that
+(bench/). Files written before ``ap|st`` were kept have four fields. Use :func:`binance_strings` to read it.
 Times ending in ``_at``/``At``/``_time`` are Unix seconds, except Binance's ``eventTime`` and ``nextFundingTime``
 (milliseconds, as Binance sends them). Unknown values are ``null``, never ``0``.
 """
@@ -63,15 +65,20 @@ def symbol_record(update: MarkPrice, received_at: float) -> dict[str, Any]:
         "eventTime": update.event_time,
         "updatedAt": received_at,
         "binance": f"{update.mark_price_str}|{update.index_price_str or ''}|{update.settle_price_str or ''}|"
-                   f"{update.funding_rate_str or ''}",
+                   f"{update.funding_rate_str or ''}|{update.mark_average_str or ''}|"
+                   f"{'' if update.symbol_type is None else update.symbol_type}",
     }
 
 
-BINANCE_FIELDS = ("markPrice", "indexPrice", "estimatedSettlePrice", "lastFundingRate")
+#: premiumIndex's names for the first four; the stream's ``ap`` and ``st`` have no REST name, so these two are ours.
+BINANCE_FIELDS = ("markPrice", "indexPrice", "estimatedSettlePrice", "lastFundingRate", "markPriceAverage",
+                  "symbolType")
 
 
 def binance_strings(record: dict[str, Any]) -> dict[str, str]:
-    """Binance's original decimal strings of a symbol record, by premiumIndex field name; ``""`` when not sent."""
+    """Binance's original strings of a symbol record by field name (:data:`BINANCE_FIELDS`), ``""`` when not sent
+    (``symbolType`` too: it is the decimal text of ``st``). A four-field string of an older file reads as the
+    first four, the other two ``""``."""
     raw = record.get("binance")
     parts = raw.split("|") if isinstance(raw, str) else []
     return dict(zip(BINANCE_FIELDS, parts + [""] * (len(BINANCE_FIELDS) - len(parts))))
