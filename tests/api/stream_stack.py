@@ -23,13 +23,19 @@ from ..conftest import FAST, scaled, wait_until
 
 
 class StreamStack:
-    def __init__(self, tmp: Path, n_symbols: int = 30, rest: bool = False, **env: str) -> None:
-        """``rest``: a fake Binance REST too, for the reference data (a client's exchangeInfo)."""
+    def __init__(self, tmp: Path, n_symbols: int = 30, rest: bool = False, market: bool = False, **env: str) -> None:
+        """``rest``: a fake Binance REST too, for the reference data (a client's exchangeInfo); ``market``: the
+        market feed (klines and tickers) on, with its REST backfill."""
         self.market = Market(n_symbols)
         self.fake = FakeBinanceWS(self.market, cadence_s=scaled(0.1)).start()
         self.rest = FakeBinanceRest(self.market).start() if rest else None
         if self.rest is not None:
             env = {"BINANCE_REST_URL": self.rest.url, "FUNDING_REFERENCE_ENABLED": "true", **env}
+        if market:
+            assert self.rest is not None, "the market feed backfills from REST"
+            self.rest.market_candles = True
+            env = {"FUNDING_MARKET_ENABLED": "true", "FUNDING_MARKET_WS_URL": self.fake.market_url,
+                   "FUNDING_STALE_AFTER_S": "5", **env}
         self.settings = load_settings({"VOLSPIKE_ENV_FILE": str(tmp / "none"), "BINANCE_WS_URL": self.fake.url,
                                        "FUNDING_STATE_FILE": str(tmp / "state" / "s.json"), **FAST, **env})
         self.settings.state_file.parent.mkdir(parents=True, exist_ok=True)

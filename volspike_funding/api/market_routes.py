@@ -131,14 +131,10 @@ def market_router(market: MarketReaderLike | None, stale_after_s: float) -> APIR
         if market is None:
             return 400, -1020, "klines and tickers are not kept here (FUNDING_MARKET_ENABLED is off)"
         snap = market.get()
-        age = snap.feed_age(now)
-        if snap.error is not None or age is None:
-            why = snap.error or "no frame yet"
-            return 503, -1001, f"Klines and tickers are not available yet ({why}); please try again."
-        if age > stale_after_s or not snap.connected:
-            return 503, -1001, (f"Klines and tickers stale ({age:.0f} s: {snap.document.get('reason') or 'no frame'}"
-                                f"); please try again.")
-        return snap, age
+        problem = snap.problem(now, stale_after_s)
+        if problem is not None:
+            return 503, -1001, f"{problem}; please try again."
+        return snap, snap.feed_age(now) or 0.0
 
     def binance_feed(now: float) -> tuple[MarketSnapshot, float] | Response:
         got = feed(now)

@@ -21,7 +21,8 @@ from fastapi import FastAPI
 from volspike_funding.api.app import create_app
 from volspike_funding.api.service_status import HealthLimits
 from volspike_funding.api.stream_hub import StreamHub
-from volspike_funding.store.backend import StateReaderLike, open_cache, open_market_cache
+from volspike_funding.store.backend import (MarketReaderLike, StateReaderLike, open_cache,
+                                            open_market_cache)
 from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
@@ -95,12 +96,12 @@ class Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def stream_hub(cache: StateReaderLike, settings: Settings) -> StreamHub | None:
+def stream_hub(cache: StateReaderLike, settings: Settings, market: MarketReaderLike | None) -> StreamHub | None:
     """The local WebSocket's hub, fed by the cache's changes (``None`` with FUNDING_WS_ENABLED=false)."""
     if not settings.ws_enabled:
         return None
     hub = StreamHub(cache, settings.stale_after_s, settings.ws_max_connections,
-                    int(settings.ws_max_buffer_kb * 1024))
+                    int(settings.ws_max_buffer_kb * 1024), market=market)
     cache.listeners.append(hub.notify)
     return hub
 
@@ -115,7 +116,8 @@ def server_config(app: FastAPI, settings: Settings, log_level: str, hub: StreamH
     # WebSocket upgrades are the protocol's own (api/stream_socket.py), never uvicorn's stack.
     return uvicorn.Config(app, loop="asyncio", http=protocol_class(settings.api_header_timeout_s, connections,
                                                                 settings.api_write_timeout_s,
-                                                                settings.api_max_buffered_mb, hub),
+                                                                settings.api_max_buffered_mb, hub,
+                                                                hub is not None and hub.market is not None),
                           ws="none", log_level=log_level, access_log=False, server_header=False, proxy_headers=False,
                           timeout_keep_alive=5, h11_max_incomplete_event_size=MAX_HEAD_BYTES, lifespan="off")
 
@@ -137,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("serving %s on http://%s:%d (stale after %g s)", cache.location, settings.api_host,
                  settings.api_port, settings.stale_after_s)
         market = open_market_cache(settings)
-        hub = stream_hub(cache, settings)
+        hub = stream_hub(cache, settings, market)
         if hub is not None:
             log.info("local WebSocket: ws://%s:%d/market/stream?streams=... and /market/ws/<stream> (at most %d "
                      "connections)", settings.api_host, settings.api_port, settings.ws_max_connections)
@@ -163,7 +165,7 @@ class ServerThread:
         self.cache = open_cache(settings, poll_s)
         self.sock = bind("127.0.0.1", port)
         self.market = open_market_cache(settings)
-        self.hub = stream_hub(self.cache, settings)
+        self.hub = stream_hub(self.cache, settings, self.market)
         self.server = Server(server_config(create_app(self.cache, settings.stale_after_s, limits(settings),
                                                       self.market, self.hub), settings, "warning", self.hub),
                              self.hub)

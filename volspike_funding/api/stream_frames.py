@@ -15,6 +15,20 @@ Cadence: every view that brings newer event times makes one 1 s frame of the row
 variants (``!markPrice@arr``, ``<symbol>@markPrice``) collect the changes until 3 s have passed, as Binance's
 3 s streams do. The all-market streams leave out TradFi perpetuals, as Binance's do ("Mark Price Stream for All
 market": *this stream does not cover TradFi Perps*); their per-symbol streams carry them.
+
+The market streams, ``<symbol>@kline_1h`` and ``!ticker@arr``, come from the market document
+(:mod:`~volspike_funding.store.marketfile`). A kline event as Binance documents it (``tests/data/binance_docs.jsonl``
+line 14)::
+
+    {"e":"kline","E":1638747660000,"s":"BTCUSDT","k":{"t":1638745200000,"T":1638748799999,"s":"BTCUSDT","i":"1h",
+     "f":100,"L":200,"o":"0.0010","c":"0.0020","h":"0.0025","l":"0.0015","v":"1000","n":100,"x":false,
+     "q":"1.0000","V":"500","Q":"0.500","B":"123456"}}
+
+re-emitted with the decimal strings Binance sent; ``E`` is the newest event time the feed holds for the symbol.
+``f``/``L`` (first and last trade ids) are not kept by the feed and are left out rather than invented; ``B`` is
+``"0"``, as in Binance's REST rows. A candle goes out when its row changed (Binance: every 250 ms while it trades;
+here at the market document's cadence, once a second), and a closed hour once more when it becomes final
+(``"x":true``). ``!ticker@arr`` carries each ``24hrTicker`` whose event time moved (field order as Binance's).
 """
 
 from __future__ import annotations
@@ -25,7 +39,8 @@ from typing import Any, Iterable
 
 import orjson
 
-from volspike_funding.binance.stream_requests import ALL_MARK_1S, ALL_MARK_3S
+from volspike_funding.binance.stream_requests import ALL_MARK_1S, ALL_MARK_3S, ALL_TICKERS
+from volspike_funding.store.marketfile import MarketSnapshot
 from volspike_funding.store.statefile import binance_strings
 from volspike_funding.store.view import View
 
@@ -143,3 +158,65 @@ class MarkFrames:
                 s for s, info in reference.symbols.items() if info.get("contractType") == _TRADFI)
             self._tradfi_of = (reference, names)
         return self._tradfi_of[1]
+
+
+#: REST ticker/24hr names -> the 24hrTicker event's keys, in the event's order.
+TICKER_KEYS = (("priceChange", "p"), ("priceChangePercent", "P"), ("weightedAvgPrice", "w"), ("lastPrice", "c"),
+               ("lastQty", "Q"), ("openPrice", "o"), ("highPrice", "h"), ("lowPrice", "l"), ("volume", "v"),
+               ("quoteVolume", "q"), ("openTime", "O"), ("closeTime", "C"), ("firstId", "F"), ("lastId", "L"),
+               ("count", "n"))
+
+
+def kline_event(symbol: str, row: list[Any], final: bool, event_ms: int) -> bytes:
+    """A REST klines row (twelve fields) and its finality as Binance's ``kline`` event."""
+    k = {"t": row[0], "T": row[6], "s": symbol, "i": "1h", "o": row[1], "c": row[4], "h": row[2], "l": row[3],
+         "v": row[5], "n": row[8], "x": final, "q": row[7], "V": row[9], "Q": row[10], "B": row[11]}
+    return orjson.dumps({"e": "kline", "E": event_ms, "s": symbol, "k": k})
+
+
+def ticker_event(symbol: str, ticker: dict[str, Any]) -> bytes:
+    body: dict[str, Any] = {"e": "24hrTicker", "E": ticker.get("E"), "s": symbol}
+    body.update((short, ticker.get(name)) for name, short in TICKER_KEYS)
+    return orjson.dumps(body)
+
+
+class MarketFrames:
+    def __init__(self) -> None:
+        self._candles: dict[str, tuple[Any, bool]] = {}
+        self._tickers: dict[str, int] = {}
+
+    def update(self, snap: MarketSnapshot, wanted: Iterable[str]) -> list[tuple[str, Payload]]:
+        """The frames due, in order, as ``(stream name, frame)`` (a stream may have two: an hour's final candle,
+        then the next hour's first)."""
+        wanted = set(wanted)
+        out: list[tuple[str, Payload]] = []
+        for symbol, entry in snap.klines.items():
+            rows, finals = entry.get("rows") or [], entry.get("final") or []
+            if not rows or len(finals) != len(rows):
+                continue
+            last, final = rows[-1], bool(finals[-1])
+            previous = self._candles.get(symbol)
+            self._candles[symbol] = (last, final)
+            name = symbol.lower() + "@kline_1h"
+            if previous == (last, final) or name not in wanted:
+                continue
+            event_ms = int((entry.get("receivedAt") or 0) * 1000)
+            if (previous is not None and previous[0][0] != last[0] and not previous[1] and len(rows) > 1
+                    and rows[-2][0] == previous[0][0]):
+                # the hour closed between two documents: its closing candle goes out before the new hour's
+                out.append((name, payload(name, kline_event(symbol, rows[-2], bool(finals[-2]), event_ms))))
+            out.append((name, payload(name, kline_event(symbol, last, final, event_ms))))
+        rows_out = []
+        for symbol, ticker in snap.tickers.items():
+            event = ticker.get("E")
+            if isinstance(event, int) and event > self._tickers.get(symbol, 0):
+                self._tickers[symbol] = event
+                if ALL_TICKERS in wanted:
+                    rows_out.append(ticker_event(symbol, ticker))
+        if rows_out:
+            out.append((ALL_TICKERS, payload(ALL_TICKERS, b"[" + b",".join(rows_out) + b"]")))
+        for memo, names in ((self._candles, snap.klines), (self._tickers, snap.tickers)):
+            if len(memo) > len(names):
+                for gone in [s for s in memo if s not in names]:
+                    del memo[gone]
+        return out

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
-from volspike_funding.api.stream_frames import MarkFrames, Payload
-from volspike_funding.binance.stream_requests import CLOSE_STALE, Stream
+from volspike_funding.api.stream_frames import MarketFrames, MarkFrames, Payload
+from volspike_funding.binance.stream_requests import ALL_TICKERS, CLOSE_STALE, Stream
 from volspike_funding.core.logs import RateLimitedLog
-from volspike_funding.store.backend import StateReaderLike
+from volspike_funding.store.backend import MarketReaderLike, StateReaderLike
+from volspike_funding.store.marketfile import MarketSnapshot
 
 log = logging.getLogger("funding.api")
 
@@ -38,6 +40,8 @@ PONG_TIMEOUT_S = 600.0
 MAX_LIFETIME_S = 86400.0
 #: Frames written before the loop serves HTTP again.
 WRITE_BATCH = 64
+#: How often the market document is looked at (it changes once a second).
+MARKET_POLL_S = 0.25
 
 
 class Subscriber(Protocol):
@@ -75,8 +79,11 @@ class HubCounters:
 
 class StreamHub:
     def __init__(self, cache: StateReaderLike, stale_after_s: float, max_connections: int = 2048,
-                 max_buffer_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time) -> None:
+                 max_buffer_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time,
+                 market: MarketReaderLike | None = None) -> None:
+        """``market``: the market document's reader (klines and tickers streams); ``None``: not served."""
         self.cache = cache
+        self.market = market
         self.stale_after_s = stale_after_s
         self.max_connections = max_connections
         self.max_buffer_bytes = max_buffer_bytes
@@ -90,6 +97,11 @@ class StreamHub:
         #: The stream names subscribers hold, replaced whole (read by the cache's thread).
         self._wanted: frozenset[str] = frozenset()
         self._pending: deque[tuple[Subscriber, bytes]] = deque()
+        self._market_frames = MarketFrames()
+        self._market_snap: MarketSnapshot | None = None
+        self.market_stale_reason: str | None = None
+        self._market_stop = threading.Event()
+        self._market_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._log = RateLimitedLog(log, 60.0)
@@ -99,6 +111,28 @@ class StreamHub:
         """Start on ``loop``: from now on a changed view is delivered, and the 1 s housekeeping runs."""
         self._loop = loop
         self._tick()
+        if self.market is not None:
+            self._market_thread = threading.Thread(target=self._market_loop, name="market-stream", daemon=True)
+            self._market_thread.start()
+
+    def _market_loop(self) -> None:
+        """Polls the market document (the file's reader parses it on this thread, never on the loop)."""
+        assert self.market is not None
+        while not self._market_stop.wait(MARKET_POLL_S):
+            try:
+                snap = self.market.get()
+                if snap is self._market_snap:
+                    continue
+                self._market_snap = snap
+                wanted = self._wanted
+                frames = self._market_frames.update(snap, wanted) if wanted else []
+                loop = self._loop
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._arrived_market, frames)
+            except RuntimeError:  # the loop closed meanwhile (shutdown)
+                return
+            except Exception:  # the streams must outlive any surprise; the next poll retries
+                log.exception("market stream update failed")
 
     def notify(self) -> None:
         """On the state cache's thread, after its view changed: the frames are built here, off the event loop
@@ -109,22 +143,34 @@ class StreamHub:
         view, now, wanted = self.cache.view, self.clock(), self._wanted
         frames = self._frames.update(view, now, wanted, self.stale_after_s) if wanted else {}
         try:
-            loop.call_soon_threadsafe(self._arrived, frames)
+            loop.call_soon_threadsafe(self._arrived, list(frames.items()))
         except RuntimeError:  # the loop closed meanwhile (shutdown)
             pass
 
     def detach(self) -> None:
+        self._market_stop.set()
+        if self._market_thread is not None:
+            self._market_thread.join(5)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._loop = None
 
-    def _arrived(self, frames: dict[str, Payload]) -> None:
+    def _arrived_market(self, frames: list[tuple[str, Payload]]) -> None:
+        self._judge_market(self.clock())
+        if self.market_stale_reason is None:
+            self._queue(frames)
+
+    def _arrived(self, frames: list[tuple[str, Payload]]) -> None:
         self._judge(self.clock())
-        if self.stale_reason is not None or not frames:
+        if self.stale_reason is None:
+            self._queue(frames)
+
+    def _queue(self, frames: list[tuple[str, Payload]]) -> None:
+        if not frames:
             return
         start = not self._pending
-        for name, frame in frames.items():  # per-symbol streams first: small frames, no reason to wait
+        for name, frame in frames:  # per-symbol streams first: small frames, no reason to wait
             holders = self.index.get(name)
             if holders:
                 self._pending.extend((s, frame.combined if s.combined else frame.raw) for s in holders)
@@ -150,6 +196,7 @@ class StreamHub:
         self._timer = loop.call_later(1.0, self._tick)
         now = self.clock()
         self._judge(now)
+        self._judge_market(now)
         mono = time.monotonic()
         for subscriber in list(self.sockets):
             if mono - subscriber.opened_at >= self.max_lifetime_s:
@@ -175,6 +222,33 @@ class StreamHub:
             self.counters.closed_stale += 1
             subscriber.close(CLOSE_STALE, close_reason)
 
+    @property
+    def market_ready(self) -> bool:
+        """The market document has been looked at and its streams can be served."""
+        return self._market_snap is not None and self.market_stale_reason is None
+
+    def _judge_market(self, now: float) -> None:
+        """The market streams' own stale rule: a connection holding a kline or ticker stream whose data is stale
+        is closed with 1013, as for mark prices."""
+        snap = self._market_snap
+        if self.market is None or snap is None:
+            return
+        reason = snap.problem(now, self.stale_after_s)
+        was, self.market_stale_reason = self.market_stale_reason, reason
+        if reason is None:
+            if was is not None:
+                log.info("local WebSocket: klines and tickers fresh again")
+            return
+        holders = {s for name, subs in self.index.items() if name == ALL_TICKERS or name.endswith("@kline_1h")
+                   for s in subs if s.open}
+        if was is None:
+            log.warning("local WebSocket: %s; %d connections holding kline or ticker streams were closed with "
+                        "1013", reason, len(holders))
+        close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
+        for subscriber in holders:
+            self.counters.closed_stale += 1
+            subscriber.close(CLOSE_STALE, close_reason)
+
     def problem(self, now: float) -> str | None:
         """Why the data cannot be streamed now, or ``None``."""
         view = self.cache.view
@@ -192,12 +266,15 @@ class StreamHub:
         return None
 
     # -- subscribers -------------------------------------------------------------------------------------------
-    def admit(self) -> tuple[int, dict[str, Any]] | None:
-        """``None`` when a new connection may open; else the HTTP status and JSON detail that refuse it."""
+    def admit(self, streams: Sequence[Stream] = ()) -> tuple[int, dict[str, Any]] | None:
+        """``None`` when a new connection for ``streams`` may open; else the HTTP status and JSON detail that
+        refuse it."""
         self._judge(self.clock())
-        if self.stale_reason is not None:
+        market_stale = self.market_stale_reason if any(s.kind != "mark" for s in streams) else None
+        if self.stale_reason is not None or market_stale is not None:
             self.counters.refused_stale += 1
-            return 503, {"error": "Data stale", "reason": self.stale_reason, "retryAfterSeconds": 5}
+            return 503, {"error": "Data stale", "reason": self.stale_reason or market_stale,
+                         "retryAfterSeconds": 5}
         if len(self.sockets) >= self.max_connections:
             self.counters.refused_full += 1
             self._log.warning("ws_full", f"{len(self.sockets)} local WebSocket connections: new ones get 503 "

@@ -151,7 +151,7 @@ class StreamSocket(asyncio.Protocol):
         if isinstance(named, str):
             response = json_response(400, {"error": "Stream not served", "reason": named})
         else:
-            refused = self.hub.admit()
+            refused = self.hub.admit(named[1])
             response = json_response(*refused) if refused is not None else self.conn.accept(request)
         self.conn.send_response(response)
         self._flush()

@@ -5,7 +5,7 @@ Requests and replies as Binance documents them (``tests/data/binance_docs.jsonl`
 
     {"method": "SUBSCRIBE", "params": ["btcusdt@markPrice@1s"], "id": 1}   -> {"result": null, "id": 1}
     {"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice@1s"], "id": 312} -> {"result": null, "id": 312}
-    {"method": "LIST_SUBSCRIPTIONS", "id": 3}                               -> {"result": ["btcusdt@markPrice@1s"], "id": 3}
+    {"method": "LIST_SUBSCRIPTIONS", "id": 3}                    -> {"result": ["btcusdt@markPrice@1s"], "id": 3}
     {"method": "SET_PROPERTY", "params": ["combined", true], "id": 5}      -> {"result": null, "id": 5}
     {"method": "GET_PROPERTY", "params": ["combined"], "id": 2}            -> {"result": true, "id": 2}
 

@@ -108,6 +108,16 @@ class MarketSnapshot:
     def connected(self) -> bool:
         return self.document.get("connected") is True
 
+    def problem(self, now: float, stale_after_s: float) -> str | None:
+        """Why klines and tickers cannot be served now, or ``None``: the one rule of the REST routes and the
+        local WebSocket's streams."""
+        age = self.feed_age(now)
+        if self.error is not None or age is None:
+            return f"Klines and tickers are not available yet ({self.error or 'no frame yet'})"
+        if age > stale_after_s or not self.connected:
+            return f"Klines and tickers stale ({age:.0f} s: {self.document.get('reason') or 'no frame'})"
+        return None
+
 
 def read(path: Path) -> MarketSnapshot:
     try:
