@@ -8,9 +8,12 @@ cadence (one all-market frame a second). Printed:
   last bytes at the subscriber minus the daemon's receipt of the frame (its ``updatedAt``; the whole path: daemon,
   state file, API, fan-out), p50 / p99 / max, per kind of subscriber (goal p99 <= 20 ms at 500 + 500); and the
   same from the event time the fake stamped before serialising and sending the frame;
-- the API's CPU % of one core, without and with the subscribers;
+- the API's CPU % of one core with the subscribers alone, and under the HTTP load without and with them;
 - HTTP freshness (``/funding/BTCUSDT`` first showing a new event time, minus that event time, p50) and req/s of
   the same route, without and with the subscribers (goal: within 10 %).
+
+Phases, in order: HTTP alone; the subscribers alone (delivery measured); HTTP with the subscribers still
+subscribed and reading (HTTP hammered at full speed would otherwise be measured as the delivery's latency).
 
 The fake, the daemon, the API and the subscribers (``--procs`` processes) are separate processes on this machine's
 cores. Run: ``python -m bench.bench_stream [--symbols 700] [--all 500] [--per-symbol 500] [--seconds 20]``.
@@ -115,6 +118,7 @@ class Reader:
         self.buf = buf[pos:]
 
 
+RCVBUF = int(os.environ.get("BENCH_RCVBUF", "0"))
 #: Linux's SO_TIMESTAMPNS (the socket module does not name it).
 SO_TIMESTAMPNS = 35
 
@@ -126,7 +130,10 @@ def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> Non
     readers = []
     for stream in streams:
         path = f"/market/stream?streams={stream}" if stream.startswith("!") else f"/market/ws/{stream}"
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = socket.socket()
+        if RCVBUF:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.connect(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
@@ -148,7 +155,11 @@ def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> Non
     for reader in readers:
         reader.counting = True
     pump(time.monotonic() + seconds)
+    for reader in readers:
+        reader.counting = False
     pipe.send(out)
+    while not pipe.poll():  # still subscribed (and reading) while the HTTP figures are taken
+        pump(time.monotonic() + 0.05)
     for reader in readers:
         reader.sock.close()
 
@@ -253,16 +264,20 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         watcher = threading.Thread(target=watch_arrivals, args=(tmp / "state.json", stop, arrivals), daemon=True)
         watcher.start()
+        cpu0, t0 = cpu_seconds(api.pid), time.monotonic()
         for _, pipe in procs:
             pipe.send("go")
-        cpu_with, fresh_with, rate_with = http_phase(port, api.pid, args.seconds)
         results: dict[str, list[float]] = {"all": [], "symbol": []}
         hosted: dict[str, list[float]] = {"all": [], "symbol": []}
         for _, pipe in procs:
             for kind, values in pipe.recv().items():
                 results[kind] += [at - event for event, at in values]
                 hosted[kind] += [at - arrivals[event] for event, at in values if event in arrivals]
+        cpu_streams = (cpu_seconds(api.pid) - cpu0) / (time.monotonic() - t0) * 100
         stop.set()
+        cpu_with, fresh_with, rate_with = http_phase(port, api.pid, args.seconds)
+        for _, pipe in procs:
+            pipe.send("stop")
     finally:
         for proc, _ in procs:
             proc.join(10)
@@ -282,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{max(values, default=float('nan')):6.1f} ms")
     print("  (on the host: from the daemon's receipt of the frame; stamped E: from the fake's event time, which "
           "adds the fake's own serialising and sending; goal p99 <= 20 ms)")
-    print(f"API CPU, without / with subscribers:    {cpu_without:6.1f} % / {cpu_with:6.1f} % of one core")
+    print(f"API CPU, subscribers alone:             {cpu_streams:6.1f} % of one core")
+    print(f"API CPU under the HTTP load, without / with subscribers: {cpu_without:6.1f} % / {cpu_with:6.1f} %")
     print(f"HTTP freshness p50, without / with:     {fresh_without:6.1f} ms / {fresh_with:6.1f} ms   "
           f"({fresh_with / fresh_without:.2f}x; goal within 1.10x)")
     print(f"HTTP req/s, without / with:             {rate_without:6.0f} / {rate_with:6.0f}   "

@@ -39,7 +39,7 @@ PONG_TIMEOUT_S = 600.0
 #: Binance: "A single connection to fstream.binance.com is only valid for 24 hours".
 MAX_LIFETIME_S = 86400.0
 #: Frames written before the loop serves HTTP again.
-WRITE_BATCH = 64
+WRITE_BATCH = 16
 #: How often the market document is looked at (it changes once a second).
 MARKET_POLL_S = 0.25
 
