@@ -93,6 +93,8 @@ class StreamHub:
         self.index: dict[str, set[Subscriber]] = {}
         self.counters = HubCounters()
         self.stale_reason: str | None = None
+        #: The data has been fresh since the start: going stale then is news (a warning), before it is not.
+        self._was_fresh = False
         self._frames = MarkFrames()
         #: The stream names subscribers hold, replaced whole (read by the cache's thread).
         self._wanted: frozenset[str] = frozenset()
@@ -100,6 +102,7 @@ class StreamHub:
         self._market_frames = MarketFrames()
         self._market_snap: MarketSnapshot | None = None
         self.market_stale_reason: str | None = None
+        self._market_was_fresh = False
         self._market_stop = threading.Event()
         self._market_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,11 +215,14 @@ class StreamHub:
         was, self.stale_reason = self.stale_reason, reason
         if reason is None:
             if was is not None:
-                log.info("local WebSocket: data fresh again, accepting subscribers")
+                log.info("local WebSocket: data fresh%s, accepting subscribers", " again" * self._was_fresh)
+            self._was_fresh = True
             return
-        if was is None:
+        if was is None and self._was_fresh:
             log.warning("local WebSocket: %s; new connections get 503 and %d open ones were closed with 1013 "
                         "until the data is fresh", reason, sum(s.open for s in self.sockets))
+        elif was is None:  # at start: the API says the same (503) until the daemon's first frame
+            log.info("local WebSocket: %s; new connections get 503 until there is", reason)
         close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
         for subscriber in [s for s in self.sockets if s.open]:
             self.counters.closed_stale += 1
@@ -237,11 +243,12 @@ class StreamHub:
         was, self.market_stale_reason = self.market_stale_reason, reason
         if reason is None:
             if was is not None:
-                log.info("local WebSocket: klines and tickers fresh again")
+                log.info("local WebSocket: klines and tickers fresh%s", " again" * self._market_was_fresh)
+            self._market_was_fresh = True
             return
         holders = {s for name, subs in self.index.items() if name == ALL_TICKERS or name.endswith("@kline_1h")
                    for s in subs if s.open}
-        if was is None:
+        if was is None and self._market_was_fresh:
             log.warning("local WebSocket: %s; %d connections holding kline or ticker streams were closed with "
                         "1013", reason, len(holders))
         close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
