@@ -189,6 +189,20 @@ def test_refused_handshakes_say_why_in_json(stack: StreamStack, path: str, statu
     assert text in refused.value.response.body and refused.value.response.body.startswith(b"{")
 
 
+def test_a_broken_handshake_is_answered_in_json(stack: StreamStack) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.api.sock.getsockname()[1]), timeout=scaled(5)) as sock:
+        sock.sendall(b"GET /market/ws/0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+    assert json.loads(body)["detail"] == {"error": "Invalid WebSocket handshake",
+                                          "reason": "missing Sec-WebSocket-Key header."}
+
+
 def test_plain_get_of_a_stream_path_is_426_json(stack: StreamStack) -> None:
     import requests
 

@@ -5,7 +5,8 @@ slow subscribers dropped, a connection cap).
 The state cache's watcher thread builds each update's frames once (:meth:`StreamHub.notify`, off the event loop)
 and hands them to the loop, which writes them to each subscriber's transport in batches, never awaited: a
 subscriber that stopped reading costs its own buffer, bounded by ``max_buffer_bytes``, and nobody else's time, and
-HTTP answers are served between batches. Everything else here runs on the loop.
+HTTP answers are served between batches. The market document (klines, tickers) is looked at by a thread of the
+hub's own, which builds their frames the same way. Everything else here runs on the loop.
 
 **Stale data.** Binance leaves a subscriber on an open, silent socket when its feed stalls; here, once the newest
 mark price is older than ``stale_after_s`` (or the daemon stopped, or the state cannot be read), every local

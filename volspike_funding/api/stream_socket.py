@@ -153,6 +153,11 @@ class StreamSocket(asyncio.Protocol):
         else:
             refused = self.hub.admit(named[1])
             response = json_response(*refused) if refused is not None else self.conn.accept(request)
+            if response.status_code != 101:  # websockets' own refusal (a header missing): the API's JSON shape
+                reason = response.body.decode(errors="replace").strip().removeprefix(
+                    "Failed to open a WebSocket connection: ")
+                response = json_response(response.status_code, {"error": "Invalid WebSocket handshake",
+                                                                "reason": reason})
         self.conn.send_response(response)
         self._flush()
         if response.status_code != 101:
