@@ -32,6 +32,25 @@ def atomic_replace(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def replace_through(tmp: str, path: str, data: bytes, mode: int = 0o644) -> None:
+    """:func:`atomic_replace` through a fixed temp name ``tmp`` (beside ``path``, named so :func:`remove_orphans`
+    finds it), for a file's sole writer only: two writers would share the temp file. For the state file, written
+    every second: ``mkstemp`` and a buffered file object cost a third of the write (0.20 → 0.14 ms, 212 KiB)."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once unless the disk is full (which raises)
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)  # the umask applied to os.open's mode
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def remove_orphans(path: Path) -> None:
     """Remove temp files a killed writer of ``path`` left behind (call only as that file's sole writer)."""
     for orphan in path.parent.glob(f"{TEMP_PREFIX}{path.name}.*"):

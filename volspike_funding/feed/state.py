@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable
 
 from volspike_funding.store import reference
-from volspike_funding.store import daemon_status, statefile
+from volspike_funding.store import daemon_status, records, statefile
 from volspike_funding.core.errors import StateUnreadable
 from volspike_funding.store.reference import ReferenceData
 from volspike_funding.binance.wire import MarkPrice, ParsedFrame
@@ -81,7 +81,7 @@ class FundingStore:
         rejected = 0
         for name, record in snapshot.raw.items():
             if statefile.record_problem(name, record, now) is None and record["eventTime"] <= max_event_ms:
-                self.symbols[name] = record
+                self.symbols[name] = records.own_record(record)
             else:
                 rejected += 1
         return len(self.symbols), rejected
@@ -116,24 +116,9 @@ class FundingStore:
         """Store updates. An update older (by Binance event time) than the stored one is skipped — unless the
         stored one is later than ``future_after_ms`` (Binance's clock now, plus slack): a time from the future
         must never block true updates. Symbols the reference data does not list are counted, not stored."""
-        symbols = self.symbols
-        record = statefile.symbol_record
         listed = self.reference.symbols if self.reference is not None and self.reference.known else None
-        applied = stale = overridden = unlisted = 0
-        for update in updates:
-            if listed is not None and update.symbol not in listed:
-                unlisted += 1
-                if len(self.unlisted_seen) < 20:
-                    self.unlisted_seen.add(update.symbol)
-                continue
-            old = symbols.get(update.symbol)
-            if old is not None and old["eventTime"] > update.event_time:
-                if future_after_ms is None or old["eventTime"] <= future_after_ms:
-                    stale += 1
-                    continue
-                overridden += 1
-            symbols[update.symbol] = record(update, received_at)
-            applied += 1
+        applied, stale, overridden, unlisted = records.refresh(self.symbols, updates, received_at, future_after_ms,
+                                                               listed, self.unlisted_seen)
         counters = self.counters
         counters["updates"] += applied
         counters["out_of_order"] += stale

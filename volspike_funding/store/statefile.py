@@ -1,6 +1,7 @@
 """The shared state file ``.funding_state.json``: its format, its one writer and its readers.
 
-This module and :mod:`.daemon_status` (the daemon's status keys) are the only places that know the file's keys:
+This module, :mod:`.records` (the daemon's in-memory records) and :mod:`.daemon_status` (its status keys) are
+the only places that know the file's keys:
 readers ask :class:`StateSnapshot`, never the document. The daemon writes through :class:`StateWriter`; the API
 and tools read through :func:`read_state` (the API through its cache, :mod:`.view`). Shape (schema version 2)::
 
@@ -42,32 +43,16 @@ from typing import Any, Iterable
 import orjson
 
 from volspike_funding.core.errors import StateLockedError, StateUnreadable
-from volspike_funding.core.persist import atomic_replace, remove_orphans
-from volspike_funding.binance.wire import MarkPrice, is_valid_symbol
+from volspike_funding.core.persist import TEMP_PREFIX, remove_orphans, replace_through
+from volspike_funding.binance.wire import is_valid_symbol
 from volspike_funding.store.daemon_status import DaemonStatus
+from volspike_funding.store.records import symbol_record  # noqa: F401  (the record's home is records)
 
 #: How far ahead of the reader's clock an ``updatedAt`` may be (same host: only a clock step explains any).
 FUTURE_SLACK_S = 5.0
 
 SCHEMA_VERSION = 2
 log = logging.getLogger("funding.daemon")
-
-
-def symbol_record(update: MarkPrice, received_at: float) -> dict[str, Any]:
-    """The state file's entry for one symbol; ``updatedAt`` is when the frame carrying it arrived."""
-    return {
-        "symbol": update.symbol,
-        "markPrice": update.mark_price,
-        "indexPrice": update.index_price,
-        "estimatedSettlePrice": update.settle_price,
-        "fundingRate": update.funding_rate,
-        "nextFundingTime": update.next_funding_time,
-        "eventTime": update.event_time,
-        "updatedAt": received_at,
-        "binance": f"{update.mark_price_str}|{update.index_price_str or ''}|{update.settle_price_str or ''}|"
-                   f"{update.funding_rate_str or ''}|{update.mark_average_str or ''}|"
-                   f"{'' if update.symbol_type is None else update.symbol_type}",
-    }
 
 
 #: premiumIndex's names for the first four; the stream's ``ap`` and ``st`` have no REST name, so these two are ours.
@@ -160,6 +145,7 @@ class StateWriter:
         self._lock_path = path.with_name(path.name + ".lock")
         self._lock_fd = self._acquire()
         remove_orphans(path)  # we hold the lock: temp files of a writer killed mid-write are nobody's
+        self._tmp = str(path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}"))
 
     def _acquire(self) -> int:
         for _ in range(5):  # the file may be removed between our open and our lock: lock what is at the path
@@ -213,7 +199,7 @@ class StateWriter:
         """Replace the file with ``document``; readers see the old or the new file, never a partial one."""
         self.check_lock()
         data = encode(document)
-        atomic_replace(self.path, data)
+        replace_through(self._tmp, str(self.path), data)  # the lock makes us its sole writer
         return len(data)
 
     def close(self) -> None:
