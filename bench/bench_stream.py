@@ -119,12 +119,15 @@ class Reader:
 
 
 RCVBUF = int(os.environ.get("BENCH_RCVBUF", "0"))
+NICE = int(os.environ.get("BENCH_SUBSCRIBER_NICE", "0"))
 #: Linux's SO_TIMESTAMPNS (the socket module does not name it).
 SO_TIMESTAMPNS = 35
 
 
 def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> None:
     """One process's share of the subscribers: raw sockets, a handshake each, then :class:`Reader` per socket."""
+    if NICE:
+        os.nice(NICE)
     out: dict[str, list[tuple[int, float]]] = {"all": [], "symbol": []}
     selector = selectors.DefaultSelector()
     readers = []
