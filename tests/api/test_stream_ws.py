@@ -245,3 +245,25 @@ def test_metrics_count_connections(stack: StreamStack) -> None:
             return float(next(line.split()[1] for line in text.splitlines()
                               if line.startswith("funding_ws_connections ")))
         assert wait_until(lambda: connections() >= 1, scaled(5))
+
+
+def test_a_request_racing_the_servers_close_is_not_answered(stack: StreamStack,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A client that sends after the server's close (here: the 1008 of a rate breach) gets nothing back and no
+    error surfaces in the API (the protocol refuses to send once closing)."""
+    from .stream_stack import handshake_socket
+
+    sock = handshake_socket(stack.api.sock.getsockname()[1], "/market/ws/0")
+    frame = b"\x81\x80\x00\x00\x00\x00"  # an empty masked text frame
+    sock.sendall(frame * 11)  # the 11th breaks the limit
+    time.sleep(1.2)  # the rate window has passed, the close's grace has not: this one would be answered
+    sock.sendall(frame)
+    sock.settimeout(scaled(5))
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    sock.close()
+    assert b"\x88" in received and (1008).to_bytes(2, "big") + b"Too many requests" in received
+    with stack.connect("/market/ws/btcusdt@markPrice@1s") as ws:  # the API goes on
+        assert recv_json(ws)["s"] == "BTCUSDT"
+    assert "Fatal error" not in caplog.text and "InvalidState" not in caplog.text

@@ -141,8 +141,12 @@ class StreamSocket(asyncio.Protocol):
         return None
 
     def shutdown(self) -> None:
-        """uvicorn at exit: tell the client the server is going away (it reconnects to the next instance)."""
-        self.close(1001, "Server restarting")
+        """uvicorn at exit: tell the client the server is going away (it reconnects to the next instance). uvicorn
+        waits for every connection to end, so one that is not open is cut too."""
+        if self.open:
+            self.close(1001, "Server restarting")
+        else:
+            self._close_transport()
 
     # -- handshake ---------------------------------------------------------------------------------------------
     def _handshake(self, request: Request) -> None:
@@ -153,7 +157,8 @@ class StreamSocket(asyncio.Protocol):
         else:
             refused = self.hub.admit(named[1])
             response = json_response(*refused) if refused is not None else self.conn.accept(request)
-            if response.status_code != 101:  # websockets' own refusal (a header missing): the API's JSON shape
+            if refused is None and response.status_code != 101:
+                # websockets' own refusal (a header missing), in the API's JSON shape
                 reason = response.body.decode(errors="replace").strip().removeprefix(
                     "Failed to open a WebSocket connection: ")
                 response = json_response(response.status_code, {"error": "Invalid WebSocket handshake",
@@ -174,8 +179,10 @@ class StreamSocket(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         now = time.monotonic()
         self.last_heard = now
-        if frame.opcode is Opcode.CLOSE:
-            return  # the protocol answered it; close_expected() ends the connection in _flush
+        if frame.opcode is Opcode.CLOSE or not self.open:
+            # a close: the protocol answered it, close_expected() ends the connection in _flush; anything after
+            # our own close frame is not answered (the protocol would refuse to send)
+            return
         if not self.limit.allow(now):
             self.hub.counters.closed_limits += 1
             self.close(CLOSE_LIMIT, "Too many requests")
