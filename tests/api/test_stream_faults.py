@@ -108,3 +108,23 @@ def test_api_restart_says_going_away_and_clients_come_back(stack: StreamStack) -
     stack.api = stack.start_api(port)
     with stack.connect("/market/ws/btcusdt@markPrice@1s") as again:
         assert recv_json(again)["s"] == "BTCUSDT"
+
+
+def test_subscribers_that_read_too_slowly_share_one_memory_budget(tmp_path: Path) -> None:
+    """Each subscriber alone may hold a lot (FUNDING_WS_MAX_BUFFER_KB), but all of them together no more than
+    FUNDING_API_MAX_BUFFERED_MB: beyond, the one that tipped it over is dropped."""
+    s = StreamStack(tmp_path, n_symbols=300, FUNDING_WS_MAX_BUFFER_KB="100000", FUNDING_API_MAX_BUFFERED_MB="1")
+    try:
+        port = s.api.sock.getsockname()[1]
+        stuck = [handshake_socket(port, "/market/stream?streams=!markPrice@arr@1s", rcvbuf=4096) for _ in range(20)]
+        hub = s.api.hub
+        assert hub is not None
+        assert wait_until(lambda: metric(s, 'funding_ws_closed_total{reason="slow"}') >= 1, scaled(30))
+        held = sum(x.transport.get_write_buffer_size() for x in list(hub.stalled) if x.transport is not None)
+        assert held <= 1024 * 1024 + 200 * 1024  # the budget, plus at most the frame being written
+        with s.connect("/market/ws/btcusdt@markPrice@1s") as reader:
+            assert recv_json(reader)["s"] == "BTCUSDT"
+        for sock in stuck:
+            sock.close()
+    finally:
+        s.stop()

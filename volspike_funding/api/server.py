@@ -103,7 +103,8 @@ def stream_hub(cache: StateReaderLike, settings: Settings, market: MarketReaderL
     if not settings.ws_enabled:
         return None
     hub = StreamHub(cache, settings.stale_after_s, settings.ws_max_connections,
-                    int(settings.ws_max_buffer_kb * 1024), market=market)
+                    int(settings.ws_max_buffer_kb * 1024), market=market,
+                    max_buffered_bytes=int(settings.api_max_buffered_mb * 1024 * 1024))
     cache.listeners.append(hub.notify)
     return hub
 

@@ -81,10 +81,14 @@ class HubCounters:
 class StreamHub:
     def __init__(self, cache: StateReaderLike, stale_after_s: float, max_connections: int = 2048,
                  max_buffer_bytes: int = 1024 * 1024, clock: Callable[[], float] = time.time,
-                 market: MarketReaderLike | None = None) -> None:
-        """``market``: the market document's reader (klines and tickers streams); ``None``: not served."""
+                 market: MarketReaderLike | None = None, max_buffered_bytes: int = 64 * 1024 * 1024) -> None:
+        """``market``: the market document's reader (klines and tickers streams); ``None``: not served.
+        ``max_buffer_bytes``: unread bytes one subscriber may leave; ``max_buffered_bytes``: all of them."""
         self.cache = cache
         self.market = market
+        self.max_buffered_bytes = max_buffered_bytes
+        #: Subscribers whose unread bytes are above their transport's high-water mark.
+        self.stalled: set[Any] = set()
         self.stale_after_s = stale_after_s
         self.max_connections = max_connections
         self.max_buffer_bytes = max_buffer_bytes

@@ -119,6 +119,7 @@ class StreamSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        self.hub.stalled.discard(self)
         if self._abort_timer is not None:
             self._abort_timer.cancel()
         self.hub.remove(self, list(self.subs.streams.values()))
@@ -230,6 +231,22 @@ class StreamSocket(asyncio.Protocol):
             transport.abort()  # close() would wait for the unread bytes to flush
             return False
         return True
+
+    def pause_writing(self) -> None:
+        """asyncio: this subscriber's unread bytes passed the transport's high-water mark. All such subscribers
+        together stay within FUNDING_API_MAX_BUFFERED_MB, as HTTP answers do: beyond, this one is dropped (each one
+        alone is held to FUNDING_WS_MAX_BUFFER_KB by :meth:`send_frame`)."""
+        hub = self.hub
+        hub.stalled.add(self)
+        transport = self.transport
+        held = sum(s.transport.get_write_buffer_size() for s in hub.stalled if s.transport is not None)
+        if held > hub.max_buffered_bytes and transport is not None and not transport.is_closing():
+            hub.dropped_slow()
+            self.open = False
+            transport.abort()
+
+    def resume_writing(self) -> None:
+        self.hub.stalled.discard(self)
 
     def ping(self) -> None:
         self.last_ping = time.monotonic()

@@ -115,8 +115,9 @@ SETTINGS: tuple[Setting, ...] = (
             "An answer the client does not read (its buffer stays above the high-water mark) for this long is "
             "dropped with its connection: a slow or stuck reader cannot hold the API's memory.", (API,)),
     Setting("FUNDING_API_MAX_BUFFERED_MB", "api_max_buffered_mb", "64", v.number(0, strict=True),
-            "Unread answers held for slow clients, all connections together; beyond, the connection whose answer "
-            "tipped it over is dropped (RSS stays flat however many clients stop reading).", (API,)),
+            "Unread answers held for slow clients, all connections together (and as much again for the local "
+            "WebSocket's subscribers); beyond, the connection whose answer tipped it over is dropped (RSS stays "
+            "flat however many clients stop reading).", (API,)),
     Setting("FUNDING_WS_ENABLED", "ws_enabled", "true", v.boolean,
             "The local Binance-compatible WebSocket on the API's port (/market/stream, /market/ws/<stream>); "
             "false: upgrade requests are answered as plain HTTP.", (API,)),
