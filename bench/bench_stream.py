@@ -118,25 +118,18 @@ class Reader:
         self.buf = buf[pos:]
 
 
-RCVBUF = int(os.environ.get("BENCH_RCVBUF", "0"))
-NICE = int(os.environ.get("BENCH_SUBSCRIBER_NICE", "0"))
 #: Linux's SO_TIMESTAMPNS (the socket module does not name it).
 SO_TIMESTAMPNS = 35
 
 
 def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> None:
     """One process's share of the subscribers: raw sockets, a handshake each, then :class:`Reader` per socket."""
-    if NICE:
-        os.nice(NICE)
     out: dict[str, list[tuple[int, float]]] = {"all": [], "symbol": []}
     selector = selectors.DefaultSelector()
     readers = []
     for stream in streams:
         path = f"/market/stream?streams={stream}" if stream.startswith("!") else f"/market/ws/{stream}"
-        sock = socket.socket()
-        if RCVBUF:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        sock.connect(("127.0.0.1", port))
+        sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
