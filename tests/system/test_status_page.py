@@ -20,6 +20,9 @@ from ..conftest import DaemonThread, wait_until
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
+#: The symbols of the rows shown, read in one script (see the first test).
+ROW_SYMBOLS = "return [...document.querySelectorAll('#rows tr')].map(r => r.dataset.symbol)"
+
 
 def test_curl_still_gets_json_and_a_browser_gets_the_page(tmp_path: Path,
                                                            make_settings: Callable[..., Settings]) -> None:
@@ -72,8 +75,10 @@ def test_status_page_shows_live_state_filters_and_turns_red(browser: Any, fake_w
         assert text("symbols") == str(live) == "700"
         wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#rows tr")) == 700, 10)
         browser.find_element(By.ID, "filter").send_keys("BTC")
-        rows = browser.find_elements(By.CSS_SELECTOR, "#rows tr")
-        assert 1 <= len(rows) < 10 and all("BTC" in r.get_attribute("data-symbol") for r in rows)
+        # The rows are read in one script: the page re-renders them every second, and an element found in one
+        # call can be gone by the next (StaleElementReferenceException, seen on a loaded machine).
+        shown = wait_until(lambda: (rows := browser.execute_script(ROW_SYMBOLS)) and len(rows) < 700 and rows, 10)
+        assert 1 <= len(shown) < 10 and all("BTC" in symbol for symbol in shown), shown
         assert browser.find_element(By.ID, "health").get_attribute("class") == "healthy"
         daemon.stop()  # the daemon stops: the page turns red and says why
         wait_until(lambda: browser.find_element(By.ID, "health").get_attribute("class") == "unhealthy", 15)
@@ -99,8 +104,8 @@ def test_api_gone_says_since_when_and_ages_keep_counting(browser: Any, make_sett
     with ServerThread(settings, poll_s=0.05) as api:
         browser.get(api.url + "/")
         wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#rows tr")) == 2, 15)
-        cells = {r.get_attribute("data-symbol"): [td.text for td in r.find_elements(By.TAG_NAME, "td")]
-                 for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr")}
+        cells = browser.execute_script("return Object.fromEntries([...document.querySelectorAll('#rows tr')]"
+                                       ".map(r => [r.dataset.symbol, [...r.cells].map(td => td.innerText)]))")
         assert cells["BTCUSDT"][2] == "-0.0120 %" and cells["ETHUSDT"][2] == "0.0100 %", cells
         first = seconds(text("age"))
         wait_until(lambda: seconds(text("age")) >= first + 1, 10)  # counting between two answers too
@@ -110,7 +115,8 @@ def test_api_gone_says_since_when_and_ages_keep_counting(browser: Any, make_sett
     assert re.search(r"has not answered since \d\d:\d\d:\d\d UTC", reasons), reasons
     assert "from its last answer" in reasons and "TypeError: Failed to fetch" not in reasons
     frozen = seconds(text("age"))
-    row_age = lambda: seconds(browser.find_elements(By.CSS_SELECTOR, "#rows tr td")[4].text)  # noqa: E731
+    row_age = lambda: seconds(browser.execute_script(  # noqa: E731  (one script: the rows are re-rendered)
+        "return document.querySelectorAll('#rows tr td')[4].innerText"))
     before = row_age()
     wait_until(lambda: seconds(text("age")) >= frozen + 2 and row_age() >= before + 2, 10)
     assert text("connection") == "unknown (API unreachable)"
