@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -201,29 +202,40 @@ def test_a_garbage_value_in_the_store_costs_its_own_symbol_not_the_answer(redis_
         wait_until(lambda: requests.get(api.url + "/funding/BTCUSDT", timeout=2).json()["markPrice"] == 101.0, 10)
 
 
-def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:
+def fresh(api: ServerThread) -> bool:
+    return requests.get(api.url + "/funding/health", timeout=2).status_code == 200
+
+
+@contextmanager
+def two_apis(store: RedisServer, tmp: Path) -> Iterator[tuple[ServerThread, ServerThread, subprocess.Popen[str]]]:
+    """A fake exchange, a daemon process writing to ``store`` and two APIs reading only it, both healthy; the
+    daemon must stop cleanly at the end."""
     with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
-        settings = settings_for(tmp_path, ws, redis_server, "d")
-        proc = daemon_proc(settings, tmp_path)
+        settings = settings_for(tmp, ws, store, "d")
+        proc = daemon_proc(settings, tmp)
         try:
             with ServerThread(settings, poll_s=0.05) as one, ServerThread(settings, poll_s=0.05) as two:
-                fresh = lambda api: requests.get(api.url + "/funding/health", timeout=2).status_code == 200  # noqa
                 wait_until(lambda: fresh(one) and fresh(two), 20)
-                a = requests.get(one.url + "/funding/batch", timeout=2).json()
-                b = requests.get(two.url + "/funding/batch", timeout=2).json()
-                assert a["total"] == b["total"] == 700
-                redis_server.stop()  # Redis restarts, empty
-                health = wait_until(lambda: (h := requests.get(one.url + "/funding/health", timeout=2).json())
-                                    ["stateReadError"] and h, 10)
-                assert redis_server.password not in json.dumps(health)
-                assert requests.get(one.url + "/funding/BTCUSDT", timeout=2).status_code in (200, 503)  # no crash
-                redis_server.start()
-                wait_until(lambda: fresh(one) and fresh(two), 20)  # no restart of the daemon or the APIs
-                assert proc.poll() is None
-                assert requests.get(two.url + "/funding/batch", timeout=2).json()["found"] == 700
+                yield one, two, proc
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
+
+
+def test_redis_restart_is_survived_and_two_apis_agree(redis_server: RedisServer, tmp_path: Path) -> None:
+    with two_apis(redis_server, tmp_path) as (one, two, proc):
+        a = requests.get(one.url + "/funding/batch", timeout=2).json()
+        b = requests.get(two.url + "/funding/batch", timeout=2).json()
+        assert a["total"] == b["total"] == 700
+        redis_server.stop()  # Redis restarts, empty
+        health = wait_until(lambda: (h := requests.get(one.url + "/funding/health", timeout=2).json())
+                            ["stateReadError"] and h, 10)
+        assert redis_server.password not in json.dumps(health)
+        assert requests.get(one.url + "/funding/BTCUSDT", timeout=2).status_code in (200, 503)  # no crash
+        redis_server.start()
+        wait_until(lambda: fresh(one) and fresh(two), 20)  # no restart of the daemon or the APIs
+        assert proc.poll() is None
+        assert requests.get(two.url + "/funding/batch", timeout=2).json()["found"] == 700
 
 
 def test_reference_data_reaches_an_api_that_reads_only_the_store(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -281,24 +293,15 @@ def test_every_api_on_the_shared_store_serves_the_same_websocket_streams(redis_s
     """Issue 22: the local WebSocket of two APIs that read only Redis carries the same rows, Binance's strings."""
     from websockets.sync.client import connect
 
-    with FakeBinanceWS(cadence_s=scaled(0.1)) as ws:
-        settings = settings_for(tmp_path, ws, redis_server, "d")
-        proc = daemon_proc(settings, tmp_path)
-        try:
-            with ServerThread(settings, poll_s=0.05) as one, ServerThread(settings, poll_s=0.05) as two:
-                fresh = lambda api: requests.get(api.url + "/funding/health", timeout=2).status_code == 200  # noqa
-                wait_until(lambda: fresh(one) and fresh(two), 20)
-                rows: list[dict[str, dict[str, Any]]] = []
-                for api in (one, two):
-                    with connect(api.ws_url + "/market/stream?streams=!markPrice@arr@1s",
-                                 open_timeout=scaled(5)) as client:
-                        seen: dict[str, dict[str, Any]] = {}
-                        while len(seen) < 700:
-                            for row in json.loads(client.recv(timeout=scaled(10)))["data"]:
-                                seen[row["s"]] = row
-                        rows.append(seen)
-                assert rows[0].keys() == rows[1].keys()
-                assert all(isinstance(r["p"], str) and r["e"] == "markPriceUpdate" for r in rows[0].values())
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(10) == 0
+    with two_apis(redis_server, tmp_path) as (one, two, _):
+        rows: list[dict[str, dict[str, Any]]] = []
+        for api in (one, two):
+            with connect(api.ws_url + "/market/stream?streams=!markPrice@arr@1s",
+                         open_timeout=scaled(5)) as client:
+                seen: dict[str, dict[str, Any]] = {}
+                while len(seen) < 700:
+                    for row in json.loads(client.recv(timeout=scaled(10)))["data"]:
+                        seen[row["s"]] = row
+                rows.append(seen)
+        assert rows[0].keys() == rows[1].keys()
+        assert all(isinstance(r["p"], str) and r["e"] == "markPriceUpdate" for r in rows[0].values())

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from volspike_funding.api.stream_frames import MarketFrames, MarkFrames, Payload
 from volspike_funding.binance.stream_requests import ALL_TICKERS, CLOSE_STALE, Stream
@@ -228,10 +228,7 @@ class StreamHub:
                         "until the data is fresh", reason, sum(s.open for s in self.sockets))
         elif was is None:  # at start: the API says the same (503) until the daemon's first frame
             log.info("local WebSocket: %s; new connections get 503 until there is", reason)
-        close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
-        for subscriber in [s for s in self.sockets if s.open]:
-            self.counters.closed_stale += 1
-            subscriber.close(CLOSE_STALE, close_reason)
+        self._close_stale([s for s in self.sockets if s.open], reason)
 
     @property
     def market_ready(self) -> bool:
@@ -256,8 +253,12 @@ class StreamHub:
         if was is None and self._market_was_fresh:
             log.warning("local WebSocket: %s; %d connections holding kline or ticker streams were closed with "
                         "1013", reason, len(holders))
+        self._close_stale(holders, reason)
+
+    def _close_stale(self, subscribers: Iterable[Subscriber], reason: str) -> None:
+        """Close with 1013 and the reason (a close reason holds at most 123 bytes)."""
         close_reason = ("Try again later: " + reason).encode()[:123].decode(errors="ignore")
-        for subscriber in holders:
+        for subscriber in subscribers:
             self.counters.closed_stale += 1
             subscriber.close(CLOSE_STALE, close_reason)
 

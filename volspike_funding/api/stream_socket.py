@@ -32,7 +32,7 @@ from websockets.server import ServerProtocol
 
 from volspike_funding.api.stream_hub import StreamHub
 from volspike_funding.binance.stream_requests import (CLOSE_LIMIT, MAX_STREAMS, RateLimit, Request as ControlRequest,
-                                                      Stream, Subscriptions, error, parse_request, parse_stream)
+                                                      Stream, Subscriptions, error, parse_request, parse_streams)
 
 log = logging.getLogger("funding.api")
 
@@ -68,13 +68,12 @@ def url_streams(path: str, query: str, market: bool) -> tuple[bool, list[Stream]
         combined = False
     if names and category != "market":
         return off_market(names[0], category)
-    parsed = [parse_stream(n, market) for n in dict.fromkeys(names)]
-    problem = next((p for p in parsed if isinstance(p, str)), None)
-    if problem is not None:
-        return problem
-    if len(parsed) > MAX_STREAMS:
+    streams = parse_streams(list(dict.fromkeys(names)), market)
+    if isinstance(streams, str):
+        return streams
+    if len(streams) > MAX_STREAMS:
         return f"more than {MAX_STREAMS} streams"
-    return combined, [p for p in parsed if isinstance(p, Stream)]
+    return combined, streams
 
 
 def off_market(name: Any, category: str) -> str:
@@ -226,11 +225,16 @@ class StreamSocket(asyncio.Protocol):
             return False
         transport.write(frame)
         if transport.get_write_buffer_size() > self.hub.max_buffer_bytes:
+            self._drop_slow()
+            return False
+        return True
+
+    def _drop_slow(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             self.hub.dropped_slow()
             self.open = False
             transport.abort()  # close() would wait for the unread bytes to flush
-            return False
-        return True
 
     def pause_writing(self) -> None:
         """asyncio: this subscriber's unread bytes passed the transport's high-water mark. All such subscribers
@@ -238,12 +242,9 @@ class StreamSocket(asyncio.Protocol):
         alone is held to FUNDING_WS_MAX_BUFFER_KB by :meth:`send_frame`)."""
         hub = self.hub
         hub.stalled.add(self)
-        transport = self.transport
         held = sum(s.transport.get_write_buffer_size() for s in hub.stalled if s.transport is not None)
-        if held > hub.max_buffered_bytes and transport is not None and not transport.is_closing():
-            hub.dropped_slow()
-            self.open = False
-            transport.abort()
+        if held > hub.max_buffered_bytes:
+            self._drop_slow()
 
     def resume_writing(self) -> None:
         self.hub.stalled.discard(self)

@@ -73,6 +73,13 @@ def parse_stream(raw: Any, market: bool = False) -> Stream | str:
     return f"stream {raw[:80]!r} is not served here (served: {served})"
 
 
+def parse_streams(names: list[Any], market: bool = False) -> list[Stream] | str:
+    """The streams ``names`` name (:func:`parse_stream`), or why the first one that is not served is not."""
+    parsed = [parse_stream(n, market) for n in names]
+    problem = next((p for p in parsed if isinstance(p, str)), None)
+    return problem if problem is not None else [p for p in parsed if isinstance(p, Stream)]
+
+
 def reply(request_id: Any, result: Any = None) -> bytes:
     return orjson.dumps({"result": result, "id": request_id})
 
@@ -129,11 +136,9 @@ class Subscriptions:
             return reply(rid, list(self.streams)), [], [], None
         if request.method in ("SET_PROPERTY", "GET_PROPERTY"):
             return self._property(request), [], [], None
-        parsed = [parse_stream(p, self.market) for p in params]
-        problem = next((p for p in parsed if isinstance(p, str)), None)
-        if problem is not None:
-            return error(2, f"Invalid request: {problem}", rid), [], [], None
-        streams = [p for p in parsed if isinstance(p, Stream)]
+        streams = parse_streams(params, self.market)
+        if isinstance(streams, str):
+            return error(2, f"Invalid request: {streams}", rid), [], [], None
         if request.method == "SUBSCRIBE":
             added = [s for s in dict.fromkeys(streams) if s.name not in self.streams]
             if len(self.streams) + len(added) > MAX_STREAMS:
