@@ -71,3 +71,19 @@ def test_market_streams_are_not_served_while_the_feed_is_off(tmp_path: Path) -> 
             assert json.loads(ws.recv(timeout=scaled(5)))["error"]["code"] == 2
     finally:
         s.stop()
+
+
+def test_a_candle_without_a_stream_message_is_not_sent_with_a_made_up_event_time() -> None:
+    """A symbol whose candles came from REST only (no trades since the feed started) has no event time: no kline
+    event goes out for it rather than one with ``"E": 0``."""
+    from volspike_funding.api.stream_frames import MarketFrames
+    from volspike_funding.store.marketfile import MarketSnapshot
+
+    row = [1790000000000, "1.0", "1.0", "1.0", "1.0", "0", 1790003599999, "0", 0, "0", "0", "0"]
+    entry = {"since": 1.0, "rows": [row], "final": [False], "receivedAt": None, "firstOpen": None}
+    frames = MarketFrames()
+    wanted = {"quietusdt@kline_1h"}
+    assert frames.update(MarketSnapshot({"klines": {"QUIETUSDT": entry}, "tickers": {}}), wanted) == []
+    moved = {**entry, "rows": [[*row[:4], "1.1", *row[5:]]], "receivedAt": 1790000100.5}
+    (name, _), = frames.update(MarketSnapshot({"klines": {"QUIETUSDT": moved}, "tickers": {}}), wanted)
+    assert name == "quietusdt@kline_1h"

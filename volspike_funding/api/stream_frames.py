@@ -24,7 +24,8 @@ line 14)::
      "f":100,"L":200,"o":"0.0010","c":"0.0020","h":"0.0025","l":"0.0015","v":"1000","n":100,"x":false,
      "q":"1.0000","V":"500","Q":"0.500","B":"123456"}}
 
-re-emitted with the decimal strings Binance sent; ``E`` is the newest event time the feed holds for the symbol.
+re-emitted with the decimal strings Binance sent; ``E`` is the newest event time the feed holds for the symbol (a
+symbol whose candles came from REST only has none, and gets no event, as on Binance).
 ``f``/``L`` (first and last trade ids) are not kept by the feed and are left out rather than invented; ``B`` is
 ``"0"``, as in Binance's REST rows. A candle goes out when its row changed (Binance: every 250 ms while it trades;
 here at the market document's cadence, once a second), and a closed hour once more when it becomes final
@@ -198,9 +199,12 @@ class MarketFrames:
             previous = self._candles.get(symbol)
             self._candles[symbol] = (last, final)
             name = symbol.lower() + "@kline_1h"
-            if previous == (last, final) or name not in wanted:
+            received = entry.get("receivedAt")
+            if previous == (last, final) or name not in wanted or not isinstance(received, (int, float)):
+                # no stream message yet (candles from REST only, a symbol without trades): Binance pushes nothing
+                # then, and an event time of 0 would be an unknown presented as a number
                 continue
-            event_ms = int((entry.get("receivedAt") or 0) * 1000)
+            event_ms = int(received * 1000)
             if (previous is not None and previous[0][0] != last[0] and not previous[1] and len(rows) > 1
                     and rows[-2][0] == previous[0][0]):
                 # the hour closed between two documents: its closing candle goes out before the new hour's
