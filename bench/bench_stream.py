@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ class Reader:
     """A subscriber that costs next to nothing and is timed by the kernel: it splits the byte stream into
     WebSocket frames by their headers, reads only each message's first event time, and takes the kernel's receive
     timestamp of the bytes that completed the frame (``SO_TIMESTAMPNS``), so the figure is when the service
-    delivered the frame, not when this busy process got round to it."""
+    delivered the frame, not when this busy process got round to it. A compressed message (RSV1, when the
+    subscriber offered permessage-deflate) is kept whole and inflated to find its event time."""
 
     def __init__(self, sock: socket.socket, out: list[tuple[int, float]]) -> None:
         self.sock, self.out = sock, out
@@ -68,8 +70,18 @@ class Reader:
         self.stamp: int | None = None
         self.handshake = True
         self.counting = False
+        self.compressed: list[bytes] | None = None  # the current frame's bytes, when it is compressed
+        self.frames = self.deflated = 0
 
     def done(self, at_ms: float) -> None:
+        self.frames += 1
+        if self.compressed is not None:
+            self.deflated += 1
+            text = zlib.decompressobj(-15).decompress(b"".join(self.compressed) + b"\x00\x00\xff\xff", 200)
+            self.compressed = None
+            at = text.find(b'"E":')
+            digits = text[at + 4:at + 17] if at >= 0 else b""
+            self.stamp = int(digits) if digits.isdigit() else None
         if self.stamp is not None and self.counting:
             self.out.append((self.stamp, at_ms))
 
@@ -91,6 +103,8 @@ class Reader:
         while True:
             if self.skip:
                 take = min(self.skip, size_all - pos)
+                if self.compressed is not None:
+                    self.compressed.append(buf[pos:pos + take])
                 self.skip -= take
                 pos += take
                 if self.skip:
@@ -104,6 +118,11 @@ class Reader:
             if size_all - pos < head:
                 break
             size = short if short < 126 else int.from_bytes(buf[pos + 2:pos + head], "big")
+            if buf[pos] & 0x40:
+                self.compressed, self.stamp = [], None
+                pos += head
+                self.skip = size
+                continue
             peek = min(size, 120)
             if size_all - pos < head + peek:
                 break
@@ -120,10 +139,13 @@ class Reader:
 
 #: Linux's SO_TIMESTAMPNS (the socket module does not name it).
 SO_TIMESTAMPNS = 35
+#: What ccxt and the npm clients offer.
+OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
-def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> None:
-    """One process's share of the subscribers: raw sockets, a handshake each, then :class:`Reader` per socket."""
+def subscribers(port: int, streams: list[str], seconds: float, deflate: bool, pipe: Any) -> None:
+    """One process's share of the subscribers: raw sockets, a handshake each (offering permessage-deflate or
+    not), then :class:`Reader` per socket."""
     out: dict[str, list[tuple[int, float]]] = {"all": [], "symbol": []}
     selector = selectors.DefaultSelector()
     readers = []
@@ -132,7 +154,8 @@ def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> Non
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     f"{OFFER if deflate else ''}\r\n".encode())
         sock.setblocking(False)
         reader = Reader(sock, out["all" if stream.startswith("!") else "symbol"])
         readers.append(reader)
@@ -153,7 +176,7 @@ def subscribers(port: int, streams: list[str], seconds: float, pipe: Any) -> Non
     pump(time.monotonic() + seconds)
     for reader in readers:
         reader.counting = False
-    pipe.send(out)
+    pipe.send((out, sum(r.frames for r in readers), sum(r.deflated for r in readers)))
     while not pipe.poll():  # still subscribed (and reading) while the HTTP figures are taken
         pump(time.monotonic() + 0.05)
     for reader in readers:
@@ -212,6 +235,46 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def subscriber_phase(spawn: Any, port: int, api_pid: int, state: Path, streams: list[str], args: Any,
+                     deflate: bool) -> dict[str, Any]:
+    """Connect the subscribers, time their deliveries, then take the HTTP figures beside them."""
+    procs: list[tuple[Any, Any]] = []
+    try:
+        for i in range(args.procs):
+            mine, child = spawn.Pipe()
+            proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs], args.seconds, deflate,
+                                                           child), daemon=True)
+            proc.start()
+            procs.append((proc, mine))
+        for _, pipe in procs:
+            assert pipe.recv() == "connected"
+        arrivals: dict[int, float] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_arrivals, args=(state, stop, arrivals), daemon=True)
+        watcher.start()
+        cpu0, t0 = cpu_seconds(api_pid), time.monotonic()
+        for _, pipe in procs:
+            pipe.send("go")
+        out: dict[str, Any] = {"stamped": {"all": [], "symbol": []}, "hosted": {"all": [], "symbol": []},
+                               "frames": 0, "deflated": 0}
+        for _, pipe in procs:
+            values_by_kind, frames, deflated = pipe.recv()
+            out["frames"] += frames
+            out["deflated"] += deflated
+            for kind, values in values_by_kind.items():
+                out["stamped"][kind] += [at - event for event, at in values]
+                out["hosted"][kind] += [at - arrivals[event] for event, at in values if event in arrivals]
+        out["cpu"] = (cpu_seconds(api_pid) - cpu0) / (time.monotonic() - t0) * 100
+        stop.set()
+        out["http"] = http_phase(port, api_pid, args.seconds)
+        for _, pipe in procs:
+            pipe.send("stop")
+    finally:
+        for proc, _ in procs:
+            proc.join(10)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=700)
@@ -219,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-symbol", type=int, default=500, help="subscribers of one <symbol>@markPrice@1s each")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--procs", type=int, default=2, help="subscriber processes")
+    parser.add_argument("--deflate", choices=("both", "on", "off"), default="both",
+                        help="subscribers offering permessage-deflate (both: one phase each, side by side)")
     args = parser.parse_args(argv)
     spawn = multiprocessing.get_context("spawn")
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -232,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
            "FUNDING_API_PORT": str(port)}
     daemon = subprocess.Popen([sys.executable, str(ROOT / "binance_funding_ws_daemon.py")], env=env)
     api = subprocess.Popen([sys.executable, str(ROOT / "funding_api_server.py")], env=env)
-    procs: list[tuple[Any, Any]] = []
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.deflate]
+    phases: dict[bool, dict[str, Any]] = {}
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -248,35 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         cpu_without, fresh_without, rate_without = http_phase(port, api.pid, args.seconds)
         streams = ["!markPrice@arr@1s"] * args.all + [
             f"{symbols[i % len(symbols)].lower()}@markPrice@1s" for i in range(args.per_symbol)]
-        for i in range(args.procs):
-            mine, child = spawn.Pipe()
-            proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs],
-                                                           args.seconds, child), daemon=True)
-            proc.start()
-            procs.append((proc, mine))
-        for _, pipe in procs:
-            assert pipe.recv() == "connected"
-        arrivals: dict[int, float] = {}
-        stop = threading.Event()
-        watcher = threading.Thread(target=watch_arrivals, args=(tmp / "state.json", stop, arrivals), daemon=True)
-        watcher.start()
-        cpu0, t0 = cpu_seconds(api.pid), time.monotonic()
-        for _, pipe in procs:
-            pipe.send("go")
-        results: dict[str, list[float]] = {"all": [], "symbol": []}
-        hosted: dict[str, list[float]] = {"all": [], "symbol": []}
-        for _, pipe in procs:
-            for kind, values in pipe.recv().items():
-                results[kind] += [at - event for event, at in values]
-                hosted[kind] += [at - arrivals[event] for event, at in values if event in arrivals]
-        cpu_streams = (cpu_seconds(api.pid) - cpu0) / (time.monotonic() - t0) * 100
-        stop.set()
-        cpu_with, fresh_with, rate_with = http_phase(port, api.pid, args.seconds)
-        for _, pipe in procs:
-            pipe.send("stop")
+        for deflate in modes:
+            phases[deflate] = subscriber_phase(spawn, port, api.pid, tmp / "state.json", streams, args, deflate)
+            time.sleep(2)  # the closed connections gone before the next phase
     finally:
-        for proc, _ in procs:
-            proc.join(10)
         api.terminate()
         daemon.terminate()
         api.wait(10)
@@ -286,19 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.all} subscribers of !markPrice@arr@1s + {args.per_symbol} of <symbol>@markPrice@1s, "
           f"{len(symbols)} symbols at 1 frame/s, {args.seconds:g} s per phase, {os.cpu_count()} cores shared by the "
           f"fake, daemon, API and {args.procs} subscriber processes")
-    for kind, label in (("all", "!markPrice@arr@1s"), ("symbol", "<symbol>@markPrice@1s")):
-        for values, since in ((hosted[kind], "on the host"), (results[kind], "stamped E ")):
-            print(f"delivery, frame {since} -> subscriber, {label:22s} {len(values):6d} frames: p50 "
-                  f"{pct(values, 0.5):6.1f} ms, p99 {pct(values, 0.99):6.1f} ms, max "
-                  f"{max(values, default=float('nan')):6.1f} ms")
-    print("  (on the host: from the daemon's receipt of the frame; stamped E: from the fake's event time, which "
-          "adds the fake's own serialising and sending; goal p99 <= 20 ms)")
-    print(f"API CPU, subscribers alone:             {cpu_streams:6.1f} % of one core")
-    print(f"API CPU under the HTTP load, without / with subscribers: {cpu_without:6.1f} % / {cpu_with:6.1f} %")
-    print(f"HTTP freshness p50, without / with:     {fresh_without:6.1f} ms / {fresh_with:6.1f} ms   "
-          f"({fresh_with / fresh_without:.2f}x; goal within 1.10x)")
-    print(f"HTTP req/s, without / with:             {rate_without:6.0f} / {rate_with:6.0f}   "
-          f"({rate_with / rate_without:.2f}x; goal within 10 %)")
+    for deflate, out in phases.items():
+        print(f"-- subscribers {'offering permessage-deflate' if deflate else 'without compression'}: "
+              f"{out['deflated']} of {out['frames']} messages arrived compressed")
+        for kind, label in (("all", "!markPrice@arr@1s"), ("symbol", "<symbol>@markPrice@1s")):
+            for values, since in ((out["hosted"][kind], "on the host"), (out["stamped"][kind], "stamped E ")):
+                print(f"delivery, frame {since} -> subscriber, {label:22s} {len(values):6d} frames: p50 "
+                      f"{pct(values, 0.5):6.1f} ms, p99 {pct(values, 0.99):6.1f} ms, max "
+                      f"{max(values, default=float('nan')):6.1f} ms")
+        cpu_with, fresh_with, rate_with = out["http"]
+        print(f"API CPU, subscribers alone:             {out['cpu']:6.1f} % of one core")
+        print(f"API CPU under the HTTP load, without / with subscribers: {cpu_without:6.1f} % / {cpu_with:6.1f} %")
+        print(f"HTTP freshness p50, without / with:     {fresh_without:6.1f} ms / {fresh_with:6.1f} ms   "
+              f"({fresh_with / fresh_without:.2f}x; goal within 1.10x)")
+        print(f"HTTP req/s, without / with:             {rate_without:6.0f} / {rate_with:6.0f}   "
+              f"({rate_with / rate_without:.2f}x; goal within 10 %)")
+    print("(on the host: from the daemon's receipt of the frame; stamped E: from the fake's event time, which adds "
+          "the fake's own serialising and sending; goal p99 <= 20 ms)")
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 
 from ..api.stream_stack import StreamStack
 from ..conftest import scaled
@@ -24,8 +25,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamStack]:
     s.stop()
 
 
+def compressed(stack: StreamStack) -> float:
+    """Frames written compressed so far (permessage-deflate), from /metrics."""
+    text = requests.get(stack.api.url + "/metrics", timeout=5).text
+    return float(next(line.split()[-1] for line in text.splitlines()
+                      if line.startswith("funding_ws_frames_compressed_total")))
+
+
 def test_ccxt_pro_watch_mark_price_and_prices(stack: StreamStack) -> None:
     import ccxt.pro as ccxtpro
+
+    before = compressed(stack)
 
     async def run() -> None:
         exchange = ccxtpro.binanceusdm({"timeout": 5000})
@@ -47,10 +57,13 @@ def test_ccxt_pro_watch_mark_price_and_prices(stack: StreamStack) -> None:
             await exchange.close()
 
     asyncio.run(run())
+    assert compressed(stack) > before, "ccxt offers permessage-deflate: the all-market array came compressed"
 
 
 def test_python_binance_socket_manager(stack: StreamStack) -> None:
     from binance import AsyncClient, BinanceSocketManager
+
+    before = compressed(stack)
 
     async def run() -> None:
         client = AsyncClient()  # not create(): that pings Binance's REST API first
@@ -69,6 +82,7 @@ def test_python_binance_socket_manager(stack: StreamStack) -> None:
             await client.close_connection()
 
     asyncio.run(run())
+    assert compressed(stack) > before, "websockets offers permessage-deflate: the all-market array came compressed"
 
 
 def test_binance_sdk_streams(stack: StreamStack) -> None:
@@ -108,6 +122,7 @@ def test_npm_binance_websocket_client(stack: StreamStack) -> None:
         pytest.skip("node is not installed (the npm binance client needs Node.js)")
     if not (NODE_CLIENTS / "node_modules" / "binance").is_dir():
         pytest.skip("tests/system/node has no node_modules: scripts/test.sh runs `npm ci` there when npm exists")
+    before = compressed(stack)
     done = subprocess.run([node, str(NODE_CLIENTS / "binance_ws_client.js"), stack.ws], capture_output=True,
                           text=True, timeout=scaled(60))
     assert done.returncode == 0, done.stderr
@@ -115,6 +130,7 @@ def test_npm_binance_websocket_client(stack: StreamStack) -> None:
     assert seen["replies"] == [{"result": None, "id": 1}]
     assert seen["symbol"]["s"] == "BTCUSDT" and seen["symbol"]["streamName"] == "btcusdt@markPrice@1s"
     assert seen["allMarket"]["rows"] >= 10 and seen["allMarket"]["first"]["e"] == "markPriceUpdate"
+    assert compressed(stack) > before, "ws offers permessage-deflate: the all-market array came compressed"
 
 
 def test_loopback_only_unless_the_api_is_opted_in(tmp_path: Path) -> None:

@@ -131,6 +131,11 @@ class StreamCollector:
                                 "because the data is stale", value=int(hub.stale_reason is not None))
         yield CounterMetricFamily("funding_ws_frames_delivered", "Frames written to local subscribers",
                                   value=counts.delivered)
+        yield CounterMetricFamily("funding_ws_frames_compressed", "Of them, written compressed to subscribers that "
+                                  "negotiated permessage-deflate (one compression per frame, shared)",
+                                  value=counts.compressed)
+        yield GaugeMetricFamily("funding_ws_deflate_connections", "Open local WebSocket connections that take "
+                                "compressed frames", value=hub.deflaters)
         closed = CounterMetricFamily("funding_ws_closed", "Local WebSocket connections closed by the service, by "
                                      "reason (slow: unread bytes beyond FUNDING_WS_MAX_BUFFER_KB; stale; limits: "
                                      "Binance's message and stream limits)", labels=["reason"])

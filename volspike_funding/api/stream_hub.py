@@ -51,6 +51,8 @@ class Subscriber(Protocol):
     opened_at: float
     last_heard: float
     last_ping: float
+    #: Negotiated permessage-deflate (with the server window the shared compressed frames are made for).
+    deflate: bool
 
     @property
     def combined(self) -> bool:
@@ -71,6 +73,8 @@ class Subscriber(Protocol):
 @dataclass
 class HubCounters:
     delivered: int = 0
+    #: Of them, compressed (permessage-deflate, RSV1 set).
+    compressed: int = 0
     dropped_slow: int = 0
     closed_stale: int = 0
     closed_limits: int = 0
@@ -95,6 +99,8 @@ class StreamHub:
         self.clock = clock
         self.ping_interval_s, self.pong_timeout_s, self.max_lifetime_s = PING_INTERVAL_S, PONG_TIMEOUT_S, MAX_LIFETIME_S
         self.sockets: set[Subscriber] = set()
+        #: Open subscribers that take compressed frames: while there are none, none are made.
+        self.deflaters = 0
         self.index: dict[str, set[Subscriber]] = {}
         self.counters = HubCounters()
         self.stale_reason: str | None = None
@@ -133,7 +139,7 @@ class StreamHub:
                     continue
                 self._market_snap = snap
                 wanted = self._wanted
-                frames = self._market_frames.update(snap, wanted) if wanted else []
+                frames = self._market_frames.update(snap, wanted, self.deflaters > 0) if wanted else []
                 loop = self._loop
                 if loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(self._arrived_market, frames)
@@ -149,9 +155,14 @@ class StreamHub:
         if loop is None or loop.is_closed():
             return
         view, now, wanted = self.cache.view, self.clock(), self._wanted
-        frames = self._frames.update(view, now, wanted, self.stale_after_s) if wanted else {}
+        batches = self._frames.batches(view, now, wanted, self.stale_after_s, self.deflaters > 0) if wanted else ()
         try:
-            loop.call_soon_threadsafe(self._arrived, list(frames.items()))
+            sent = False
+            for batch in batches:  # the small frames go while the all-market one is made
+                loop.call_soon_threadsafe(self._arrived, list(batch.items()))
+                sent = True
+            if not sent:  # judged at once all the same: a view that went stale closes its subscribers now
+                loop.call_soon_threadsafe(self._arrived, [])
         except RuntimeError:  # the loop closed meanwhile (shutdown)
             pass
 
@@ -181,7 +192,7 @@ class StreamHub:
         for name, frame in frames:  # per-symbol streams first: small frames, no reason to wait
             holders = self.index.get(name)
             if holders:
-                self._pending.extend((s, frame.combined if s.combined else frame.raw) for s in holders)
+                self._pending.extend((s, frame.frame(s.combined, s.deflate)) for s in holders)
         if start and self._pending:
             self._write_batch()
 
@@ -194,6 +205,7 @@ class StreamHub:
             subscriber, frame = pending.popleft()
             if subscriber.send_frame(frame):
                 self.counters.delivered += 1
+                self.counters.compressed += frame[0] == 0xC1
         if pending and self._loop is not None:
             self._loop.call_soon(self._write_batch)
 
@@ -298,6 +310,7 @@ class StreamHub:
 
     def add(self, subscriber: Subscriber) -> None:
         self.sockets.add(subscriber)
+        self.deflaters += subscriber.deflate
 
     def subscribe(self, subscriber: Subscriber, streams: list[Stream]) -> None:
         fresh = False
@@ -323,7 +336,9 @@ class StreamHub:
             self._wanted = frozenset(self.index)
 
     def remove(self, subscriber: Subscriber, streams: list[Stream]) -> None:
-        self.sockets.discard(subscriber)
+        if subscriber in self.sockets:
+            self.sockets.discard(subscriber)
+            self.deflaters -= subscriber.deflate
         self.unsubscribe(subscriber, streams)
 
     def dropped_slow(self) -> None:

@@ -26,10 +26,12 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 from websockets.datastructures import Headers
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
+from volspike_funding.api.stream_frames import DEFLATE_WINDOW_BITS
 from volspike_funding.api.stream_hub import StreamHub
 from volspike_funding.binance.stream_requests import (CLOSE_LIMIT, MAX_STREAMS, RateLimit, Request as ControlRequest,
                                                       Stream, Subscriptions, error, parse_request, parse_streams)
@@ -43,6 +45,14 @@ CLOSE_GRACE_S = 2.0
 #: Binance's routing categories since 2026-04-23. Only ``/market`` carries data here; ``/public`` and ``/private``
 #: connections are accepted (Binance's SDK opens all three at once) and any stream asked of them is refused.
 CATEGORIES = ("market", "public", "private")
+
+
+def deflate_offer() -> ServerPerMessageDeflateFactory:
+    """permessage-deflate (RFC 7692) for the clients that offer it (ccxt, python-binance, the npm clients do), so
+    the all-market arrays travel compressed, made once per frame for all of them: no context takeover either way,
+    so a message stands alone and a connection keeps no 32 KB window between messages."""
+    return ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True,
+                                          compress_settings={"level": 1})
 
 
 def stream_category(path: str) -> str | None:
@@ -97,7 +107,8 @@ class StreamSocket(asyncio.Protocol):
         self.target = target
         self.category = stream_category(target.partition("?")[0]) or "market"
         self.market = market
-        self.conn = ServerProtocol(max_size=MAX_MESSAGE_BYTES)
+        self.conn = ServerProtocol(max_size=MAX_MESSAGE_BYTES, extensions=[deflate_offer()])
+        self.deflate = False
         self.transport: asyncio.Transport | None = None
         self.subs = Subscriptions(combined=False, market=market)
         self.limit = RateLimit()
@@ -171,6 +182,8 @@ class StreamSocket(asyncio.Protocol):
         assert not isinstance(named, str)
         self.subs.combined, streams = named
         self.subs.streams.update((s.name, s) for s in streams)
+        self.deflate = any(isinstance(e, PerMessageDeflate) and e.local_max_window_bits == DEFLATE_WINDOW_BITS
+                           for e in self.conn.extensions)
         self.open = True
         self.hub.add(self)
         self.hub.subscribe(self, streams)
