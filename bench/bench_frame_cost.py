@@ -2,6 +2,8 @@
 
 The floor is what any implementation must at least do: ``json.loads`` of the frame, serialising the state with
 ``json.dumps`` and one file write. A second floor does the same with orjson, the codec the daemon uses.
+Beside it, the CPU of one ``<symbol>@kline_1h`` message through the kline parser (the market feed's unit of work,
+~2,400 a second with 600 symbols at 4 pushes each; issue 21's goal: 20 µs).
 Run: ``python -m bench.bench_frame_cost [--frames N]``.
 """
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from volspike_funding.store import statefile  # noqa: E402
 from volspike_funding.fake.market import Market  # noqa: E402
 from volspike_funding.feed.state import FundingStore  # noqa: E402
+from volspike_funding.binance.market_wire import parse_market_message  # noqa: E402
 from volspike_funding.binance.wire import parse_frame, parse_frame_generic  # noqa: E402
 
 
@@ -50,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     store.apply(parse_frame(frames[0]).updates, time.time())
     reference = store.document(time.time())
     plain = tmp / "floor.json"
+    # Open candles of many symbols, as the kline streams push them (the fake's messages are Binance's shape).
+    hour = 1_790_000_000_000 // 3_600_000 * 3_600_000
+    symbols = market.usdt_perpetuals()
+    klines = [market.candles.message(symbols[k % len(symbols)], hour, hour + 1000 + k * 250, False).encode()
+              for k in range(args.frames)]
+    assert all(parse_market_message(m).candles for m in klines[:10]), "kline messages must parse to candles"
 
     def ours(i: int) -> None:
         now = time.time()
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.write(orjson.dumps(reference))
 
     results: dict[str, list[float]] = {"ours": [], "floor_json": [], "floor_orjson": [], "parse": [],
-                                       "parse_generic": [], "loads": []}
+                                       "parse_generic": [], "loads": [], "kline": []}
     for _ in range(args.rounds):  # interleaved, so machine noise hits all alike
         results["ours"].append(cpu_ms(ours, args.frames))
         results["floor_json"].append(cpu_ms(floor_json, args.frames))
@@ -76,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         results["parse"].append(cpu_ms(lambda i: parse_frame(frames[i]), args.frames))
         results["parse_generic"].append(cpu_ms(lambda i: parse_frame_generic(frames[i]), args.frames))
         results["loads"].append(cpu_ms(lambda i: orjson.loads(frames[i]), args.frames))
+        results["kline"].append(cpu_ms(lambda i: [parse_market_message(klines[i]) for _ in range(10)] and None,
+                                       args.frames) / 10)
     writer.close()
     med = {k: statistics.median(v) for k, v in results.items()}
     print(f"frame: 700 symbols, {len(frames[0]) / 1024:.0f} KiB; state file {len(statefile.encode(reference)) / 1024:.0f} KiB")
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio ours / orjson floor: {med['ours'] / med['floor_orjson']:.2f}x   (target <= 1.5x, issue 21)")
     print(f"parse only: fast path (msgspec) {med['parse']:.3f} ms, generic (orjson + a dict per row) "
           f"{med['parse_generic']:.3f} ms, orjson.loads alone {med['loads']:.3f} ms")
+    print(f"kline message (<symbol>@kline_1h, {len(klines[0])} B): {med['kline'] * 1000:.1f} µs CPU   "
+          "(goal <= 20 µs, issue 21)")
     for f in tmp.iterdir():
         f.unlink()
     os.rmdir(tmp)

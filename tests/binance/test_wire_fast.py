@@ -11,7 +11,8 @@ from typing import Any
 import msgspec
 from hypothesis import given, settings, strategies as st
 
-from volspike_funding.binance.wire import _ALL_MARKET_NUMBERS, _parse_all_market, parse_frame, parse_frame_generic
+from volspike_funding.binance.wire import (_ALL_MARKET, _ALL_MARKET_NUMBERS, _NUMBERS, _parse_all_market, parse_frame,
+                                         parse_frame_generic)
 from volspike_funding.core.errors import FrameError
 
 DATA = Path(__file__).parent.parent / "data"
@@ -93,3 +94,25 @@ def test_where_msgspecs_lax_mode_takes_a_decimal_string_it_reads_what_float_read
     except msgspec.ValidationError:
         return
     assert number == float(text)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                 st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str),
+                 st.text(alphabet="0123456789.-+eE_ naif", min_size=1, max_size=24), st.just("")))
+def test_the_fast_path_converts_its_decoded_strings_as_decoding_the_text_would(text: str) -> None:
+    """The fast path converts the decoded strings to numbers (``msgspec.convert``) rather than decoding the text a
+    second time; both must take and refuse the same strings, with the same numbers."""
+    raw = json.dumps({"stream": "!markPrice@arr@1s", "data": [{"s": "X", "E": 1, "p": "1", "i": text, "P": text,
+                                                                 "r": text, "ap": text}]})
+
+    def outcome(read: Any) -> Any:
+        try:
+            return read()
+        except msgspec.ValidationError:
+            return "refused"
+
+    decoded = outcome(lambda: _ALL_MARKET_NUMBERS.decode(raw).data)
+    converted = outcome(lambda: msgspec.convert(_ALL_MARKET.decode(raw).data, _NUMBERS, strict=False,
+                                                from_attributes=True))
+    assert converted == decoded

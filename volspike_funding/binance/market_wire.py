@@ -19,7 +19,7 @@ without trades sends nothing. The final ``"x":true`` arrives ~2 s after the clos
 Binance's COIN-M integration (2026-06-30) the all-market streams carry COIN-M rows (``"st":2``), counted, not kept.
 
 Decimals are kept as the strings Binance sent: the Binance-compatible routes answer with them verbatim. Typed
-decoding (msgspec) keeps a kline message near 8 µs (``bench/bench_frame_cost.py``; the goal is 20 µs).
+decoding (msgspec) keeps a kline message at 6-8 µs (``bench/bench_frame_cost.py``; the goal is 20 µs).
 """
 
 from __future__ import annotations
