@@ -87,6 +87,8 @@ class Server(uvicorn.Server):
         await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.hub is not None:
+            self.hub.closing = True
         await super().shutdown(sockets)  # WebSocket subscribers get 1001 "Server restarting" first
         if self.hub is not None:
             self.hub.detach()

@@ -4,8 +4,9 @@ upgrade (:meth:`~volspike_funding.api.protocol.GuardedH11Protocol.handle_websock
 
 websockets' sans-I/O ``ServerProtocol`` parses the handshake and the client's frames (pings answered, close
 handshake, size limit); data frames go out as the hub's pre-built bytes, written straight to the transport, so a
-frame is serialised once however many subscribers it has. A handshake the service refuses gets an HTTP status
-and the API's JSON error body (``{"detail": {"error", "reason", ...}}``), which client libraries report.
+frame is serialised once however many subscribers it has — and compressed once, for the clients that negotiated
+permessage-deflate (:func:`deflate_offer`). A handshake the service refuses gets an HTTP status and the API's JSON
+error body (``{"detail": {"error", "reason", ...}}``), which client libraries report.
 
 Endpoints (Binance's, under ``/market`` as since 2026-04-23): ``/market/stream?streams=a/b`` (payloads wrapped
 ``{"stream", "data"}``) and ``/market/ws/<stream>`` (raw). A path segment after ``/market/ws/`` that is not a stream
