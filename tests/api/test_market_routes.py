@@ -65,3 +65,30 @@ def test_a_closed_hour_without_its_final_message_is_try_again_not_a_candle(
         marketfile.write(path, document([True, True, False]))
         status, _, body = get(klines + "&limit=3")
         assert status == 200 and [r[4] for r in body] == ["100.5", "100.7", "100.9"]
+
+
+def test_market_health_says_why_and_never_decides_funding(make_settings: Callable[..., Settings]) -> None:
+    """Off: 404 with the reason. Fresh: 200, its data age in the header. Stopped (no frame for longer than the
+    stale threshold): 503 with the reason, and in /funding/health only a warning — the funding status is the
+    mark prices' own."""
+    with ServerThread(make_settings()) as api:
+        status, _, body = get(api.url + "/market/health")
+        assert status == 404 and "FUNDING_MARKET_ENABLED" in body["detail"]["reason"]
+        assert get(api.url + "/funding/health")[2]["market"] is None
+    settings = make_settings(FUNDING_MARKET_ENABLED="true")
+    path = marketfile.market_path(settings.state_file, settings.market_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marketfile.write(path, document([True, True, False]))
+    with ServerThread(settings) as api:
+        status, headers, body = get(api.url + "/market/health")
+        assert status == 200 and body["status"] == "healthy" and body["klineSymbols"] == 1
+        assert float(headers["X-Data-Age-Seconds"]) == body["dataAgeSeconds"] < 60
+        stopped = document([True, True, False]) | {"lastFrameAt": time.time() - 3600, "connected": False,
+                                                   "reason": "daemon stopping"}
+        time.sleep(0.01)  # a new mtime for the reader's stat
+        marketfile.write(path, stopped)
+        status, _, body = get(api.url + "/market/health")
+        assert status == 503 and body["status"] == "unhealthy" and "daemon stopping" in body["reasons"][0]
+        _, _, funding = get(api.url + "/funding/health")
+        assert funding["market"]["status"] == "unhealthy"
+        assert any(w.startswith("market feed: Klines and tickers stale") for w in funding["warnings"])

@@ -144,14 +144,27 @@ def test_backfill_banned_with_418_asks_nothing_until_retry_after_says_so_and_mar
     ban = math.ceil(scaled(3))  # Retry-After is whole seconds
     rest.fail("/fapi/v1/klines", 418, 1, headers={"Retry-After": str(ban)})
     settings = market_settings()
-    d = run_daemon(settings)
-    wait_until(lambda: market_doc(settings).get("backfill", {}).get("pausedBy") == "418", 20)
-    backfill = market_doc(settings)["backfill"]
-    assert "418" in backfill["lastError"] and backfill["pausedUntil"] is not None
-    status = d.doc()["connection_status"]
-    updates, attempts = d.doc()["counters"]["updates"], status["reconnect_attempts"]
-    wait_until(lambda: d.doc()["counters"]["updates"] > updates, 10)  # the mark-price feed goes on meanwhile
-    wait_until(lambda: served(settings), 30)  # and the backfill after the ban
+    api = ServerThread(settings).__enter__()  # before the daemon: the ban is watched from its start
+    try:
+        d = run_daemon(settings)
+        wait_until(lambda: market_doc(settings).get("backfill", {}).get("pausedBy") == "418", 20)
+        backfill = market_doc(settings)["backfill"]
+        assert "418" in backfill["lastError"] and backfill["pausedUntil"] is not None
+        # The operator sees the ban in the health answers: the market feed's own, and funding's warnings (its
+        # status stays funding's: mark prices flow on).
+        wait_until(lambda: get(api.url, "/market/health")[1].get("backfillPausedBy") == "418", 10)
+        status_code, health = get(api.url, "/funding/health")
+        assert status_code == 200 and health["market"]["backfillPausedBy"] == "418"
+        assert any("418 bans this host's IP" in w for w in health["warnings"])
+        status = d.doc()["connection_status"]
+        updates, attempts = d.doc()["counters"]["updates"], status["reconnect_attempts"]
+        wait_until(lambda: d.doc()["counters"]["updates"] > updates, 10)  # the mark-price feed goes on meanwhile
+        wait_until(lambda: served(settings), 30)  # and the backfill after the ban
+        wait_until(lambda: get(api.url, "/market/health")[1]["backfillPausedBy"] is None, 10)
+        status_code, health = get(api.url, "/market/health")
+        assert status_code == 200 and health["status"] == "healthy" and not health["warnings"]
+    finally:
+        api.__exit__()
     klines = [r for r in rest.requests if r.path == "/fapi/v1/klines"]
     assert len(klines) > 1 and klines[1].at - klines[0].at >= ban - 0.05  # nothing asked during the ban
     assert market_doc(settings)["backfill"]["pausedBy"] is None

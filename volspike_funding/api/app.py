@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from volspike_funding.api.market_routes import market_router
+from volspike_funding.api.market_routes import market_health, market_router
 from volspike_funding.store.backend import MarketReaderLike
 from volspike_funding.api.binance_routes import ROUTES as BINANCE_ROUTES, binance_router, not_served
 from volspike_funding.api.metrics import HeadAsGet, RequestCounter, build_registry
@@ -34,7 +34,7 @@ from volspike_funding.store.view import View
 
 log = logging.getLogger("funding.api")
 
-ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", *BINANCE_ROUTES, "/metrics",
+ENDPOINTS = ["/funding/{symbol}", "/funding/batch?symbols=A,B,C", "/funding/health", "/market/health", *BINANCE_ROUTES, "/metrics",
              "/docs", "/openapi.json", "ws: /market/stream?streams=a/b", "ws: /market/ws/<stream>"]
 
 
@@ -107,8 +107,15 @@ def create_app(cache: StateReaderLike, stale_after_s: float, limits: HealthLimit
 
     @app.get("/funding/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> Response:
-        status = ServiceStatus.of(cache.view, time.time(), limits)
-        return json_response(status.health_body(), 200 if status.healthy else 503)
+        now = time.time()
+        status = ServiceStatus.of(cache.view, now, limits)
+        body = status.health_body()
+        if market is not None:  # the klines feed's troubles are news here, not a reason to leave funding
+            body["market"] = part = market_health(market.get(), now, stale_after_s)
+            body["warnings"] += [f"market feed: {w}" for w in part["reasons"] + part["warnings"]]
+        else:
+            body["market"] = None
+        return json_response(body, 200 if status.healthy else 503)
 
     @app.get("/funding/batch", response_model=BatchResponse, responses=ERRORS)
     async def batch(symbols: str | None = Query(None, description=f"comma-separated, at most {MAX_BATCH_SYMBOLS}; "

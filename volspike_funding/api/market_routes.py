@@ -14,6 +14,7 @@ candle at the last close, as Binance's REST answers it. Every answer carries ``X
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -123,6 +124,37 @@ def batch(snap: MarketSnapshot, limit: int, now_ms: int) -> tuple[dict[str, list
     return answered, unavailable
 
 
+def market_health(snap: MarketSnapshot, now: float, stale_after_s: float) -> dict[str, Any]:
+    """The market feed's health (:class:`~.models.MarketHealth`): the routes' own rule for unhealthy, and the
+    backfill's state, a pause Binance imposed above all — a 418 bans this host's IP from all of Binance's REST, so
+    every REST fallback on the droplet fails until it ends."""
+    problem = snap.problem(now, stale_after_s)
+    backfill = snap.document.get("backfill")
+    backfill = backfill if isinstance(backfill, dict) else {}
+
+    def number(key: str) -> float | None:
+        value = backfill.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    until = number("pausedUntil")
+    until = None if until is None else until + snap.shift
+    by = backfill.get("pausedBy") if until is not None and until > now else None
+    warnings = []
+    if by is not None and until is not None:
+        when = datetime.fromtimestamp(until, timezone.utc).strftime("%H:%M:%S")
+        warnings.append(f"Binance answered {by} to the klines backfill: its REST calls wait until {when} UTC "
+                        f"({until - now:.0f} s)" + (" — a 418 bans this host's IP from Binance's REST, so every "
+                                                    "REST fallback here fails until then" if str(by) == "418" else ""))
+    age = snap.feed_age(now)
+    pending, error = number("pending"), backfill.get("lastError")
+    return {"status": "unhealthy" if problem else "healthy", "connected": snap.connected,
+            "dataAgeSeconds": None if age is None else round(age, 3), "klineSymbols": len(snap.klines),
+            "tickers": len(snap.tickers), "backfillPending": None if pending is None else int(pending),
+            "backfillPausedUntil": until if by is not None else None, "backfillPausedBy": by,
+            "backfillLastError": error if isinstance(error, str) else None,
+            "reasons": [problem] if problem else [], "warnings": warnings}
+
+
 def market_router(market: MarketReaderLike | None, stale_after_s: float) -> APIRouter:
     router = APIRouter(tags=["Binance-compatible"])
 
@@ -139,6 +171,18 @@ def market_router(market: MarketReaderLike | None, stale_after_s: float) -> APIR
     def binance_feed(now: float) -> tuple[MarketSnapshot, float] | Response:
         got = feed(now)
         return binance_error(*got) if len(got) == 3 else got
+
+    @router.get("/market/health", response_model=models.MarketHealth, tags=["VolSpike"],
+                responses={503: {"model": models.MarketHealth}, **models.ERRORS},
+                summary="The klines and tickers feed alone: 200 healthy, 503 unhealthy, 404 when it is off")
+    async def health() -> Response:
+        if market is None:
+            raise models.api_error(404, "Market feed off", reason="FUNDING_MARKET_ENABLED is off: no klines or "
+                                                                  "tickers are kept")
+        body = market_health(market.get(), time.time(), stale_after_s)
+        age = body["dataAgeSeconds"]
+        return _json(body, {} if age is None else {"X-Data-Age-Seconds": f"{age:.3f}"},
+                     200 if body["status"] == "healthy" else 503)
 
     @router.get("/fapi/v1/klines", responses=ERRORS, summary="1 h candles as Binance's REST klines (what is kept)")
     async def klines(symbol: str = Query(""), interval: str = Query(""), limit: str | None = Query(None),

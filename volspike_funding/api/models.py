@@ -62,6 +62,20 @@ class BatchResponse(BaseModel):
     total: int = Field(description="symbols asked for, duplicates folded")
 
 
+class MarketHealth(BaseModel):
+    status: str = Field(description="'healthy' or 'unhealthy' (the klines and tickers routes answer 503 then)")
+    connected: bool = Field(description="the market feed's connection to Binance")
+    dataAgeSeconds: float | None = Field(description="since the last !ticker@arr frame; null before the first")
+    klineSymbols: int
+    tickers: int
+    backfillPending: int | None = Field(description="symbols waiting for REST candles")
+    backfillPausedUntil: float | None = Field(description="while Binance's 429 or 418 holds the backfill: until when")
+    backfillPausedBy: str | None = Field(description="'429' or '418' while a pause runs; a 418 is an IP ban")
+    backfillLastError: str | None
+    reasons: list[str] = Field(description="why the feed is unhealthy; empty when healthy")
+    warnings: list[str] = Field(description="a pause Binance imposed on the backfill, above all")
+
+
 class Health(BaseModel):
     status: str = Field(description="'healthy' or 'unhealthy'")
     websocketConnected: bool
@@ -90,6 +104,9 @@ class Health(BaseModel):
     daemonsConnected: int | None = Field(description="with the shared store: live daemons connected to Binance")
     reasons: list[str] = Field(description="why the service is unhealthy; empty when healthy")
     warnings: list[str] = Field(description="worth a look, but the data served is still right")
+    market: MarketHealth | None = Field(None, description="the klines and tickers feed (null when "
+                                                          "FUNDING_MARKET_ENABLED is off); its problems are warnings "
+                                                          "here, never the funding status (GET /market/health)")
 
 
 class ErrorDetail(BaseModel):
