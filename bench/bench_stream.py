@@ -139,8 +139,7 @@ class Reader:
 
 #: Linux's SO_TIMESTAMPNS (the socket module does not name it).
 SO_TIMESTAMPNS = 35
-#: What ccxt and the npm clients offer.
-OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"  # ccxt's and npm ws's offer
 
 
 def subscribers(port: int, streams: list[str], seconds: float, deflate: bool, pipe: Any) -> None:

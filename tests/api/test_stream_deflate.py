@@ -78,10 +78,10 @@ def test_all_market_arrays_travel_compressed_to_clients_that_offer_deflate(stack
                         "permessage-deflate; client_max_window_bits")
     try:
         agreed = client.headers["sec-websocket-extensions"]
-        # No context takeover either way: each message stands alone, so one compressed frame serves every
-        # subscriber and no connection keeps a window between messages.
+        # No context takeover on the server's side: each message stands alone, so one compressed frame serves
+        # every subscriber; the client's side is as it offered (imposing it fails some clients' handshakes).
         assert "permessage-deflate" in agreed and "server_no_context_takeover" in agreed
-        assert "client_no_context_takeover" in agreed
+        assert "client_no_context_takeover" not in agreed
         seen: dict[str, bool] = {}
         while len(seen) < 2:
             compressed, message = client.message()

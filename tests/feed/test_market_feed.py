@@ -153,8 +153,9 @@ def test_backfill_banned_with_418_asks_nothing_until_retry_after_says_so_and_mar
         # The operator sees the ban in the health answers: the market feed's own, and funding's warnings (its
         # status stays funding's: mark prices flow on).
         wait_until(lambda: get(api.url, "/market/health")[1].get("backfillPausedBy") == "418", 10)
-        status_code, health = get(api.url, "/funding/health")
-        assert status_code == 200 and health["market"]["backfillPausedBy"] == "418"
+        wait_until(lambda: get(api.url, "/funding/health")[0] == 200, 10)  # mark prices fresh: funding healthy
+        _, health = get(api.url, "/funding/health")
+        assert health["market"]["backfillPausedBy"] == "418"
         assert any("418 bans this host's IP" in w for w in health["warnings"])
         status = d.doc()["connection_status"]
         updates, attempts = d.doc()["counters"]["updates"], status["reconnect_attempts"]

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from ..api.stream_stack import StreamStack
-from ..conftest import scaled
+from ..conftest import scaled, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamStack]:
     s.stop()
 
 
+def metric(stack: StreamStack, name: str) -> float:
+    text = requests.get(stack.api.url + "/metrics", timeout=scaled(5)).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+
 def compressed(stack: StreamStack) -> float:
-    """Frames written compressed so far (permessage-deflate), from /metrics."""
-    text = requests.get(stack.api.url + "/metrics", timeout=5).text
-    return float(next(line.split()[-1] for line in text.splitlines()
-                      if line.startswith("funding_ws_frames_compressed_total")))
+    """Frames written compressed so far (permessage-deflate), once no connection of an earlier test is left: what
+    the counter gains afterwards went to this test's client."""
+    wait_until(lambda: metric(stack, "funding_ws_connections") == 0, 10)
+    return metric(stack, "funding_ws_frames_compressed_total")
 
 
 def test_ccxt_pro_watch_mark_price_and_prices(stack: StreamStack) -> None:

@@ -173,7 +173,7 @@ def market_router(market: MarketReaderLike | None, stale_after_s: float) -> APIR
         return binance_error(*got) if len(got) == 3 else got
 
     @router.get("/market/health", response_model=models.MarketHealth, tags=["VolSpike"],
-                responses={503: {"model": models.MarketHealth}, **models.ERRORS},
+                responses={**models.ERRORS, 503: {"model": models.MarketHealth}},
                 summary="The klines and tickers feed alone: 200 healthy, 503 unhealthy, 404 when it is off")
     async def health() -> Response:
         if market is None:

@@ -123,7 +123,7 @@ class StreamHub:
     # -- the loop's side ---------------------------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start on ``loop``: from now on a changed view is delivered, and the 1 s housekeeping runs."""
-        self._loop = loop
+        self._loop, self.closing = loop, False
         self._tick()
         if self.market is not None:
             self._market_thread = threading.Thread(target=self._market_loop, name="market-stream", daemon=True)

@@ -50,10 +50,11 @@ CATEGORIES = ("market", "public", "private")
 
 def deflate_offer() -> ServerPerMessageDeflateFactory:
     """permessage-deflate (RFC 7692) for the clients that offer it (ccxt, python-binance, the npm clients do), so
-    the all-market arrays travel compressed, made once per frame for all of them: no context takeover either way,
-    so a message stands alone and a connection keeps no 32 KB window between messages."""
-    return ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True,
-                                          compress_settings={"level": 1})
+    the all-market arrays travel compressed, made once per frame for all of them: no context takeover on our side,
+    so each message stands alone. The client's side is left as it offers: imposing ``client_no_context_takeover``
+    fails the handshake of an npm ``ws`` client configured against it, which Binance's hosts accept; what it costs
+    is a 32 KB window per connection whose client sends compressed requests, within the connection cap."""
+    return ServerPerMessageDeflateFactory(server_no_context_takeover=True, compress_settings={"level": 1})
 
 
 def stream_category(path: str) -> str | None:
