@@ -14,10 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,46 +23,15 @@ FUNCTIONS = ("ours", "floor_orjson", "parse", "loads")
 
 
 def child(which: str, n: int) -> None:
-    """Set up as ``bench_frame_cost`` does, then call one of its functions ``n`` times."""
-    import orjson
+    """Set up as ``bench_frame_cost`` does (its :class:`~bench.bench_frame_cost.Workload`), then call one of its
+    functions ``n`` times."""
+    from bench.bench_frame_cost import Workload
 
-    from volspike_funding.binance.wire import parse_frame
-    from volspike_funding.fake.market import Market
-    from volspike_funding.feed.state import FundingStore
-    from volspike_funding.store import statefile
-
-    market = Market(700)
-    frames = []
-    for k in range(60):
-        market.step()
-        frames.append(market.frame(1_790_000_000_000 + k * 1000).encode())
-    tmp = Path(tempfile.mkdtemp(prefix="callgrind-frame-"))
-    writer = statefile.StateWriter(tmp / "state.json")
-    store = FundingStore("ws://bench", started_at=time.time(), heartbeat_s=5)
-    store.apply(parse_frame(frames[0]).updates, time.time())
-    reference = store.document(time.time())
-    plain = tmp / "floor.json"
-
-    def ours(i: int) -> None:
-        now = time.time()
-        store.apply(parse_frame(frames[i]).updates, now)
-        writer.write(store.document(now))
-
-    def floor_orjson(i: int) -> None:
-        orjson.loads(frames[i])
-        with open(plain, "wb") as stream:
-            stream.write(orjson.dumps(reference))
-
-    functions: dict[str, Callable[[int], object]] = {
-        "ours": ours, "floor_orjson": floor_orjson, "parse": lambda i: parse_frame(frames[i]),
-        "loads": lambda i: orjson.loads(frames[i])}
-    fn = functions[which]
+    work = Workload(60, prefix="callgrind-frame-")
+    fn = getattr(work, which)
     for i in range(n):
         fn(1 + i % 59)  # never frame 0 again: its updates are stored already
-    writer.close()
-    for f in tmp.iterdir():
-        f.unlink()
-    os.rmdir(tmp)
+    work.close()
 
 
 def instructions(which: str, n: int) -> int:
