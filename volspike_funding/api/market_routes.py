@@ -129,14 +129,8 @@ def market_health(snap: MarketSnapshot, now: float, stale_after_s: float) -> dic
     backfill's state, a pause Binance imposed above all — a 418 bans this host's IP from all of Binance's REST, so
     every REST fallback on the droplet fails until it ends."""
     problem = snap.problem(now, stale_after_s)
-    backfill = snap.document.get("backfill")
-    backfill = backfill if isinstance(backfill, dict) else {}
-
-    def number(key: str) -> float | None:
-        value = backfill.get(key)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    until = number("pausedUntil")
+    backfill = snap.backfill
+    until = snap.number("pausedUntil", backfill)
     until = None if until is None else until + snap.shift
     by = backfill.get("pausedBy") if until is not None and until > now else None
     warnings = []
@@ -146,7 +140,7 @@ def market_health(snap: MarketSnapshot, now: float, stale_after_s: float) -> dic
                         f"({until - now:.0f} s)" + (" — a 418 bans this host's IP from Binance's REST, so every "
                                                     "REST fallback here fails until then" if str(by) == "418" else ""))
     age = snap.feed_age(now)
-    pending, error = number("pending"), backfill.get("lastError")
+    pending, error = snap.number("pending", backfill), backfill.get("lastError")
     return {"status": "unhealthy" if problem else "healthy", "connected": snap.connected,
             "dataAgeSeconds": None if age is None else round(age, 3), "klineSymbols": len(snap.klines),
             "tickers": len(snap.tickers), "backfillPending": None if pending is None else int(pending),

@@ -90,8 +90,14 @@ class MarketSnapshot:
         value = self.document.get("tickers")
         return value if isinstance(value, dict) else {}
 
-    def number(self, key: str) -> float | None:
-        value = self.document.get(key)
+    @property
+    def backfill(self) -> dict[str, Any]:
+        value = self.document.get("backfill")
+        return value if isinstance(value, dict) else {}
+
+    def number(self, key: str, part: dict[str, Any] | None = None) -> float | None:
+        """The document's (or its ``part``'s) number ``key``; ``None`` for anything else."""
+        value = (self.document if part is None else part).get(key)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def feed_age(self, now: float) -> float | None:
