@@ -151,12 +151,12 @@ class StateCache:
                             "serving the last good state with its true age" if previous.snapshot else
                             "nothing to serve yet")
             self.view = previous.failed(exc, counted=exc.reason != "missing")
-            self._identity = current
+            self._identity = current  # after the view: a reader that sees the identity sees its view
             return True
         if previous.error is not None and previous.snapshot is not None:
             log.info("state file readable again")
-        self._identity = current
         self.view = previous.read(snapshot)
+        self._identity = current
         return True
 
     @property
