@@ -27,7 +27,7 @@ from volspike_funding.feed.daemon import Daemon
 from volspike_funding.store import marketfile
 from volspike_funding.store.comparison_log import WINDOW_MARKER
 
-from ..conftest import FAST, scaled, wait_until, within_one_hour
+from ..conftest import FAST, scaled, scaled_s, wait_until, within_one_hour
 
 
 class Warm:
@@ -40,6 +40,9 @@ class Warm:
         self.env = {"VOLSPIKE_ENV_FILE": os.devnull, "BINANCE_WS_URL": self.ws.url,
                     "BINANCE_REST_URL": self.rest.url, "FUNDING_STATE_FILE": str(tmp / "state" / "s.json"),
                     **FAST, "FUNDING_STALE_AFTER_S": "5", "FUNDING_REFERENCE_ENABLED": "true",
+                    # No test here stalls the fake: a watchdog of FAST's 0.6 s tripped once under two CPU burners
+                    # (the market child runs at niceness 10) and the routes answered 503 while it reconnected.
+                    "FUNDING_NO_DATA_TIMEOUT_S": scaled_s(5),
                     "FUNDING_MARKET_ENABLED": "true", "FUNDING_MARKET_WS_URL": self.ws.market_url}
         settings = load_settings(self.env)
         settings.state_file.parent.mkdir(parents=True, exist_ok=True)
