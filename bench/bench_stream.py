@@ -8,6 +8,9 @@ cadence (one all-market frame a second). Printed:
   last bytes at the subscriber minus the daemon's receipt of the frame (its ``updatedAt``; the whole path: daemon,
   state file, API, fan-out), p50 / p99 / max, per kind of subscriber (goal p99 <= 20 ms at 500 + 500); and the
   same from the event time the fake stamped before serialising and sending the frame;
+- the floor beside each figure: the same subscribers fed frames of the same shape and size, stamped and sent by
+  one Python thread doing nothing else (:func:`bench.stream_subscribers.floor_server`, after the service has
+  stopped): what the fan-out alone costs on this host;
 - the API's CPU % of one core with the subscribers alone, and under the HTTP load without and with them;
 - HTTP freshness (``/funding/BTCUSDT`` first showing a new event time, minus that event time, p50) and req/s of
   the same route, without and with the subscribers (goal: within 10 %).
@@ -25,16 +28,13 @@ import argparse
 import http.client
 import multiprocessing
 import os
-import selectors
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
+from bench.stream_subscribers import floor_server, subscribers  # noqa: E402
 
 
 def fake_exchange(symbols: int, pipe: Any) -> None:
@@ -54,132 +55,6 @@ def fake_exchange(symbols: int, pipe: Any) -> None:
     with FakeBinanceWS(market, cadence_s=1.0) as ws:
         pipe.send((ws.url, market.usdt_perpetuals()))
         pipe.recv()
-
-
-class Reader:
-    """A subscriber that costs next to nothing and is timed by the kernel: it splits the byte stream into
-    WebSocket frames by their headers, reads only each message's first event time, and takes the kernel's receive
-    timestamp of the bytes that completed the frame (``SO_TIMESTAMPNS``), so the figure is when the service
-    delivered the frame, not when this busy process got round to it. A compressed message (RSV1, when the
-    subscriber offered permessage-deflate) is kept whole and inflated to find its event time."""
-
-    def __init__(self, sock: socket.socket, out: list[tuple[int, float]]) -> None:
-        self.sock, self.out = sock, out
-        self.buf = b""  # a partial handshake or frame header
-        self.skip = 0  # payload bytes of the current frame still to come
-        self.stamp: int | None = None
-        self.handshake = True
-        self.counting = False
-        self.compressed: list[bytes] | None = None  # the current frame's bytes, when it is compressed
-        self.frames = self.deflated = 0
-
-    def done(self, at_ms: float) -> None:
-        self.frames += 1
-        if self.compressed is not None:
-            self.deflated += 1
-            text = zlib.decompressobj(-15).decompress(b"".join(self.compressed) + b"\x00\x00\xff\xff", 200)
-            self.compressed = None
-            at = text.find(b'"E":')
-            digits = text[at + 4:at + 17] if at >= 0 else b""
-            self.stamp = int(digits) if digits.isdigit() else None
-        if self.stamp is not None and self.counting:
-            self.out.append((self.stamp, at_ms))
-
-    def readable(self) -> None:
-        data, ancillary, _, _ = self.sock.recvmsg(1 << 20, 64)
-        at_ms = time.time() * 1000
-        for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                seconds, nanos = struct.unpack("qq", value[:16])
-                at_ms = seconds * 1000 + nanos / 1e6
-        buf = self.buf + data if self.buf else data
-        if self.handshake:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            buf, self.handshake = buf[end + 4:], False
-        pos, size_all = 0, len(buf)
-        while True:
-            if self.skip:
-                take = min(self.skip, size_all - pos)
-                if self.compressed is not None:
-                    self.compressed.append(buf[pos:pos + take])
-                self.skip -= take
-                pos += take
-                if self.skip:
-                    break
-                self.done(at_ms)
-                continue
-            if size_all - pos < 2:
-                break
-            short = buf[pos + 1] & 0x7F
-            head = 2 + (2 if short == 126 else 8 if short == 127 else 0)
-            if size_all - pos < head:
-                break
-            size = short if short < 126 else int.from_bytes(buf[pos + 2:pos + head], "big")
-            if buf[pos] & 0x40:
-                self.compressed, self.stamp = [], None
-                pos += head
-                self.skip = size
-                continue
-            peek = min(size, 120)
-            if size_all - pos < head + peek:
-                break
-            prefix = buf[pos + head:pos + head + peek]
-            at = prefix.find(b'"E":')
-            digits = prefix[at + 4:at + 17] if at >= 0 else b""
-            self.stamp = int(digits) if digits.isdigit() else None
-            pos += head
-            self.skip = size
-            if not size:
-                self.done(at_ms)
-        self.buf = buf[pos:]
-
-
-#: Linux's SO_TIMESTAMPNS (the socket module does not name it).
-SO_TIMESTAMPNS = 35
-OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"  # ccxt's and npm ws's offer
-
-
-def subscribers(port: int, streams: list[str], seconds: float, deflate: bool, pipe: Any) -> None:
-    """One process's share of the subscribers: raw sockets, a handshake each (offering permessage-deflate or
-    not), then :class:`Reader` per socket."""
-    out: dict[str, list[tuple[int, float]]] = {"all": [], "symbol": []}
-    selector = selectors.DefaultSelector()
-    readers = []
-    for stream in streams:
-        path = f"/market/stream?streams={stream}" if stream.startswith("!") else f"/market/ws/{stream}"
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                     f"{OFFER if deflate else ''}\r\n".encode())
-        sock.setblocking(False)
-        reader = Reader(sock, out["all" if stream.startswith("!") else "symbol"])
-        readers.append(reader)
-        selector.register(sock, selectors.EVENT_READ, reader)
-
-    def pump(until: float) -> None:
-        while time.monotonic() < until:
-            for key, _ in selector.select(0.1):
-                key.data.readable()
-
-    pump(time.monotonic() + 3)
-    pipe.send("connected")
-    while not pipe.poll():
-        pump(time.monotonic() + 0.05)
-    pipe.recv()
-    for reader in readers:
-        reader.counting = True
-    pump(time.monotonic() + seconds)
-    for reader in readers:
-        reader.counting = False
-    pipe.send((out, sum(r.frames for r in readers), sum(r.deflated for r in readers)))
-    while not pipe.poll():  # still subscribed (and reading) while the HTTP figures are taken
-        pump(time.monotonic() + 0.05)
-    for reader in readers:
-        reader.sock.close()
 
 
 def watch_arrivals(state: Path, stop: threading.Event, out: dict[int, float]) -> None:
@@ -274,6 +149,39 @@ def subscriber_phase(spawn: Any, port: int, api_pid: int, state: Path, streams: 
     return out
 
 
+def floor_phase(spawn: Any, symbols: int, streams: list[str], args: Any, deflate: bool) -> dict[str, list[float]]:
+    """The same subscribers fed by :func:`~bench.stream_subscribers.floor_server` instead of the service: their
+    delivery from the frame's stamp, by kind."""
+    mine, child = spawn.Pipe()
+    server = spawn.Process(target=floor_server, args=(symbols, child), daemon=True)
+    server.start()
+    port = mine.recv()
+    mine.send(len(streams))
+    procs = []
+    for i in range(args.procs):
+        ours, theirs = spawn.Pipe()
+        proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs], args.seconds, deflate, theirs),
+                             daemon=True)
+        proc.start()
+        procs.append((proc, ours))
+    out: dict[str, list[float]] = {"all": [], "symbol": []}
+    try:
+        assert mine.recv() == "accepted"
+        for _, pipe in procs:
+            assert pipe.recv() == "connected"
+        for _, pipe in procs:
+            pipe.send("go")
+        for _, pipe in procs:
+            for kind, values in pipe.recv()[0].items():
+                out[kind] += [at - event for event, at in values]
+            pipe.send("stop")
+    finally:
+        mine.send("stop")
+        for proc, _ in procs + [(server, None)]:
+            proc.join(10)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=700)
@@ -323,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.wait(10)
         ours.send("stop")
         fake.join(10)
+    floors = {deflate: floor_phase(spawn, args.symbols, streams, args, deflate) for deflate in phases}
     print(f"{args.all} subscribers of !markPrice@arr@1s + {args.per_symbol} of <symbol>@markPrice@1s, "
           f"{len(symbols)} symbols at 1 frame/s, {args.seconds:g} s per phase, {os.cpu_count()} cores shared by the "
           f"fake, daemon, API and {args.procs} subscriber processes")
@@ -334,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"delivery, frame {since} -> subscriber, {label:22s} {len(values):6d} frames: p50 "
                       f"{pct(values, 0.5):6.1f} ms, p99 {pct(values, 0.99):6.1f} ms, max "
                       f"{max(values, default=float('nan')):6.1f} ms")
+            floor = floors[deflate][kind]
+            print(f"  floor, {label:22s} (same readers, frames stamped and sent by floor_server) p50 "
+                  f"{pct(floor, 0.5):6.1f} ms, p99 {pct(floor, 0.99):6.1f} ms; ours/floor p99 "
+                  f"{pct(out['hosted'][kind], 0.99) / pct(floor, 0.99):.2f}x")
         cpu_with, fresh_with, rate_with = out["http"]
         print(f"API CPU, subscribers alone:             {out['cpu']:6.1f} % of one core")
         print(f"API CPU under the HTTP load, without / with subscribers: {cpu_without:6.1f} % / {cpu_with:6.1f} %")

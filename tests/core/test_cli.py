@@ -39,3 +39,18 @@ def test_run_turns_our_errors_into_one_line_and_a_code(capsys):
     assert run("prog", _raise(FundingError("state file unwritable"))) == EXIT_FAILURE
     assert capsys.readouterr().err == "prog: error: state file unwritable\n"
     assert run("prog", _raise(KeyboardInterrupt())) == EXIT_OK
+
+
+def test_the_startup_heap_is_frozen_and_what_comes_later_is_still_collected():
+    """In a process of its own: a frozen heap is never collected, which a test process must not inherit."""
+    code = ("import gc, weakref\n"
+            "import volspike_funding.api.server\n"
+            "from volspike_funding.core.cli import freeze_startup_heap\n"
+            "freeze_startup_heap()\n"
+            "assert gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
+            "class Node: pass\n"
+            "a = Node(); a.self = a; gone = weakref.ref(a); del a\n"
+            "gc.collect()\n"
+            "assert gone() is None, 'a cycle made after the freeze is collected'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr

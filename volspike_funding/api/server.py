@@ -24,7 +24,7 @@ from volspike_funding.api.service_status import HealthLimits
 from volspike_funding.api.stream_hub import StreamHub
 from volspike_funding.store.backend import (MarketReaderLike, StateReaderLike, open_cache,
                                             open_market_cache)
-from volspike_funding.core.cli import build_parser, env_file_line, run, settings_from_args
+from volspike_funding.core.cli import build_parser, env_file_line, freeze_startup_heap, run, settings_from_args
 from volspike_funding.core.logs import setup_logging
 from volspike_funding.api.protocol import (MAX_HEAD_BYTES, effective_max_connections, protocol_class, quiet_accept_errors,
                            raise_fd_limit)
@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             app = create_app(cache, settings.stale_after_s, limits(settings), market, hub)
             server = Server(server_config(app, settings, settings.log_level.lower(), hub), hub)
+            freeze_startup_heap()
             server.run(sockets=[sock])
             return 0 if server.started else 1
         finally:

@@ -18,7 +18,8 @@ from typing import Callable, Collection, Sequence
 import orjson
 
 from volspike_funding.binance.wire import ALL_MARKET_PREFIX, parse_frame
-from volspike_funding.core.cli import EXIT_OK, build_parser, env_file_line, run, settings_from_args
+from volspike_funding.core.cli import (EXIT_OK, build_parser, env_file_line, freeze_startup_heap, run,
+                                        settings_from_args)
 from volspike_funding.core.errors import FrameError
 from volspike_funding.core.logs import RateLimitedLog, setup_logging
 from volspike_funding.core.retry import Backoff
@@ -345,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         daemon.env_note = env_file_line(args)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: daemon.request_stop())
+        freeze_startup_heap()
         return daemon.run()
 
     return run("binance_funding_ws_daemon", body)
