@@ -76,7 +76,7 @@ def child(which: str, rounds: int, pipe: Any) -> None:
     from volspike_funding.core.cli import freeze_startup_heap
 
     with tempfile.TemporaryDirectory(prefix="bench-gc-") as tmp:
-        held, renew = build(which, tmp)
+        held, renew = build(which, tmp)  # referenced until the figures are sent: what the collector walks
         figures = {}
         for label in ("without", "with"):
             if label == "with":
