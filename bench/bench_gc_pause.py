@@ -2,12 +2,12 @@
 :func:`~volspike_funding.core.cli.freeze_startup_heap`, side by side in one run.
 
 Each process is set up in a child of its own as its ``main()`` sets it up (settings, the state cache and the app
-with its server configuration; the daemon object), then times ``gc.collect()``: a full collection holds the
-interpreter lock, so every answer, stream and frame of that process waits for it. What the running process adds
-later is walked either way (the local WebSocket's 1,000 connections of bench/bench_stream.py: 12 ms with the
-freeze, 47 ms without, seen once each). Python starts one whenever the
-objects that survived younger collections reach a quarter of the old ones: at the 1 s state cadence, every few
-minutes. Run: ``python -m bench.bench_gc_pause [--rounds 7]``.
+with its server configuration, as :class:`~volspike_funding.api.server.ServerThread` wires them; the daemon
+object), then times ``gc.collect()``: a full collection holds the interpreter lock, so every answer, stream and
+frame of that process waits for it. Python starts one whenever the objects that survived younger collections reach
+a quarter of the old ones: at the 1 s state cadence, every few minutes. What the running process adds later is
+walked either way (the local WebSocket's 1,000 connections of bench/bench_stream.py: 12 ms with the freeze, 47 ms
+without, seen once each). Run: ``python -m bench.bench_gc_pause [--rounds 7]``.
 """
 
 from __future__ import annotations
@@ -53,23 +53,19 @@ def build(which: str, tmp: str) -> tuple[Any, Callable[[int], None]]:
             daemon.store.apply(frame(k), time.time())
 
         return daemon, update
-    from volspike_funding.api.app import create_app
-    from volspike_funding.api.server import Server, limits, server_config, stream_hub
+    from volspike_funding.api.server import ServerThread
     from volspike_funding.core.settings import API
-    from volspike_funding.store.backend import open_cache, open_market_cache
 
-    settings = load_settings(components=(API,))
-    cache, market_cache = open_cache(settings), open_market_cache(settings)
-    hub = stream_hub(cache, settings, market_cache)
-    app = create_app(cache, settings.stale_after_s, limits(settings), market_cache, hub)
+    api = ServerThread(load_settings(components=(API,)))  # wired, never started
+    api.sock.close()  # its port is not needed: nothing connects
     store, writer = FundingStore("ws://bench", started_at=time.time(), heartbeat_s=5), StateWriter(state)
 
     def renew(k: int) -> None:
         store.apply(frame(k), time.time())
         writer.write(store.document(time.time()))
-        cache.refresh()
+        api.cache.refresh()
 
-    return Server(server_config(app, settings, "warning", hub), hub), renew
+    return api, renew
 
 
 def child(which: str, rounds: int, pipe: Any) -> None:
@@ -89,7 +85,6 @@ def child(which: str, rounds: int, pipe: Any) -> None:
                 times.append((time.perf_counter() - start) * 1000)
             figures[label] = (statistics.median(times), len(gc.get_objects()), gc.get_freeze_count())
         pipe.send(figures)
-        del held
 
 
 def main(argv: list[str] | None = None) -> int:

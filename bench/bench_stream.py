@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_daemon_resources import cpu_seconds  # noqa: E402
-from bench.stream_subscribers import floor_server, subscribers  # noqa: E402
+from bench.stream_subscribers import floor_server, start_subscribers  # noqa: E402
 
 
 def fake_exchange(symbols: int, pipe: Any) -> None:
@@ -115,14 +115,7 @@ def subscriber_phase(spawn: Any, port: int, api_pid: int, state: Path, streams: 
     """Connect the subscribers, time their deliveries, then take the HTTP figures beside them."""
     procs: list[tuple[Any, Any]] = []
     try:
-        for i in range(args.procs):
-            mine, child = spawn.Pipe()
-            proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs], args.seconds, deflate,
-                                                           child), daemon=True)
-            proc.start()
-            procs.append((proc, mine))
-        for _, pipe in procs:
-            assert pipe.recv() == "connected"
+        procs = start_subscribers(spawn, port, streams, args.procs, args.seconds, deflate)
         arrivals: dict[int, float] = {}
         stop = threading.Event()
         watcher = threading.Thread(target=watch_arrivals, args=(state, stop, arrivals), daemon=True)
@@ -158,18 +151,11 @@ def floor_phase(spawn: Any, symbols: int, streams: list[str], args: Any, deflate
     server.start()
     port = mine.recv()
     mine.send(len(streams))
-    procs = []
-    for i in range(args.procs):
-        ours, theirs = spawn.Pipe()
-        proc = spawn.Process(target=subscribers, args=(port, streams[i::args.procs], args.seconds, deflate, theirs),
-                             daemon=True)
-        proc.start()
-        procs.append((proc, ours))
+    procs: list[tuple[Any, Any]] = []
     out: dict[str, list[float]] = {"all": [], "symbol": []}
     try:
+        procs = start_subscribers(spawn, port, streams, args.procs, args.seconds, deflate)
         assert mine.recv() == "accepted"
-        for _, pipe in procs:
-            assert pipe.recv() == "connected"
         for _, pipe in procs:
             pipe.send("go")
         for _, pipe in procs:

@@ -147,6 +147,21 @@ def subscribers(port: int, streams: list[str], seconds: float, deflate: bool, pi
         reader.sock.close()
 
 
+def start_subscribers(spawn: Any, port: int, streams: list[str], procs: int, seconds: float,
+                      deflate: bool) -> list[tuple[Any, Any]]:
+    """:func:`subscribers` for ``streams`` in ``procs`` processes, each with its pipe, once all are connected;
+    they start counting at ``"go"``."""
+    started: list[tuple[Any, Any]] = []
+    for i in range(procs):
+        mine, theirs = spawn.Pipe()
+        proc = spawn.Process(target=subscribers, args=(port, streams[i::procs], seconds, deflate, theirs),
+                             daemon=True)
+        proc.start()
+        started.append((proc, mine))
+    for _, pipe in started:
+        assert pipe.recv() == "connected"
+    return started
+
 def floor_server(symbols: int, pipe: Any) -> None:
     """Accept ``pipe.recv()`` subscribers, answer each handshake, then once a second stamp a fresh all-market
     frame (the fake's ``!markPrice@arr@1s``, ~120 KB) and a one-row frame, compress the big one once for the

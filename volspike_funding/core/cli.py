@@ -65,7 +65,7 @@ def run(prog: str, body: Callable[[], int]) -> int:
 def freeze_startup_heap() -> None:
     """Exempt what the process built at start (modules, the app, settings: ~63,000 objects in the API, ~33,000 in
     the daemon) from the cyclic collector: none of it becomes garbage, yet every full collection walked it all,
-    16-31 ms in the API and 6-16 ms in the daemon on a 2-CPU VM, while every answer, stream and frame of the
+    16-40 ms in the API and 6-16 ms in the daemon on a 2-CPU VM, while every answer, stream and frame of the
     process waited (bench/bench_gc_pause.py). Called once, just before the long-running loop."""
     gc.collect()
     gc.freeze()
